@@ -1,0 +1,365 @@
+"""On-disk, chunked activation store (zarr v3).
+
+Layout of ``NAME.fgstore/`` (a zarr group)::
+
+    acts/<layer>      float16|float32 [n_rows, size], chunked by rows, uncompressed
+    index/sent_id     int32  [n_rows]   sentence index in the corpus
+    index/word_pos    int32  [n_rows]   word position (-1 for sentence-level rows)
+    index/word        str    [n_rows]   the word (the sentence text for sentence-level rows)
+    index/label.<col> str    [n_rows]   label columns (word- or sentence-level)
+    attrs             metadata: model, weights hash, layers, aggregation, version, progress, complete
+
+A store is written to ``NAME.fgstore.partial`` and renamed to ``NAME.fgstore`` only when every
+row is written, so a half-written store is never mistaken for a complete one; the ``.partial``
+directory records its progress so that an interrupted extraction resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from finegrain.neurons import Neuron, NeuronIndex
+
+FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+
+
+class StoreError(RuntimeError):
+    """A store is missing, incomplete, or asked for something it does not hold."""
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+class StoreWriter:
+    """Writes an activation store row-block by row-block.
+
+    ``n_rows`` and the layer sizes must be known up front (word counts are known before
+    extraction), so arrays are allocated once and filled sequentially; memory use is one block.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        layers: dict[str, int],
+        n_rows: int,
+        label_columns: Sequence[str] = (),
+        dtype: str = "float16",
+        chunk_rows: int = 4096,
+        meta: dict | None = None,
+        resume: bool = True,
+        overwrite: bool = False,
+    ):
+        self.path = Path(path)
+        self.tmp = _partial(self.path)
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+        if n_rows <= 0:
+            raise StoreError("cannot write an empty store (0 rows)")
+        if self.path.exists():
+            if not overwrite:
+                raise StoreError(f"{self.path} already exists (pass overwrite=True to replace it)")
+        self.layers = dict(layers)
+        self.n_rows = int(n_rows)
+        self.label_columns = list(label_columns)
+        self.meta = dict(meta or {})
+        self.resumed_rows = 0
+        if resume and self.tmp.exists() and self._compatible():
+            self.group = zarr.open_group(str(self.tmp), mode="r+")
+            self.resumed_rows = int(self.group.attrs.get("rows_written", 0))
+        else:
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self._create(dtype, chunk_rows)
+        self.rows_written = self.resumed_rows
+
+    # -- creation ------------------------------------------------------------------------
+    def _signature(self) -> dict:
+        return {
+            "layers": self.layers,
+            "n_rows": self.n_rows,
+            "label_columns": self.label_columns,
+            "fingerprint": self.meta.get("fingerprint"),
+        }
+
+    def _compatible(self) -> bool:
+        try:
+            g = zarr.open_group(str(self.tmp), mode="r")
+            return g.attrs.get("signature") == self._signature()
+        except Exception:  # noqa: BLE001 - an unreadable partial store is simply restarted
+            return False
+
+    def _create(self, dtype: str, chunk_rows: int) -> None:
+        g = zarr.open_group(str(self.tmp), mode="w")
+        n = self.n_rows
+        cr = max(1, min(chunk_rows, n))
+        acts = g.require_group("acts")
+        for name, size in self.layers.items():
+            acts.create_array(name, shape=(n, size), chunks=(cr, size), dtype=dtype, compressors=None)
+        idx = g.require_group("index")
+        idx.create_array("sent_id", shape=(n,), chunks=(max(cr, 65536),), dtype="int32")
+        idx.create_array("word_pos", shape=(n,), chunks=(max(cr, 65536),), dtype="int32")
+        idx.create_array("word", shape=(n,), chunks=(max(cr, 65536),), dtype=str)
+        for col in self.label_columns:
+            idx.create_array(f"label.{col}", shape=(n,), chunks=(max(cr, 65536),), dtype=str)
+        g.attrs.update(
+            {
+                "format": "finegrain-activations",
+                "format_version": FORMAT_VERSION,
+                "signature": self._signature(),
+                "layers": self.layers,
+                "n_rows": n,
+                "label_columns": self.label_columns,
+                "dtype": dtype,
+                "rows_written": 0,
+                "complete": False,
+                **{k: v for k, v in self.meta.items() if k not in ("layers", "n_rows")},
+            }
+        )
+        self.group = g
+
+    # -- writing -------------------------------------------------------------------------
+    def write(
+        self,
+        acts: dict[str, np.ndarray],
+        sent_id: np.ndarray,
+        word_pos: np.ndarray,
+        words: Sequence[str],
+        labels: dict[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Append a block of rows (in order). ``acts[layer]`` is ``[rows, size]``."""
+        k = len(sent_id)
+        start, stop = self.rows_written, self.rows_written + k
+        if stop > self.n_rows:
+            raise StoreError(f"writing rows {start}:{stop} past the declared {self.n_rows} rows")
+        missing = set(self.layers) - set(acts)
+        if missing:
+            raise StoreError(f"block is missing layers {sorted(missing)}")
+        for name, arr in acts.items():
+            if arr.shape != (k, self.layers[name]):
+                raise StoreError(f"layer {name}: block shape {arr.shape}, expected {(k, self.layers[name])}")
+            self.group["acts"][name][start:stop] = arr
+        idx = self.group["index"]
+        idx["sent_id"][start:stop] = np.asarray(sent_id, dtype=np.int32)
+        idx["word_pos"][start:stop] = np.asarray(word_pos, dtype=np.int32)
+        idx["word"][start:stop] = np.asarray(list(words), dtype=str)
+        for col in self.label_columns:
+            idx[f"label.{col}"][start:stop] = np.asarray(list((labels or {})[col]), dtype=str)
+        self.rows_written = stop
+        self.group.attrs["rows_written"] = stop  # written after the data: progress never overstates
+
+    def set_meta(self, **meta) -> None:
+        self.group.attrs.update(meta)
+
+    def commit(self) -> ActivationStore:
+        """Mark complete and atomically move the store into place."""
+        if self.rows_written != self.n_rows:
+            raise StoreError(f"commit with {self.rows_written} of {self.n_rows} rows written")
+        self.group.attrs["complete"] = True
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.tmp, self.path)
+        return ActivationStore(self.path)
+
+    def abort(self) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+
+
+class ActivationStore:
+    """Read side of a store. Nothing is loaded until sliced.
+
+    >>> store = ActivationStore("acts.fgstore")
+    >>> store["layer.3"][:100]          # numpy [100, 384]
+    >>> X, index = store.matrix(["layer.2", "layer.3"], return_index=True)
+    """
+
+    def __init__(self, path: str | os.PathLike, allow_incomplete: bool = False):
+        self.path = Path(path)
+        if not self.path.exists():
+            if _partial(self.path).exists():
+                raise StoreError(
+                    f"{self.path} is incomplete (extraction was interrupted; a partial store exists at "
+                    f"{_partial(self.path)}). Re-run the extraction to resume it."
+                )
+            raise StoreError(f"no activation store at {self.path}")
+        try:
+            self.group = zarr.open_group(str(self.path), mode="r")
+        except Exception as e:  # noqa: BLE001
+            raise StoreError(f"{self.path} is not a finegrain activation store: {e}") from e
+        attrs = dict(self.group.attrs)
+        if attrs.get("format") != "finegrain-activations":
+            raise StoreError(f"{self.path} is not a finegrain activation store")
+        if not attrs.get("complete") and not allow_incomplete:
+            raise StoreError(f"{self.path} is incomplete ({attrs.get('rows_written')} of {attrs.get('n_rows')} rows)")
+        self.meta = attrs
+        self.layers: dict[str, int] = {k: int(v) for k, v in attrs["layers"].items()}
+        self.n_rows = int(attrs["n_rows"])
+        self.label_columns: list[str] = list(attrs.get("label_columns", []))
+        self._index_cache: dict[str, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivationStore({str(self.path)!r}, rows={self.n_rows}, level={self.level}, "
+            f"layers={len(self.layers)}, neurons={sum(self.layers.values())}, dtype={self.dtype})"
+        )
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    @property
+    def dtype(self) -> str:
+        return self.meta.get("dtype", "float32")
+
+    @property
+    def level(self) -> str:
+        """``"word"`` (one row per word) or ``"sentence"`` (one row per sentence)."""
+        return self.meta.get("level", "word")
+
+    def _check_layer(self, layer: str) -> None:
+        if layer not in self.layers:
+            raise StoreError(f"unknown layer {layer!r}; store has {list(self.layers)}")
+
+    def __getitem__(self, layer: str) -> zarr.Array:
+        """The lazily sliced array of one layer: ``store["layer.3"][rows]``."""
+        self._check_layer(layer)
+        return self.group["acts"][layer]
+
+    def neuron_index(self, layers: Sequence[str] | None = None) -> NeuronIndex:
+        layers = list(layers) if layers is not None else list(self.layers)
+        for lay in layers:
+            self._check_layer(lay)
+        return NeuronIndex([(lay, self.layers[lay]) for lay in layers])
+
+    def matrix(
+        self,
+        layers: Sequence[str] | str | None = None,
+        rows=None,
+        neurons: Sequence[Neuron | str] | None = None,
+        dtype=np.float32,
+        return_index: bool = False,
+    ):
+        """Concatenate layers (or just ``neurons``) into one ``[rows, columns]`` matrix."""
+        if isinstance(layers, str):
+            layers = [layers]
+        if neurons is not None:
+            ns = [Neuron.parse(n) for n in neurons]
+            by_layer: dict[str, list[int]] = {}
+            for n in ns:
+                self._check_layer(n.layer)
+                by_layer.setdefault(n.layer, []).append(n.unit)
+            parts = {lay: self._read(lay, rows, dtype)[:, units] for lay, units in by_layer.items()}
+            cols = [parts[n.layer][:, by_layer[n.layer].index(n.unit)] for n in ns]
+            X = np.stack(cols, axis=1) if cols else np.zeros((0, 0), dtype)
+            return (X, ns) if return_index else X
+        index = self.neuron_index(layers)
+        X = np.concatenate([self._read(lay, rows, dtype) for lay in index.layers], axis=1)
+        return (X, index) if return_index else X
+
+    def _read(self, layer: str, rows, dtype) -> np.ndarray:
+        arr = self[layer]
+        if rows is None:
+            out = arr[:]
+        elif isinstance(rows, slice):
+            out = arr[rows]
+        else:
+            rows = np.asarray(rows)
+            if rows.dtype == bool:
+                rows = np.flatnonzero(rows)
+            out = arr.get_orthogonal_selection((rows, slice(None))) if len(rows) else np.zeros((0, arr.shape[1]))
+        return np.asarray(out, dtype=dtype)
+
+    def iter_chunks(
+        self, layers: Sequence[str] | str | None = None, chunk_rows: int = 8192, dtype=np.float32
+    ) -> Iterator[tuple[slice, np.ndarray]]:
+        """Stream ``(row_slice, matrix)`` blocks: memory stays one block whatever the store size."""
+        for start in range(0, self.n_rows, chunk_rows):
+            sl = slice(start, min(start + chunk_rows, self.n_rows))
+            yield sl, self.matrix(layers, rows=sl, dtype=dtype)
+
+    # -- index ---------------------------------------------------------------------------
+    def index(self, column: str) -> np.ndarray:
+        """An index column: ``sent_id``, ``word_pos``, ``word`` or a label column name."""
+        if column not in self._index_cache:
+            key = column if column in ("sent_id", "word_pos", "word") else f"label.{column}"
+            if key not in self.group["index"]:
+                raise StoreError(
+                    f"store has no index column {column!r}; label columns: {self.label_columns}"
+                )
+            self._index_cache[column] = np.asarray(self.group["index"][key][:])
+        return self._index_cache[column]
+
+    def labels(self, column: str) -> np.ndarray:
+        if column not in self.label_columns:
+            raise StoreError(f"store has no label column {column!r}; it has {self.label_columns}")
+        return self.index(column)
+
+    @property
+    def words(self) -> np.ndarray:
+        return self.index("word")
+
+    @property
+    def sent_ids(self) -> np.ndarray:
+        return self.index("sent_id")
+
+    def sentence(self, sent_id: int) -> list[str]:
+        rows = np.flatnonzero(self.sent_ids == sent_id)
+        return [str(w) for w in self.words[rows]]
+
+    def split(
+        self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+    ) -> tuple[np.ndarray, ...]:
+        """Row indices of train/dev/test splits made by *sentence*, never by token."""
+        return split_by_sentence(self.sent_ids, fractions, seed)
+
+    def info(self) -> str:
+        lines = [
+            f"store      {self.path}",
+            f"model      {self.meta.get('model')}  (weights {str(self.meta.get('weights_hash'))[:12]})",
+            f"level      {self.level}  aggregation={self.meta.get('aggregation')}",
+            f"rows       {self.n_rows}  sentences={self.meta.get('n_sentences')}",
+            f"dtype      {self.dtype}",
+            f"labels     {', '.join(self.label_columns) or '-'}",
+            f"finegrain  {self.meta.get('finegrain_version')}",
+            "layers",
+        ]
+        lines += [f"  {name:<20} {size}" for name, size in self.layers.items()]
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        lines.append(f"on disk    {size / 1e6:.1f} MB")
+        return "\n".join(lines)
+
+
+def split_by_sentence(
+    sent_ids: np.ndarray, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> tuple[np.ndarray, ...]:
+    """Split row indices into groups by sentence id (all rows of a sentence go to one split)."""
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    sent_ids = np.asarray(sent_ids)
+    uniq = np.unique(sent_ids)
+    if len(uniq) < len(fractions):
+        raise ValueError(f"need at least {len(fractions)} sentences to split, have {len(uniq)}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(uniq)
+    bounds = np.round(np.cumsum(fractions)[:-1] * len(perm)).astype(int)
+    groups = np.split(perm, bounds)
+    return tuple(np.flatnonzero(np.isin(sent_ids, g)) for g in groups)
+
+
+def open_store(path: str | os.PathLike) -> ActivationStore:
+    return ActivationStore(path)
+
+
+def as_matrix(source, layers: Iterable[str] | None = None):
+    """Accept a store or an array; return ``(X, NeuronIndex)``."""
+    if isinstance(source, ActivationStore):
+        return source.matrix(list(layers) if layers else None, return_index=True)
+    X = np.asarray(source, dtype=np.float32)
+    return X, NeuronIndex({"x": X.shape[1]})
