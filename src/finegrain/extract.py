@@ -1,0 +1,273 @@
+"""Activation extraction into an on-disk store.
+
+Sentences are processed in *buffers* (default 512 sentences): inside a buffer they are sorted by
+length and batched (less padding), then the activations are written back in corpus order, so the
+store's rows follow the corpus while memory stays one buffer whatever the corpus size. A buffer is
+the unit of resumption: an interrupted run restarts at the first unwritten buffer.
+
+Subword tokens are aggregated to words (``first``/``last``/``mean``) through the tokenizer's own
+word alignment (``word_ids``), so any tokenizer (WordPiece, byte-level BPE, SentencePiece) is
+handled without string matching. Sentences longer than the model's maximum length are split into
+consecutive windows of whole words; nothing is truncated silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import finegrain
+from finegrain.data.corpus import Corpus, CorpusError
+from finegrain.models.base import Batch, ModelAdapter, ModelError
+from finegrain.store import ActivationStore, StoreWriter
+
+log = logging.getLogger(__name__)
+
+AGGREGATIONS = ("first", "last", "mean")
+POOLINGS = ("cls", "mean", "last")
+
+
+@dataclass
+class _Unit:
+    """A piece of a sentence small enough for the model: words[start:stop] of sentence ``sent``."""
+
+    sent: int
+    start: int
+    stop: int
+    n_tokens: int
+
+
+def _as_corpus(corpus) -> Corpus:
+    if isinstance(corpus, Corpus):
+        return corpus.validate()
+    if isinstance(corpus, str | os.PathLike):
+        from finegrain.data import read_corpus
+
+        return read_corpus(corpus).validate()
+    items = list(corpus)
+    if items and isinstance(items[0], str):
+        return Corpus.from_texts(items).validate()
+    return Corpus.from_words(items).validate()
+
+
+def _fingerprint(model: ModelAdapter, corpus: Corpus, layers, aggregation, pooling, dtype) -> str:
+    h = hashlib.sha1()
+    h.update(model.weights_hash().encode())
+    for s in corpus.sentences:
+        h.update("\x1f".join(s.words).encode())
+        h.update(b"\x1e")
+    h.update(json.dumps([list(layers), aggregation, pooling, dtype]).encode())
+    return h.hexdigest()
+
+
+def _plan_units(model: ModelAdapter, sentences: Sequence[Sequence[str]], max_tokens: int) -> list[_Unit]:
+    """Split sentences into units that fit the model; measure token counts for length sorting."""
+    units: list[_Unit] = []
+    counter = getattr(model, "token_count", None)
+    for i, words in enumerate(sentences):
+        if counter is None:
+            units.append(_Unit(i, 0, len(words), sum(len(w) + 1 for w in words)))
+            continue
+        n = counter(words)
+        if n <= max_tokens:
+            units.append(_Unit(i, 0, len(words), n))
+            continue
+        # windows of whole words; a single over-long word is an error, not a silent truncation
+        start = 0
+        overhead = counter([])
+        while start < len(words):
+            stop, used = start, overhead
+            while stop < len(words):
+                w = counter([words[stop]]) - overhead
+                if used + w > max_tokens:
+                    break
+                used += w
+                stop += 1
+            if stop == start:
+                raise ModelError(f"sentence {i}: word {words[start]!r} alone exceeds {max_tokens} tokens")
+            units.append(_Unit(i, start, stop, used))
+            start = stop
+        log.info("sentence %d (%d tokens) split into windows for max length %d", i, n, max_tokens)
+    return units
+
+
+def _word_index(batch: Batch, units: Sequence[_Unit], row_of: Sequence[int], device) -> tuple:
+    """Flatten the token→row mapping of a batch for scatter operations."""
+    B = len(units)
+    T = len(batch.word_ids[0])
+    rows = torch.full((B, T), -1, dtype=torch.long)
+    first = torch.zeros((B, T), dtype=torch.bool)
+    last = torch.zeros((B, T), dtype=torch.bool)
+    for b, (u, base) in enumerate(zip(units, row_of)):
+        wid = batch.word_ids[b]
+        prev = None
+        for t, w in enumerate(wid):
+            if w is None:
+                prev = None
+                continue
+            rows[b, t] = base + u.start + w
+            if w != prev:
+                first[b, t] = True
+            prev = w
+        # a token is the last of its word if the next token belongs to another word (or none)
+        for t, w in enumerate(wid):
+            if w is not None and (t + 1 == len(wid) or wid[t + 1] != w):
+                last[b, t] = True
+    return rows.to(device), first.to(device), last.to(device)
+
+
+def _aggregate(act: torch.Tensor, rows, first, last, aggregation: str, n_out: int) -> torch.Tensor:
+    D = act.shape[-1]
+    flat = act.reshape(-1, D)
+    r = rows.reshape(-1)
+    if aggregation == "mean":
+        keep = r >= 0
+        out = torch.zeros((n_out, D), dtype=torch.float32, device=act.device)
+        out.index_add_(0, r[keep], flat[keep].float())
+        cnt = torch.zeros(n_out, dtype=torch.float32, device=act.device)
+        cnt.index_add_(0, r[keep], torch.ones_like(r[keep], dtype=torch.float32))
+        return out / cnt.clamp_min(1)[:, None]
+    mask = (first if aggregation == "first" else last).reshape(-1)
+    out = torch.zeros((n_out, D), dtype=torch.float32, device=act.device)
+    out[r[mask]] = flat[mask].float()
+    return out
+
+
+def _pool(act: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    m = mask.to(act.device).bool()
+    if act.shape[1] != m.shape[1]:  # character LSTMs report per-step states: same length as mask
+        raise ModelError("activation and attention mask lengths differ")
+    if pooling == "mean":
+        w = m.float()[..., None]
+        return (act.float() * w).sum(1) / w.sum(1).clamp_min(1)
+    idx = m.float().argmax(1) if pooling == "cls" else (m.shape[1] - 1 - m.flip(1).float().argmax(1))
+    return act[torch.arange(act.shape[0], device=act.device), idx].float()
+
+
+def extract(
+    model: ModelAdapter,
+    corpus,
+    path: str | os.PathLike,
+    layers: Sequence[str] | str | None = "hidden",
+    aggregation: str = "mean",
+    pooling: str | None = None,
+    dtype: str = "float32",
+    batch_size: int = 32,
+    buffer_sentences: int = 512,
+    max_length: int | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    chunk_rows: int = 8192,
+) -> ActivationStore:
+    """Run ``model`` over ``corpus`` and write the activations of ``layers`` to ``path``.
+
+    ``aggregation`` turns subword tokens into word rows (``first``/``last``/``mean``); with
+    ``pooling`` (``cls``/``mean``/``last``) the store has one row per sentence instead.
+    ``layers``: list of layer names, ``"hidden"`` (embeddings + every layer output) or ``"all"``.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if pooling is not None and pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS} or None, got {pooling!r}")
+    if not isinstance(model, ModelAdapter):
+        raise ModelError(f"extract() needs a finegrain model adapter (load_model), got {type(model).__name__}")
+    corpus = _as_corpus(corpus)
+    layer_names = model.resolve_layers(layers)
+    sizes = {lay: model.check_layer(lay) for lay in layer_names}
+    level = "sentence" if pooling else "word"
+    n_rows = len(corpus) if pooling else corpus.n_words
+    label_cols = corpus.sentence_label_columns if pooling else corpus.label_columns
+    max_tokens = min(max_length or model.max_length, model.max_length)
+    meta = {
+        "model": model.name,
+        "model_kind": model.kind,
+        "weights_hash": model.weights_hash(),
+        "level": level,
+        "aggregation": None if pooling else aggregation,
+        "pooling": pooling,
+        "n_sentences": len(corpus),
+        "corpus": corpus.name,
+        "finegrain_version": finegrain.__version__,
+        "fingerprint": _fingerprint(model, corpus, layer_names, aggregation, pooling, dtype),
+    }
+    writer = StoreWriter(
+        path, sizes, n_rows, label_columns=label_cols, dtype=dtype, chunk_rows=chunk_rows, meta=meta,
+        resume=resume, overwrite=overwrite,
+    )
+    rows_per_sent = np.ones(len(corpus), dtype=np.int64) if pooling else np.array(
+        [len(s.words) for s in corpus.sentences], dtype=np.int64
+    )
+    sent_start = np.concatenate([[0], np.cumsum(rows_per_sent)])
+    first_sent = int(np.searchsorted(sent_start, writer.resumed_rows, side="left"))
+    if sent_start[first_sent] != writer.resumed_rows:  # buffers end on sentence boundaries
+        raise CorpusError(f"{path}: partial store ends inside a sentence; delete it and re-run")
+    if first_sent:
+        log.info("resuming %s at sentence %d of %d", path, first_sent, len(corpus))
+
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    bar = tqdm(total=len(corpus), initial=first_sent, desc="extract", unit="sent", disable=None if progress is None else not progress, smoothing=0.1)
+    model.model.eval()
+    try:
+        for b0 in range(first_sent, len(corpus), buffer_sentences):
+            b1 = min(b0 + buffer_sentences, len(corpus))
+            sents = corpus.sentences[b0:b1]
+            n_buf = int(sent_start[b1] - sent_start[b0])
+            buf = {lay: np.empty((n_buf, sizes[lay]), dtype=np_dtype) for lay in layer_names}
+            units = _plan_units(model, [s.words for s in sents], max_tokens)
+            order = sorted(range(len(units)), key=lambda k: units[k].n_tokens)
+            pooled_parts: dict[int, list[dict[str, torch.Tensor]]] = {}
+            for k0 in range(0, len(order), batch_size):
+                group = [units[k] for k in order[k0 : k0 + batch_size]]
+                batch = model.encode([sents[u.sent].words[u.start : u.stop] for u in group])
+                with torch.inference_mode():
+                    _, cache = model.run_with_cache(batch, layer_names)
+                if pooling:
+                    for lay in layer_names:
+                        pooled = _pool(cache[lay], batch.attention_mask, pooling).cpu()
+                        for b, u in enumerate(group):
+                            pooled_parts.setdefault(u.sent, []).append({lay: pooled[b]})
+                else:
+                    base = [int(sent_start[b0 + u.sent] - sent_start[b0]) for u in group]
+                    lo = min(bs + u.start for bs, u in zip(base, group))
+                    hi = max(bs + u.stop for bs, u in zip(base, group))
+                    rows, first, last = _word_index(batch, group, [bs - lo for bs in base], cache[layer_names[0]].device)
+                    for lay in layer_names:
+                        vec = _aggregate(cache[lay], rows, first, last, aggregation, hi - lo)
+                        vec_np = vec.to(torch.float16 if dtype == "float16" else torch.float32).cpu().numpy()
+                        # rows of this batch are scattered inside [lo, hi); write only the ones it owns
+                        for bs, u in zip(base, group):
+                            buf[lay][bs + u.start : bs + u.stop] = vec_np[bs + u.start - lo : bs + u.stop - lo]
+                bar.update(len({u.sent for u in group if u.stop == len(sents[u.sent].words)}))
+            if pooling:
+                for lay in layer_names:
+                    for i in range(len(sents)):
+                        parts = [p[lay] for p in pooled_parts[i] if lay in p]
+                        # a sentence split into windows is pooled as the mean of its windows
+                        buf[lay][i] = torch.stack(parts).mean(0).numpy().astype(np_dtype)
+                writer.write(
+                    buf,
+                    sent_id=np.arange(b0, b1),
+                    word_pos=np.full(b1 - b0, -1),
+                    words=[s.text for s in sents],
+                    labels={c: [s.sent_labels[c] for s in sents] for c in label_cols},
+                )
+            else:
+                writer.write(
+                    buf,
+                    sent_id=np.repeat(np.arange(b0, b1), rows_per_sent[b0:b1]),
+                    word_pos=np.concatenate([np.arange(len(s.words)) for s in sents]),
+                    words=[w for s in sents for w in s.words],
+                    labels={c: [lab for s in sents for lab in s.labels[c]] for c in label_cols},
+                )
+    finally:
+        bar.close()
+    return writer.commit()
