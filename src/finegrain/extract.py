@@ -18,6 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,11 +73,12 @@ def _plan_units(model: ModelAdapter, sentences: Sequence[Sequence[str]], max_tok
     """Split sentences into units that fit the model; measure token counts for length sorting."""
     units: list[_Unit] = []
     counter = getattr(model, "token_count", None)
+    counts = model.token_counts(sentences) if hasattr(model, "token_counts") else None
     for i, words in enumerate(sentences):
         if counter is None:
             units.append(_Unit(i, 0, len(words), sum(len(w) + 1 for w in words)))
             continue
-        n = counter(words)
+        n = counts[i] if counts is not None else counter(words)
         if n <= max_tokens:
             units.append(_Unit(i, 0, len(words), n))
             continue
@@ -99,46 +101,35 @@ def _plan_units(model: ModelAdapter, sentences: Sequence[Sequence[str]], max_tok
     return units
 
 
-def _word_index(batch: Batch, units: Sequence[_Unit], row_of: Sequence[int], device) -> tuple:
-    """Flatten the token→row mapping of a batch for scatter operations."""
-    B = len(units)
+def _token_map(batch: Batch, units: Sequence[_Unit], base_rows: Sequence[int], aggregation: str, device):
+    """For a batch, return ``(src, dst, n_out, dest_rows)``: output row ``dst[k]`` receives token
+    ``src[k]`` (a flat index into ``[B*T]``); output row ``j`` goes to buffer row ``dest_rows[j]``."""
     T = len(batch.word_ids[0])
-    rows = torch.full((B, T), -1, dtype=torch.long)
-    first = torch.zeros((B, T), dtype=torch.bool)
-    last = torch.zeros((B, T), dtype=torch.bool)
-    for b, (u, base) in enumerate(zip(units, row_of)):
+    src: list[int] = []
+    dst: list[int] = []
+    dest: list[int] = []
+    for b, (u, base) in enumerate(zip(units, base_rows)):
         wid = batch.word_ids[b]
-        prev = None
+        out0 = len(dest)
+        dest.extend(range(base + u.start, base + u.stop))
         for t, w in enumerate(wid):
             if w is None:
-                prev = None
                 continue
-            rows[b, t] = base + u.start + w
-            if w != prev:
-                first[b, t] = True
-            prev = w
-        # a token is the last of its word if the next token belongs to another word (or none)
-        for t, w in enumerate(wid):
-            if w is not None and (t + 1 == len(wid) or wid[t + 1] != w):
-                last[b, t] = True
-    return rows.to(device), first.to(device), last.to(device)
+            if aggregation == "first" and t > 0 and wid[t - 1] == w:
+                continue
+            if aggregation == "last" and t + 1 < len(wid) and wid[t + 1] == w:
+                continue
+            src.append(b * T + t)
+            dst.append(out0 + w)
+    return (torch.tensor(src, device=device), torch.tensor(dst, device=device), len(dest),
+            np.asarray(dest, dtype=np.int64))
 
 
-def _aggregate(act: torch.Tensor, rows, first, last, aggregation: str, n_out: int) -> torch.Tensor:
-    D = act.shape[-1]
-    flat = act.reshape(-1, D)
-    r = rows.reshape(-1)
-    if aggregation == "mean":
-        keep = r >= 0
-        out = torch.zeros((n_out, D), dtype=torch.float32, device=act.device)
-        out.index_add_(0, r[keep], flat[keep].float())
-        cnt = torch.zeros(n_out, dtype=torch.float32, device=act.device)
-        cnt.index_add_(0, r[keep], torch.ones_like(r[keep], dtype=torch.float32))
-        return out / cnt.clamp_min(1)[:, None]
-    mask = (first if aggregation == "first" else last).reshape(-1)
-    out = torch.zeros((n_out, D), dtype=torch.float32, device=act.device)
-    out[r[mask]] = flat[mask].float()
-    return out
+def _aggregate(act: torch.Tensor, src, dst, n_out: int, counts) -> torch.Tensor:
+    flat = act.reshape(-1, act.shape[-1])
+    out = torch.zeros((n_out, act.shape[-1]), dtype=flat.dtype, device=act.device)
+    out.index_add_(0, dst, flat.index_select(0, src))
+    return out if counts is None else out / counts
 
 
 def _pool(act: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -214,8 +205,12 @@ def extract(
         log.info("resuming %s at sentence %d of %d", path, first_sent, len(corpus))
 
     np_dtype = np.float16 if dtype == "float16" else np.float32
+    torch_dtype = torch.float16 if dtype == "float16" else torch.float32
     bar = tqdm(total=len(corpus), initial=first_sent, desc="extract", unit="sent", disable=None if progress is None else not progress, smoothing=0.1)
     model.model.eval()
+    # the store is written in a background thread while the model computes the next buffer
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending = None
     try:
         for b0 in range(first_sent, len(corpus), buffer_sentences):
             b1 = min(b0 + buffer_sentences, len(corpus))
@@ -237,15 +232,17 @@ def extract(
                             pooled_parts.setdefault(u.sent, []).append({lay: pooled[b]})
                 else:
                     base = [int(sent_start[b0 + u.sent] - sent_start[b0]) for u in group]
-                    lo = min(bs + u.start for bs, u in zip(base, group))
-                    hi = max(bs + u.stop for bs, u in zip(base, group))
-                    rows, first, last = _word_index(batch, group, [bs - lo for bs in base], cache[layer_names[0]].device)
+                    device = cache[layer_names[0]].device
+                    src, dst, n_out, dest = _token_map(batch, group, base, aggregation, device)
+                    counts = torch.zeros(n_out, device=device).index_add_(0, dst, torch.ones(len(dst), device=device))
+                    if bool((counts == 0).any()):
+                        empty = [w for w, c in zip(dest, counts.tolist()) if c == 0]
+                        log.warning("%d word(s) produced no tokens (e.g. buffer row %d); their rows are zero",
+                                    len(empty), int(empty[0]))
+                    counts = counts[:, None].clamp_min(1) if aggregation == "mean" else None
                     for lay in layer_names:
-                        vec = _aggregate(cache[lay], rows, first, last, aggregation, hi - lo)
-                        vec_np = vec.to(torch.float16 if dtype == "float16" else torch.float32).cpu().numpy()
-                        # rows of this batch are scattered inside [lo, hi); write only the ones it owns
-                        for bs, u in zip(base, group):
-                            buf[lay][bs + u.start : bs + u.stop] = vec_np[bs + u.start - lo : bs + u.stop - lo]
+                        vec = _aggregate(cache[lay], src, dst, n_out, counts)
+                        buf[lay][dest] = vec.to(torch_dtype).cpu().numpy()
                 bar.update(len({u.sent for u in group if u.stop == len(sents[u.sent].words)}))
             if pooling:
                 for lay in layer_names:
@@ -253,7 +250,9 @@ def extract(
                         parts = [p[lay] for p in pooled_parts[i] if lay in p]
                         # a sentence split into windows is pooled as the mean of its windows
                         buf[lay][i] = torch.stack(parts).mean(0).numpy().astype(np_dtype)
-                writer.write(
+                pending = _wait(pending)
+                pending = pool.submit(
+                    writer.write,
                     buf,
                     sent_id=np.arange(b0, b1),
                     word_pos=np.full(b1 - b0, -1),
@@ -261,13 +260,23 @@ def extract(
                     labels={c: [s.sent_labels[c] for s in sents] for c in label_cols},
                 )
             else:
-                writer.write(
+                pending = _wait(pending)
+                pending = pool.submit(
+                    writer.write,
                     buf,
                     sent_id=np.repeat(np.arange(b0, b1), rows_per_sent[b0:b1]),
                     word_pos=np.concatenate([np.arange(len(s.words)) for s in sents]),
                     words=[w for s in sents for w in s.words],
                     labels={c: [lab for s in sents for lab in s.labels[c]] for c in label_cols},
                 )
+        _wait(pending)
     finally:
+        pool.shutdown(wait=True)
         bar.close()
     return writer.commit()
+
+
+def _wait(future):
+    if future is not None:
+        future.result()  # re-raises a failed write here, in the caller's thread
+    return None

@@ -70,8 +70,8 @@ class HFAdapter(ModelAdapter):
         n_layers = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0))
         self.block_path, self.blocks = _find_blocks(model, n_layers)
         self.n_layers = n_layers
-        self.hidden_size = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
-        self.n_heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head"))
+        self.hidden_size = int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
+        self.n_heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
         self._attn = [self._sub(b, _ATTN_OUT) for b in self.blocks]
         self._mlp = [self._sub(b, _MLP_DOWN) for b in self.blocks]
         self.max_length = int(
@@ -160,6 +160,11 @@ class HFAdapter(ModelAdapter):
     def token_count(self, words: Sequence[str]) -> int:
         """Number of tokens (special tokens included) a word list encodes to."""
         return len(self.tokenizer(_join(list(words))[0])["input_ids"])
+
+    def token_counts(self, sentences: Sequence[Sequence[str]]) -> list[int]:
+        """Token counts of many word lists in one (parallel, Rust-side) tokenizer call."""
+        enc = self.tokenizer([_join(list(w))[0] for w in sentences])
+        return [len(ids) for ids in enc["input_ids"]]
 
     def forward(self, batch: Batch, **kwargs):
         return self.model(**batch.inputs, **kwargs)

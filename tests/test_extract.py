@@ -1,0 +1,139 @@
+import random
+import string
+
+import numpy as np
+import pytest
+import torch
+
+from finegrain.data.corpus import Corpus, CorpusError, Sentence
+from finegrain.extract import extract
+from finegrain.models import ModelError
+from finegrain.store import ActivationStore, StoreError, StoreWriter
+
+
+def _random_words(rng, n):
+    alphabet = string.ascii_letters + string.digits + ".,!?'-"
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(n)]
+
+
+def _manual(model, words, layer, how):
+    """Reference word vectors computed independently: the charpiece tokenizer makes word k of
+    length n own exactly n consecutive tokens after [CLS]."""
+    b = model.encode([words])
+    _, cache = model.run_with_cache(b, [layer])
+    act = cache[layer][0]
+    out, t = [], 1
+    for w in words:
+        span = act[t : t + len(w)]
+        out.append({"first": span[0], "last": span[-1], "mean": span.mean(0)}[how])
+        t += len(w)
+    return torch.stack(out).numpy()
+
+
+@pytest.mark.parametrize("how", ["first", "last", "mean"])
+def test_alignment_exhaustive_with_charpiece(tiny_bert, tmp_path, how):
+    rng = random.Random(0)
+    sents = [_random_words(rng, rng.randint(1, 9)) for _ in range(40)]
+    store = extract(tiny_bert, Corpus.from_words(sents), tmp_path / "a.fgstore", layers="all",
+                    aggregation=how, batch_size=7, buffer_sentences=16, progress=False)
+    assert store.n_rows == sum(map(len, sents))
+    row = 0
+    for s in sents:
+        for lay in ("layer.0", "layer.2", "layer.1.mlp"):
+            np.testing.assert_allclose(store[lay][row : row + len(s)], _manual(tiny_bert, s, lay, how), atol=2e-5)
+        assert list(store.words[row : row + len(s)]) == s
+        row += len(s)
+
+
+def test_store_equals_hidden_states_gpt2_bpe(tiny_gpt2, tmp_path):
+    sents = [["the", "cat", "sat", "on", "the", "mat"], ["unbelievable", "results", "!"], ["a"]]
+    store = extract(tiny_gpt2, Corpus.from_words(sents), tmp_path / "g.fgstore", aggregation="last", progress=False)
+    b = tiny_gpt2.encode([sents[1]])
+    with torch.no_grad():
+        hs = tiny_gpt2.model(**b.inputs, output_hidden_states=True).hidden_states
+    wid = b.word_ids[0]
+    last_tok = [max(t for t, w in enumerate(wid) if w == k) for k in range(3)]
+    np.testing.assert_allclose(store["layer.1"][6:9], hs[1][0, last_tok].numpy(), atol=1e-5)
+
+
+def test_sentence_pooling_and_labels(tiny_bert, tmp_path):
+    c = Corpus([Sentence(["ab", "c"], sent_labels={"y": "pos"}), Sentence(["de"], sent_labels={"y": "neg"})])
+    store = extract(tiny_bert, c, tmp_path / "p.fgstore", pooling="cls", layers=["layer.2"], progress=False)
+    assert store.level == "sentence" and store.n_rows == 2
+    assert list(store.labels("y")) == ["pos", "neg"]
+    b = tiny_bert.encode([["ab", "c"]])
+    _, cache = tiny_bert.run_with_cache(b, ["layer.2"])
+    np.testing.assert_allclose(store["layer.2"][0], cache["layer.2"][0, 0].numpy(), atol=1e-5)
+
+
+def test_long_sentences_are_split_into_windows(tiny_bert, tmp_path):
+    words = ["abcd"] * 40  # 160 subwords > 128 positions
+    store = extract(tiny_bert, Corpus.from_words([words, ["xy"]]), tmp_path / "w.fgstore", aggregation="first",
+                    progress=False)
+    assert store.n_rows == 41
+    assert np.isfinite(store["layer.2"][:]).all()
+    # the first window's rows equal extracting that window alone
+    n_fit = (128 - 2) // 4
+    ref = _manual(tiny_bert, words[:n_fit], "layer.1", "first")
+    np.testing.assert_allclose(store["layer.1"][:n_fit], ref, atol=2e-5)
+
+
+def test_float16_store(tiny_bert, tmp_path):
+    store = extract(tiny_bert, Corpus.from_texts(["ab cd", "e"]), tmp_path / "h.fgstore", dtype="float16",
+                    progress=False)
+    assert store["layer.1"].dtype == np.float16
+
+
+def test_resume_after_interruption(tiny_bert, tmp_path, monkeypatch):
+    rng = random.Random(1)
+    corpus = Corpus.from_words([_random_words(rng, 5) for _ in range(30)])
+    full = extract(tiny_bert, corpus, tmp_path / "full.fgstore", buffer_sentences=8, progress=False)
+    orig = StoreWriter.write
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(StoreWriter, "write", flaky)
+    path = tmp_path / "r.fgstore"
+    with pytest.raises(KeyboardInterrupt):
+        extract(tiny_bert, corpus, path, buffer_sentences=8, progress=False)
+    with pytest.raises(StoreError, match="incomplete"):
+        ActivationStore(path)
+    monkeypatch.setattr(StoreWriter, "write", orig)
+    written = []
+    monkeypatch.setattr(StoreWriter, "write", lambda self, *a, **k: (written.append(len(k["sent_id"])), orig(self, *a, **k)))
+    store = extract(tiny_bert, corpus, path, buffer_sentences=8, progress=False)
+    assert sum(written) == corpus.n_words - 2 * 8 * 5  # only the unwritten buffers were redone
+    np.testing.assert_array_equal(store.matrix(), full.matrix())
+
+
+def test_bad_inputs(tiny_bert, tmp_path):
+    with pytest.raises(CorpusError, match="empty corpus"):
+        extract(tiny_bert, Corpus([]), tmp_path / "e.fgstore")
+    with pytest.raises(ModelError, match="unknown layer"):
+        extract(tiny_bert, Corpus.from_texts(["a b"]), tmp_path / "e.fgstore", layers=["layer.7"])
+    with pytest.raises(ModelError, match="model adapter"):
+        extract(torch.nn.Linear(2, 2), Corpus.from_texts(["a b"]), tmp_path / "e.fgstore")
+    with pytest.raises(ValueError, match="aggregation"):
+        extract(tiny_bert, Corpus.from_texts(["a b"]), tmp_path / "e.fgstore", aggregation="max")
+    with pytest.raises(CorpusError, match="2 labels for 3 words"):
+        Sentence(["a", "b", "c"], labels={"pos": ["X", "Y"]})
+    extract(tiny_bert, Corpus.from_texts(["a b"]), tmp_path / "x.fgstore", progress=False)
+    with pytest.raises(StoreError, match="already exists"):
+        extract(tiny_bert, Corpus.from_texts(["a b"]), tmp_path / "x.fgstore", progress=False)
+
+
+@pytest.mark.slow
+def test_minilm_tricky_tokenization(minilm, tmp_path):
+    sents = [["Unbelievably", ",", "naïve", "café-goers", "didn't", "re-tokenize", "🙂", "!"],
+             ["The", "ﬁrst", "Straße", "in", "東京"]]
+    store = extract(minilm, Corpus.from_words(sents), tmp_path / "m.fgstore", aggregation="mean", progress=False)
+    assert store.n_rows == 13 and np.isfinite(store["layer.6"][:]).all()
+    b = minilm.encode([sents[0]])
+    # every word owns at least one token and tokens of a word are contiguous
+    wid = [w for w in b.word_ids[0] if w is not None]
+    assert sorted(set(wid)) == list(range(8)) and wid == sorted(wid)

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from finegrain.neurons import Neuron, NeuronIndex, parse_neurons
+from finegrain.store import ActivationStore, StoreError, StoreWriter, split_by_sentence
+
+
+def test_neuron_address_roundtrip():
+    n = Neuron.parse("layer.3.mlp:1020")
+    assert (n.layer, n.unit) == ("layer.3.mlp", 1020)
+    assert str(n) == "layer.3.mlp:1020"
+    assert parse_neurons("layer.1:2,lstm.1.cell:12") == [Neuron("layer.1", 2), Neuron("lstm.1.cell", 12)]
+    for bad in ["layer.3", "layer.3:-1", ":3", "layer.3:x"]:
+        with pytest.raises(ValueError):
+            Neuron.parse(bad)
+
+
+def test_neuron_index_columns():
+    idx = NeuronIndex({"a": 3, "b": 2})
+    assert idx.total == 5
+    assert idx.column("b:1") == 4
+    assert idx.neuron(3) == Neuron("b", 0)
+    assert [str(n) for n in idx.neurons()] == ["a:0", "a:1", "a:2", "b:0", "b:1"]
+    with pytest.raises(IndexError):
+        idx.column("b:2")
+    with pytest.raises(KeyError):
+        idx.column("c:0")
+
+
+def _write(path, n=10, chunk_rows=4, commit=True):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    w = StoreWriter(path, {"l": 3}, n, label_columns=["pos"], dtype="float32", chunk_rows=chunk_rows)
+    w.write({"l": X[:6]}, np.arange(6) // 2, np.arange(6) % 2, [f"w{i}" for i in range(6)], {"pos": ["N"] * 6})
+    if commit:
+        w.write({"l": X[6:]}, np.arange(6, n) // 2, np.arange(6, n) % 2, [f"w{i}" for i in range(6, n)],
+                {"pos": ["V"] * (n - 6)})
+        return X, w.commit()
+    return X, w
+
+
+def test_store_roundtrip_and_streaming(tmp_path):
+    X, store = _write(tmp_path / "s.fgstore")
+    np.testing.assert_array_equal(store["l"][:], X)
+    np.testing.assert_array_equal(store.matrix(rows=[1, 7]), X[[1, 7]])
+    np.testing.assert_array_equal(store.matrix(neurons=["l:2", "l:0"]), X[:, [2, 0]])
+    chunks = list(store.iter_chunks(chunk_rows=3))
+    np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), X)
+    assert list(store.labels("pos")) == ["N"] * 6 + ["V"] * 4
+    assert store.sentence(1) == ["w2", "w3"]
+    with pytest.raises(StoreError, match="unknown layer"):
+        store["nope"]
+    with pytest.raises(StoreError, match="no label column"):
+        store.labels("ner")
+
+
+def test_incomplete_store_is_never_complete(tmp_path):
+    path = tmp_path / "s.fgstore"
+    _, w = _write(path, commit=False)
+    with pytest.raises(StoreError, match="incomplete"):
+        ActivationStore(path)
+    with pytest.raises(StoreError, match="commit with 6 of 10"):
+        w.commit()
+
+
+def test_split_by_sentence_never_splits_a_sentence():
+    sent = np.repeat(np.arange(50), 3)
+    parts = split_by_sentence(sent, (0.6, 0.2, 0.2), seed=1)
+    sets = [set(sent[p]) for p in parts]
+    assert sum(len(p) for p in parts) == len(sent)
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
