@@ -54,7 +54,6 @@ def test_edit_hook_changes_output_and_is_removed(tiny_bert):
 
 
 def test_hooks_removed_on_error(tiny_bert):
-    b = tiny_bert.encode(["hello"])
     with pytest.raises(RuntimeError):
         with tiny_bert.hooks({"layer.1": lambda a, s: a * 0}):
             raise RuntimeError("boom")

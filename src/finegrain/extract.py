@@ -206,7 +206,8 @@ def extract(
 
     np_dtype = np.float16 if dtype == "float16" else np.float32
     torch_dtype = torch.float16 if dtype == "float16" else torch.float32
-    bar = tqdm(total=len(corpus), initial=first_sent, desc="extract", unit="sent", disable=None if progress is None else not progress, smoothing=0.1)
+    bar = tqdm(total=len(corpus), initial=first_sent, desc="extract", unit="sent",
+               disable=None if progress is None else not progress, smoothing=0.1)
     model.model.eval()
     # the store is written in a background thread while the model computes the next buffer
     pool = ThreadPoolExecutor(max_workers=1)
