@@ -105,7 +105,12 @@ def test_resume_after_interruption(tiny_bert, tmp_path, monkeypatch):
         ActivationStore(path)
     monkeypatch.setattr(StoreWriter, "write", orig)
     written = []
-    monkeypatch.setattr(StoreWriter, "write", lambda self, *a, **k: (written.append(len(k["sent_id"])), orig(self, *a, **k)))
+
+    def counting(self, *a, **k):
+        written.append(len(k["sent_id"]))
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(StoreWriter, "write", counting)
     store = extract(tiny_bert, corpus, path, buffer_sentences=8, progress=False)
     assert sum(written) == corpus.n_words - 2 * 8 * 5  # only the unwritten buffers were redone
     np.testing.assert_array_equal(store.matrix(), full.matrix())
