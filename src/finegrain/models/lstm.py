@@ -1,0 +1,489 @@
+"""LSTMs unrolled in time, with hook points on every hidden and cell state, and their adapter.
+
+Neuron-level analyses of recurrent language models (Karpathy et al., 2015, "Visualizing and
+understanding recurrent networks"; Lakretz et al., 2019, "The emergence of number and syntax units in
+LSTM language models") read and edit single units of ``h_t`` and ``c_t``. ``nn.LSTM`` runs the whole
+sequence in one fused kernel, so an edit of ``h_t`` could not reach step ``t + 1``.
+:class:`UnrolledLSTM` has the same parameters and maths as ``nn.LSTM`` but steps through time in Python
+whenever a hook is attached to a layer; layers without hooks keep the fused (cuDNN / MKL) kernel.
+
+Hook points, named as in :mod:`finegrain.neurons`: ``embedding`` (the input vectors), ``lstm.i``
+(hidden state ``h`` of layer *i*, 1-based) and ``lstm.i.cell`` (cell state ``c``). Every hook is called
+once per time step with ``act`` of shape ``[batch, units]``, so ``run_with_cache`` stacks them to
+``[batch, steps, units]``. Within a step the cell hook runs first and ``h_t = o_t * tanh(c_t)`` is
+computed from the (possibly edited) cell: an edit of ``c_t`` therefore changes ``h_t`` and, through
+both states, every later step; an edit of ``h_t`` changes the next layer at ``t`` and all steps ``> t``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .base import Batch, HookFn, ModelAdapter, ModelError
+
+__all__ = ["LSTMAdapter", "LSTMLanguageModel", "LSTMOutput", "HookedLSTMModel", "UnrolledLSTM"]
+
+
+class _HookHandle:
+    """Removes one hook function from the list it was added to (by identity, at most once)."""
+
+    def __init__(self, fns: list[HookFn], fn: HookFn):
+        self._fns, self._fn = fns, fn
+
+    def remove(self) -> None:
+        for i, f in enumerate(self._fns):
+            if f is self._fn:
+                del self._fns[i]
+                return
+
+
+def _run_hooks(fns: list[HookFn], act: torch.Tensor, step: int) -> torch.Tensor:
+    for fn in list(fns):
+        out = fn(act, step)
+        if out is not None:
+            if out.shape != act.shape:
+                raise ModelError(f"hook returned shape {tuple(out.shape)}, expected {tuple(act.shape)}")
+            act = out
+    return act
+
+
+class UnrolledLSTM(nn.Module):
+    """A stack of unidirectional LSTM layers whose states pass through per-step hook points.
+
+    Each layer is an ``nn.LSTMCell`` (``weight_ih [4H, I]``, ``weight_hh [4H, H]``, ``bias_ih``,
+    ``bias_hh``; gates in PyTorch order i, f, g, o), i.e. exactly the parameters of one ``nn.LSTM``
+    layer. ``forward`` has the signature and result of ``nn.LSTM.forward``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+    ):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first = bias, batch_first
+        self.cells = nn.ModuleList(
+            nn.LSTMCell(input_size if k == 0 else hidden_size, hidden_size, bias=bias) for k in range(num_layers)
+        )
+        # plain lists (not state): hooks are attached by adapters for the duration of a run
+        self.hidden_hooks: list[list[HookFn]] = [[] for _ in range(num_layers)]
+        self.cell_hooks: list[list[HookFn]] = [[] for _ in range(num_layers)]
+
+    @classmethod
+    def from_lstm(cls, lstm: nn.LSTM, batch_first: bool | None = None) -> UnrolledLSTM:
+        """Copy the weights of a unidirectional ``nn.LSTM`` (dropout between layers is dropped)."""
+        if not isinstance(lstm, nn.LSTM):
+            raise ModelError(f"expected nn.LSTM, got {type(lstm).__name__}")
+        if lstm.bidirectional or lstm.proj_size:
+            raise ModelError("only unidirectional nn.LSTM without projections can be unrolled")
+        new = cls(
+            lstm.input_size,
+            lstm.hidden_size,
+            lstm.num_layers,
+            lstm.bias,
+            lstm.batch_first if batch_first is None else batch_first,
+        )
+        with torch.no_grad():
+            for k, cell in enumerate(new.cells):
+                for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if lstm.bias else ()):
+                    getattr(cell, name).copy_(getattr(lstm, f"{name}_l{k}"))
+        p = next(lstm.parameters())
+        return new.to(device=p.device, dtype=p.dtype)
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def add_hook(self, layer: int, fn: HookFn, state: str = "h") -> _HookHandle:
+        """Attach ``fn(act [B, H], step)`` to the hidden (``"h"``) or cell (``"c"``) state of layer
+        ``layer`` (0-based); returns a handle with ``.remove()``."""
+        if not 0 <= layer < self.num_layers:
+            raise ModelError(f"LSTM layer {layer} out of range 0..{self.num_layers - 1}")
+        if state not in ("h", "c"):
+            raise ModelError(f"state must be 'h' or 'c', got {state!r}")
+        fns = (self.hidden_hooks if state == "h" else self.cell_hooks)[layer]
+        fns.append(fn)
+        return _HookHandle(fns, fn)
+
+    def has_hooks(self) -> bool:
+        return any(self.hidden_hooks) or any(self.cell_hooks)
+
+    # -- running ---------------------------------------------------------------------------------
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Like ``nn.LSTM``: ``x [B, T, I]`` (or ``[T, B, I]``) -> ``(output, (h_n, c_n))``."""
+        outs, final = self.forward_layers(x, state)
+        return outs[-1], final
+
+    def forward_layers(
+        self,
+        x: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        hooked: bool = True,
+        step_offset: int = 0,
+    ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """Outputs of every layer (each laid out like ``x``) and the final ``(h_n, c_n) [L, B, H]``.
+
+        Hooks see step ``t + step_offset``; steps that come out negative (padding context before a
+        text) and every step when ``hooked=False`` skip the hooks.
+        """
+        if x.dim() != 3:
+            raise ModelError(f"UnrolledLSTM expects a 3-D input, got shape {tuple(x.shape)}")
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        n = x.shape[0]
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, n, self.hidden_size)
+            state = (zeros, zeros)
+        h0, c0 = state
+        outs, hn, cn = [], [], []
+        inp = x
+        for k in range(self.num_layers):
+            if hooked and (self.hidden_hooks[k] or self.cell_hooks[k]):
+                out, (h, c) = self._stepwise(k, inp, h0[k], c0[k], step_offset)
+            else:
+                out, (h, c) = self._fused(k, inp, h0[k], c0[k])
+            outs.append(out if self.batch_first else out.transpose(0, 1))
+            hn.append(h)
+            cn.append(c)
+            inp = out
+        return outs, (torch.stack(hn), torch.stack(cn))
+
+    def _params(self, k: int) -> list[torch.Tensor]:
+        cell = self.cells[k]
+        params = [cell.weight_ih, cell.weight_hh]
+        if self.bias:
+            params += [cell.bias_ih, cell.bias_hh]
+        return params
+
+    def _fused(self, k, x, h0, c0):
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape[0], 0, self.hidden_size), (h0, c0)
+        # the functional form of nn.LSTM (cuDNN on GPU, fused kernel on CPU) for one layer
+        out, h, c = torch.lstm(
+            x, (h0[None].contiguous(), c0[None].contiguous()), self._params(k), self.bias, 1, 0.0,
+            self.training, False, True,
+        )  # fmt: skip
+        return out, (h[0], c[0])
+
+    def _stepwise(self, k, x, h, c, step_offset=0):
+        cell = self.cells[k]
+        # the input projection of all steps in one matmul; only the recurrence is sequential
+        xp = x @ cell.weight_ih.T
+        if self.bias:
+            xp = xp + (cell.bias_ih + cell.bias_hh)
+        w_hh_t = cell.weight_hh.T
+        outs = []
+        for t in range(x.shape[1]):
+            i, f, g, o = (xp[:, t] + h @ w_hh_t).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            step = t + step_offset
+            if step >= 0:
+                c = _run_hooks(self.cell_hooks[k], c, step)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            if step >= 0:
+                h = _run_hooks(self.hidden_hooks[k], h, step)
+            outs.append(h)
+        if not outs:
+            return x.new_zeros(x.shape[0], 0, self.hidden_size), (h, c)
+        return torch.stack(outs, 1), (h, c)
+
+
+@dataclass
+class LSTMOutput:
+    """``logits``: ``[B, T, V]`` next-token logits (LMs) or ``[B, C]`` (classifiers);
+    ``last_hidden_state``: top LSTM layer ``[B, T, H]``."""
+
+    logits: torch.Tensor
+    last_hidden_state: torch.Tensor | None = None
+
+
+class HookedLSTMModel(nn.Module):
+    """Base of the models an :class:`LSTMAdapter` drives: an ``embedding`` (hook point ``embedding``)
+    feeding an :class:`UnrolledLSTM` ``rnn``; ``forward(input_ids, attention_mask) -> LSTMOutput``."""
+
+    embedding: nn.Embedding
+    rnn: UnrolledLSTM
+
+    def __init__(self):
+        super().__init__()
+        self.embedding_hooks: list[HookFn] = []
+
+    def has_hooks(self) -> bool:
+        return bool(self.embedding_hooks) or self.rnn.has_hooks()
+
+    def embed(self, input_ids: torch.Tensor, hooked: bool = True, step_offset: int = 0) -> torch.Tensor:
+        """``[B, T] -> [B, T, E]``; hooks are called per step (``t + step_offset``, skipped when
+        negative) so that every hook point of an LSTM model is per step."""
+        e = self.embedding(input_ids)
+        if hooked and self.embedding_hooks and e.shape[1]:
+            steps = [e[:, t] for t in range(e.shape[1])]
+            for t in range(max(0, -step_offset), len(steps)):
+                steps[t] = _run_hooks(self.embedding_hooks, steps[t], t + step_offset)
+            e = torch.stack(steps, 1)
+        return e
+
+    def logits_at(self, input_ids: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+        """Next-token logits ``[B, len(positions), V]`` at some positions (subclasses may compute
+        only those)."""
+        return self(input_ids, torch.ones_like(input_ids)).logits[:, list(positions)]
+
+
+class LSTMLanguageModel(HookedLSTMModel):
+    """``embedding -> UnrolledLSTM -> head``.
+
+    ``task="lm"``: ``head([B, T, H]) -> [B, T, V]`` next-token logits at every position.
+    ``task="classification"``: ``head([B, H]) -> [B, C]`` applied to the top hidden state at the last
+    real token (``pooling="last"``) or to its mean over real tokens (``pooling="mean"``).
+    """
+
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        rnn: UnrolledLSTM,
+        head: nn.Module,
+        task: str = "lm",
+        pooling: str = "last",
+    ):
+        super().__init__()
+        if task not in ("lm", "classification"):
+            raise ModelError(f"task must be 'lm' or 'classification', got {task!r}")
+        if pooling not in ("last", "mean"):
+            raise ModelError(f"pooling must be 'last' or 'mean', got {pooling!r}")
+        if not rnn.batch_first:
+            raise ModelError("LSTMLanguageModel needs a batch_first UnrolledLSTM")
+        if embedding.embedding_dim != rnn.input_size:
+            raise ModelError(f"embedding dim {embedding.embedding_dim} != LSTM input size {rnn.input_size}")
+        self.embedding, self.rnn, self.head = embedding, rnn, head
+        self.task, self.pooling = task, pooling
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> LSTMOutput:
+        outs, _ = self.rnn.forward_layers(self.embed(input_ids))
+        top = outs[-1]
+        if self.task == "lm":
+            return LSTMOutput(self.head(top), top)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = attention_mask.to(top.dtype)
+        if self.pooling == "mean":
+            pooled = (top * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+        else:
+            # right padding: the causal LSTM state at the last real token ignores the padding after it
+            last = (mask.sum(1).long() - 1).clamp_min(0)
+            pooled = top[torch.arange(top.shape[0], device=top.device), last]
+        return LSTMOutput(self.head(pooled), top)
+
+
+class LSTMAdapter(ModelAdapter):
+    """:class:`~finegrain.models.base.ModelAdapter` for word- or character-level LSTM models.
+
+    Tokens are vocabulary items: words (``level="word"``) or characters including the spaces between
+    words (``level="char"``; spaces get word id ``None``). An optional ``bos`` token starts every
+    sentence (word id ``None``). Batches are padded on the right with ``pad_index``: the LSTM is causal,
+    so states at real tokens never depend on the padding after them and activations do not depend on
+    what else is in the batch.
+    """
+
+    kind = "lstm"
+
+    def __init__(
+        self,
+        model: HookedLSTMModel,
+        vocab: Mapping[str, int] | Sequence[str],
+        *,
+        level: str = "word",
+        bos: str | None = None,
+        unk: str | int | None = None,
+        pad_index: int = 0,
+        name: str = "lstm",
+        device: str | torch.device | None = "auto",
+        max_length: int = 4096,
+    ):
+        if not isinstance(model, HookedLSTMModel):
+            raise ModelError(f"LSTMAdapter needs a HookedLSTMModel, got {type(model).__name__}")
+        if level not in ("word", "char"):
+            raise ModelError(f"level must be 'word' or 'char', got {level!r}")
+        self.model = model.eval()
+        self.stoi = dict(vocab) if isinstance(vocab, Mapping) else {tok: i for i, tok in enumerate(vocab)}
+        self.itos = [""] * (max(self.stoi.values(), default=-1) + 1)
+        for tok, i in self.stoi.items():
+            self.itos[i] = tok
+        if len(self.itos) > model.embedding.num_embeddings:
+            raise ModelError(
+                f"vocabulary ids reach {len(self.itos) - 1}, embedding has {model.embedding.num_embeddings}"
+            )
+        if bos is not None and bos not in self.stoi:
+            raise ModelError(f"bos token {bos!r} is not in the vocabulary")
+        self.unk_index = self.stoi[unk] if isinstance(unk, str) else unk
+        self.level, self.bos, self.pad_index, self.name = level, bos, pad_index, name
+        self.max_length = max_length
+        self.task = getattr(model, "task", "lm")
+        self.to(device)
+
+    @classmethod
+    def from_modules(
+        cls,
+        embedding: nn.Embedding,
+        lstm: nn.LSTM | UnrolledLSTM,
+        head: nn.Module,
+        vocab: Mapping[str, int] | Sequence[str],
+        task: str = "lm",
+        *,
+        level: str = "word",
+        pooling: str = "last",
+        **kwargs,
+    ) -> LSTMAdapter:
+        """Wrap the parts of a user model (the ``nn.LSTM`` is copied into an :class:`UnrolledLSTM`)."""
+        rnn = lstm if isinstance(lstm, UnrolledLSTM) else UnrolledLSTM.from_lstm(lstm, batch_first=True)
+        if not rnn.batch_first:
+            raise ModelError("pass a batch_first UnrolledLSTM (or an nn.LSTM, converted automatically)")
+        kwargs.setdefault("pad_index", embedding.padding_idx if embedding.padding_idx is not None else 0)
+        return cls(LSTMLanguageModel(embedding, rnn, head, task, pooling), vocab, level=level, **kwargs)
+
+    # -- what exists -----------------------------------------------------------------------------
+    def layers(self) -> dict[str, int]:
+        rnn = self.model.rnn
+        sizes = {"embedding": self.model.embedding.embedding_dim}
+        for k in range(1, rnn.num_layers + 1):
+            sizes[f"lstm.{k}"] = rnn.hidden_size
+            sizes[f"lstm.{k}.cell"] = rnn.hidden_size
+        return sizes
+
+    def _register(self, layer: str, fn: HookFn):
+        self.check_layer(layer)
+        if layer == "embedding":
+            self.model.embedding_hooks.append(fn)
+            return _HookHandle(self.model.embedding_hooks, fn)
+        parts = layer.split(".")
+        return self.model.rnn.add_hook(int(parts[1]) - 1, fn, "c" if len(parts) == 3 else "h")
+
+    # -- tokens ----------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[str]:
+        """A string as vocabulary items: its characters, or its whitespace-separated words."""
+        return list(text) if self.level == "char" else text.split()
+
+    def token_ids(self, tokens: Sequence[str]) -> list[int]:
+        ids = []
+        for tok in tokens:
+            i = self.stoi.get(tok, self.unk_index)
+            if i is None:
+                raise ModelError(f"token {tok!r} is not in the vocabulary of {self.name} and it has no unk")
+            ids.append(i)
+        return ids
+
+    def encode(self, sentences: Sequence[Sequence[str]] | Sequence[str]) -> Batch:
+        all_tokens, all_wids, n_words = [], [], []
+        for sent in sentences:
+            words = sent.split() if isinstance(sent, str) else list(sent)
+            toks: list[str] = [self.bos] if self.bos is not None else []
+            wids: list[int | None] = [None] * len(toks)
+            for w, word in enumerate(words):
+                if self.level == "char":
+                    if w:
+                        toks.append(" ")
+                        wids.append(None)
+                    toks.extend(word)
+                    wids.extend([w] * len(word))
+                else:
+                    toks.append(word)
+                    wids.append(w)
+            all_tokens.append(toks[: self.max_length])
+            all_wids.append(wids[: self.max_length])
+            n_words.append(len(words))
+        width = max([len(t) for t in all_tokens] + [1])
+        ids = torch.full((len(all_tokens), width), self.pad_index, dtype=torch.long)
+        mask = torch.zeros((len(all_tokens), width), dtype=torch.long)
+        for b, toks in enumerate(all_tokens):
+            ids[b, : len(toks)] = torch.tensor(self.token_ids(toks), dtype=torch.long)
+            mask[b, : len(toks)] = 1
+            all_wids[b] = all_wids[b] + [None] * (width - len(toks))
+            all_tokens[b] = toks + ["<pad>"] * (width - len(toks))
+        return Batch({"input_ids": ids}, all_wids, n_words, mask, all_tokens)
+
+    # -- running ---------------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> LSTMOutput:
+        batch = batch.to(self.device)
+        return self.model(batch.inputs["input_ids"], batch.attention_mask)
+
+    def run_with_cache(
+        self, batch: Batch, layers: Sequence[str], detach: bool = True
+    ) -> tuple[LSTMOutput, dict[str, torch.Tensor]]:
+        """As the base method, ``{layer: [B, T, D]}``; when a model calls a hook more than once for a
+        step (textgenrnn's windows), the first call, the state that predicts the next token, is kept."""
+        layers = self.resolve_layers(layers)
+        cache: dict[str, dict[int, torch.Tensor]] = {lay: {} for lay in layers}
+
+        def make(lay):
+            def fn(act, step):
+                cache[lay].setdefault(step, act.detach() if detach else act)
+
+            return fn
+
+        with self.hooks({lay: make(lay) for lay in layers}):
+            out = self.forward(batch)
+        result = {}
+        for lay, parts in cache.items():
+            if not parts:
+                raise ModelError(f"hook point {lay} was not reached in the forward pass")
+            result[lay] = torch.stack([parts[t] for t in sorted(parts)], 1)
+        return out, result
+
+    def _text_ids(self, text: str) -> list[int]:
+        return self.token_ids(([self.bos] if self.bos is not None else []) + self.tokenize(text))
+
+    def _require_lm(self, what: str) -> None:
+        if self.task != "lm":
+            raise ModelError(f"{what} needs a language model, {self.name} is a {self.task} model")
+
+    def sequence_logprob(self, prefix: str, continuation: str) -> torch.Tensor:
+        """``sum_j log p(continuation_j | bos, prefix, continuation_<j)`` as a 0-d tensor.
+
+        Tokens come from :meth:`tokenize` (characters for character models, so this is the log of the
+        product of the per-character probabilities). No ``torch.no_grad`` here: attribution methods
+        differentiate through it; attached hooks apply.
+        """
+        self._require_lm("sequence_logprob")
+        ctx = self._text_ids(prefix)
+        cont = self.token_ids(self.tokenize(continuation))
+        if not ctx:
+            raise ModelError("sequence_logprob needs a non-empty prefix when the model has no bos token")
+        if not cont:
+            raise ModelError("sequence_logprob needs a non-empty continuation")
+        ids = torch.tensor([ctx + cont], device=self.device)
+        logits = self.model.logits_at(ids, range(len(ctx) - 1, ids.shape[1] - 1))[0]
+        target = torch.tensor(cont, device=self.device)
+        return torch.log_softmax(logits.float(), -1).gather(1, target[:, None]).sum()
+
+    @torch.no_grad()
+    def generate(self, prefix: str, n_chars: int = 100, temperature: float = 0.5, seed: int | None = None) -> str:
+        """Sample ``n_chars`` tokens after ``prefix`` (``temperature <= 0``: greedy); returns the
+        continuation only. Padding is never sampled; sampling stops early when ``bos`` (which also marks
+        the end of a text, as in textgenrnn) is produced."""
+        self._require_lm("generate")
+        ids = self._text_ids(prefix)
+        if not ids:
+            raise ModelError("generate needs a non-empty prefix when the model has no bos token")
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        bos_id = self.stoi[self.bos] if self.bos is not None else None
+        out: list[str] = []
+        for _ in range(n_chars):
+            x = torch.tensor([ids], device=self.device)
+            logits = self.model.logits_at(x, [len(ids) - 1])[0, 0].double().cpu()
+            logits[self.pad_index] = -torch.inf
+            if temperature <= 0:
+                nxt = int(logits.argmax())
+            else:
+                nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
+            if nxt == bos_id:
+                break
+            ids.append(nxt)
+            out.append(self.itos[nxt])
+        return ("" if self.level == "char" else " ").join(out)

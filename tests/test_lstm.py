@@ -1,0 +1,214 @@
+"""UnrolledLSTM and LSTMAdapter on a tiny random character LM (vocab 20, emb 8, hidden 6, 2 layers)."""
+
+import pytest
+import torch
+from torch import nn
+
+from finegrain.models.base import ModelError
+from finegrain.models.lstm import LSTMAdapter, UnrolledLSTM
+
+VOCAB = ["<pad>", "<s>", " "] + list("abcdefghijklmnopq")
+
+
+@pytest.fixture
+def parts():
+    torch.manual_seed(0)
+    return nn.Embedding(20, 8, padding_idx=0), nn.LSTM(8, 6, 2, batch_first=True), nn.Linear(6, 20)
+
+
+@pytest.fixture
+def adapter(parts):
+    return LSTMAdapter.from_modules(*parts, VOCAB, level="char", device="cpu")
+
+
+def reference_logits(parts, ids):
+    emb, lstm, head = parts
+    with torch.no_grad():
+        return head(lstm(emb(ids))[0])
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("hooked", [False, True])
+def test_unrolled_matches_nn_lstm(batch_first, hooked):
+    torch.manual_seed(1)
+    lstm = nn.LSTM(5, 4, 3, batch_first=batch_first)
+    un = UnrolledLSTM.from_lstm(lstm)
+    x = torch.randn(3, 7, 5) if batch_first else torch.randn(7, 3, 5)
+    state = (torch.randn(3, 3, 4), torch.randn(3, 3, 4))
+    if hooked:  # no-op hooks force the step-wise path on every layer
+        for k in range(3):
+            un.add_hook(k, lambda a, t: None, "h")
+            un.add_hook(k, lambda a, t: None, "c")
+    with torch.no_grad():
+        ref, (h_ref, c_ref) = lstm(x, state)
+        out, (h, c) = un(x, state)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(h, h_ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(c, c_ref, atol=1e-6, rtol=1e-5)
+
+
+def test_from_lstm_rejects_bidirectional():
+    with pytest.raises(ModelError, match="unidirectional"):
+        UnrolledLSTM.from_lstm(nn.LSTM(3, 2, bidirectional=True))
+
+
+def test_layers_and_unknown_layer(adapter):
+    assert adapter.kind == "lstm"
+    assert adapter.layers() == {"embedding": 8, "lstm.1": 6, "lstm.1.cell": 6, "lstm.2": 6, "lstm.2.cell": 6}
+    assert adapter.hidden_layers() == ["embedding", "lstm.1", "lstm.2"]
+    batch = adapter.encode(["ab cd"])
+    with pytest.raises(ModelError, match="unknown layer"):
+        adapter.run_with_cache(batch, ["lstm.3"])
+    with pytest.raises(ModelError, match="unknown layer"), adapter.hooks({"lstm.0": lambda a, t: None}):
+        pass
+
+
+def test_char_encoding_word_ids(adapter, parts):
+    batch = adapter.encode([["ab", "cd"], ["q"]])
+    assert batch.word_ids == [[0, 0, None, 1, 1], [0, None, None, None, None]]
+    assert batch.tokens[0] == list("ab cd")
+    assert batch.n_words == [2, 1]
+    assert batch.attention_mask.tolist() == [[1] * 5, [1, 0, 0, 0, 0]]
+    with_bos = LSTMAdapter.from_modules(*parts, VOCAB, level="char", bos="<s>", device="cpu")
+    assert with_bos.encode(["ab cd"]).word_ids == [[None, 0, 0, None, 1, 1]]
+    with pytest.raises(ModelError, match="not in the vocabulary"):
+        adapter.encode(["xyz"])
+
+
+def test_word_level_encoding(parts):
+    words = ["<pad>"] + [f"w{i}" for i in range(19)]
+    ad = LSTMAdapter.from_modules(*parts, words, level="word", device="cpu")
+    batch = ad.encode(["w3 w1 w4"])
+    assert batch.inputs["input_ids"].tolist() == [[4, 2, 5]]
+    assert batch.word_ids == [[0, 1, 2]]
+
+
+def test_forward_matches_reference_and_padding_is_harmless(adapter, parts):
+    batch = adapter.encode(["ab cd", "q"])
+    with torch.no_grad():
+        logits = adapter.forward(batch).logits
+    torch.testing.assert_close(logits, reference_logits(parts, batch.inputs["input_ids"]))
+    # right padding: a sentence's logits do not depend on the longer sentence next to it
+    with torch.no_grad():
+        alone = adapter.forward(adapter.encode(["q"])).logits
+    torch.testing.assert_close(logits[1, :1], alone[0])
+
+
+def test_run_with_cache_shapes_and_values(adapter, parts):
+    batch = adapter.encode(["ab cd", "abc"])
+    with torch.no_grad():
+        out, cache = adapter.run_with_cache(batch, "all")
+    assert {k: tuple(v.shape) for k, v in cache.items()} == {
+        "embedding": (2, 5, 8),
+        "lstm.1": (2, 5, 6),
+        "lstm.1.cell": (2, 5, 6),
+        "lstm.2": (2, 5, 6),
+        "lstm.2.cell": (2, 5, 6),
+    }
+    emb, lstm, head = parts
+    with torch.no_grad():
+        top, (_, c_n) = lstm(emb(batch.inputs["input_ids"]))
+    torch.testing.assert_close(cache["lstm.2"], top, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(cache["lstm.2.cell"][:, -1], c_n[1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.logits, head(top), atol=1e-6, rtol=1e-5)
+
+
+def test_cell_matches_hand_computed_recursion():
+    torch.manual_seed(2)
+    lstm = nn.LSTM(3, 2, 1, batch_first=True)
+    emb = nn.Embedding(4, 3)
+    ad = LSTMAdapter.from_modules(emb, lstm, nn.Linear(2, 4), ["<pad>", "a", "b", "c"], level="char", device="cpu")
+    batch = ad.encode(["ab"])
+    with torch.no_grad():
+        _, cache = ad.run_with_cache(batch, ["lstm.1.cell", "lstm.1"])
+        x = emb.weight[[1, 2]]
+    w_ih, w_hh = lstm.weight_ih_l0.detach(), lstm.weight_hh_l0.detach()
+    b = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+    h, c = torch.zeros(2), torch.zeros(2)
+    cells, hiddens = [], []
+    for t in range(2):
+        z = w_ih @ x[t] + w_hh @ h + b
+        i, f, g, o = z[0:2].sigmoid(), z[2:4].sigmoid(), z[4:6].tanh(), z[6:8].sigmoid()
+        c = f * c + i * g
+        h = o * c.tanh()
+        cells.append(c)
+        hiddens.append(h)
+    torch.testing.assert_close(cache["lstm.1.cell"][0], torch.stack(cells))
+    torch.testing.assert_close(cache["lstm.1"][0], torch.stack(hiddens))
+
+
+@pytest.mark.parametrize("layer", ["lstm.1", "lstm.1.cell", "embedding"])
+def test_edit_at_step_t_changes_only_later_steps(adapter, layer):
+    batch = adapter.encode(["abc dq"])
+    edit_step = 2
+
+    def edit(act, step):
+        return act + 1.0 if step == edit_step else None
+
+    with torch.no_grad():
+        with adapter.hooks({layer: lambda a, t: None}):  # same step-wise path: bit-comparable
+            before = adapter.forward(batch).logits
+        with adapter.hooks({layer: edit}):
+            edited = adapter.forward(batch).logits
+    assert torch.equal(edited[:, :edit_step], before[:, :edit_step])
+    for t in range(edit_step, before.shape[1]):
+        assert not torch.allclose(edited[:, t], before[:, t]), t
+
+
+def test_cell_edit_changes_hidden_state_of_same_step(adapter):
+    batch = adapter.encode(["abcd"])
+    with torch.no_grad():
+        _, base = adapter.run_with_cache(batch, ["lstm.1"])
+        with adapter.hooks({"lstm.1.cell": lambda a, t: torch.zeros_like(a) if t == 1 else None}):
+            _, cached = adapter.run_with_cache(batch, ["lstm.1", "lstm.1.cell"])
+    assert torch.equal(cached["lstm.1.cell"][:, 1], torch.zeros(1, 6))
+    torch.testing.assert_close(cached["lstm.1"][:, 0], base["lstm.1"][:, 0])
+    assert torch.equal(cached["lstm.1"][:, 1], torch.zeros(1, 6))  # h = o * tanh(0)
+    assert not torch.allclose(cached["lstm.1"][:, 2], base["lstm.1"][:, 2])
+
+
+def test_hooks_removed_afterwards(adapter):
+    batch = adapter.encode(["ab cd", "q"])
+    with torch.no_grad():
+        before = adapter.forward(batch).logits
+        with adapter.hooks({"lstm.2": lambda a, t: a * 0, "embedding": lambda a, t: a + 1}):
+            assert not torch.equal(adapter.forward(batch).logits, before)
+        with pytest.raises(RuntimeError), adapter.hooks({"lstm.1": lambda a, t: a * 2}):
+            raise RuntimeError("removed even on error")
+        after = adapter.forward(batch).logits
+    assert torch.equal(after, before)
+    assert not adapter.model.has_hooks()
+
+
+def test_hook_with_wrong_shape_is_an_error(adapter):
+    with pytest.raises(ModelError, match="shape"), adapter.hooks({"lstm.1": lambda a, t: a[:, :2]}):
+        adapter.forward(adapter.encode(["ab"]))
+
+
+def test_classification_head(parts):
+    emb, lstm, _ = parts
+    head = nn.Linear(6, 3)
+    ad = LSTMAdapter.from_modules(emb, lstm, head, VOCAB, task="classification", level="char", device="cpu")
+    batch = ad.encode(["ab cd", "q"])
+    with torch.no_grad():
+        logits = ad.forward(batch).logits
+        top = lstm(emb(batch.inputs["input_ids"]))[0]
+    assert logits.shape == (2, 3)
+    torch.testing.assert_close(logits, head(top[[0, 1], [4, 0]]))
+    with pytest.raises(ModelError, match="language model"):
+        ad.sequence_logprob("ab", "c")
+
+
+def test_sequence_logprob_is_sum_of_token_logprobs(adapter, parts):
+    ids = torch.tensor([[3, 4, 2, 5]])  # "ab c"
+    logp = torch.log_softmax(reference_logits(parts, ids)[0], -1)
+    expected = logp[1, 2] + logp[2, 5]  # p(" " | "ab") * p("c" | "ab ")
+    torch.testing.assert_close(adapter.sequence_logprob("ab", " c").detach(), expected)
+
+
+def test_generate_is_seeded_and_never_pads(adapter):
+    a = adapter.generate("ab", 12, temperature=1.0, seed=3)
+    assert a == adapter.generate("ab", 12, temperature=1.0, seed=3)
+    assert len(a) == 12 and "<pad>" not in a
+    greedy = adapter.generate("ab", 5, temperature=0)
+    assert greedy == adapter.generate("ab", 5, temperature=0, seed=9)
