@@ -155,6 +155,110 @@ class StoreWriter:
         self.rows_written = stop
         self.group.attrs["rows_written"] = stop  # written after the data: progress never overstates
 
+    # -- region writing (several writers, one store) -----------------------------------------
+    @classmethod
+    def open_partial(cls, path: str | os.PathLike) -> StoreWriter:
+        """Open the existing partial store of ``path`` (created by another ``StoreWriter``) to fill
+        regions of it with :meth:`write_region`, e.g. from another process or machine."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.tmp = _partial(self.path)
+        if not self.tmp.exists():
+            raise StoreError(f"no partial store at {self.tmp} to write into")
+        self.group = zarr.open_group(str(self.tmp), mode="r+")
+        attrs = dict(self.group.attrs)
+        if attrs.get("format") != "finegrain-activations":
+            raise StoreError(f"{self.tmp} is not a finegrain activation store")
+        self.layers = {k: int(v) for k, v in attrs["layers"].items()}
+        self.n_rows = int(attrs["n_rows"])
+        self.label_columns = list(attrs.get("label_columns", []))
+        self.meta = attrs
+        self.resumed_rows = self.rows_written = int(attrs.get("rows_written", 0))
+        return self
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per chunk of the activation arrays: concurrent writers must own whole chunks."""
+        return int(self.group["acts"][next(iter(self.layers))].chunks[0])
+
+    @property
+    def index_chunk_rows(self) -> int:
+        return int(self.group["index"]["sent_id"].chunks[0])
+
+    @property
+    def region_dir(self) -> Path:
+        """A scratch directory inside the partial store (markers, side files); removed at commit."""
+        d = self.tmp / "_regions"
+        d.mkdir(exist_ok=True)
+        return d
+
+    def write_region(
+        self,
+        start: int,
+        acts: dict[str, np.ndarray] | None = None,
+        sent_id: np.ndarray | None = None,
+        word_pos: np.ndarray | None = None,
+        words: Sequence[str] | None = None,
+        labels: dict[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Write rows ``start:start+k`` of the activations (``acts``, all layers) and/or of the index
+        (``sent_id``, ``word_pos``, ``words``, ``labels``), anywhere in the store.
+
+        Unlike :meth:`write` this does not advance ``rows_written``. Writers running concurrently
+        must touch disjoint *chunks* (:attr:`chunk_rows`, :attr:`index_chunk_rows`): zarr rewrites
+        a whole chunk on a partial write, so two writers sharing a chunk lose each other's rows.
+        """
+        start = int(start)
+        if acts is not None:
+            missing = set(self.layers) - set(acts)
+            if missing:
+                raise StoreError(f"block is missing layers {sorted(missing)}")
+            k = len(next(iter(acts.values())))
+            if start < 0 or start + k > self.n_rows:
+                raise StoreError(f"writing rows {start}:{start + k} outside the declared {self.n_rows} rows")
+            for name, arr in acts.items():
+                if name not in self.layers:
+                    raise StoreError(f"unknown layer {name!r}; store has {list(self.layers)}")
+                if arr.shape != (k, self.layers[name]):
+                    raise StoreError(f"layer {name}: block shape {arr.shape}, expected {(k, self.layers[name])}")
+                if k:
+                    self.group["acts"][name][start : start + k] = arr
+        if sent_id is not None:
+            k = len(sent_id)
+            if start < 0 or start + k > self.n_rows:
+                raise StoreError(f"writing rows {start}:{start + k} outside the declared {self.n_rows} rows")
+            if word_pos is None or words is None or len(word_pos) != k or len(words) != k:
+                raise StoreError("index rows need sent_id, word_pos and words of the same length")
+            idx = self.group["index"]
+            sl = slice(start, start + k)
+            idx["sent_id"][sl] = np.asarray(sent_id, dtype=np.int32)
+            idx["word_pos"][sl] = np.asarray(word_pos, dtype=np.int32)
+            idx["word"][sl] = np.asarray(list(words), dtype=str)
+            for col in self.label_columns:
+                idx[f"label.{col}"][sl] = np.asarray(list((labels or {})[col]), dtype=str)
+
+    def mark_done(self, region: str) -> None:
+        """Record (atomically, as a file) that ``region`` is completely written."""
+        marker = self.region_dir / f"{region}.done"
+        tmp = marker.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text("ok")
+        os.replace(tmp, marker)
+
+    def done_regions(self) -> set[str]:
+        d = self.tmp / "_regions"
+        return {p.name[: -len(".done")] for p in d.glob("*.done")} if d.exists() else set()
+
+    def commit_regions(self, regions: Iterable[str]) -> ActivationStore:
+        """Commit a store filled by :meth:`write_region`: only when every one of ``regions`` is marked
+        done (the caller guarantees the regions cover all rows)."""
+        missing = sorted(set(regions) - self.done_regions())
+        if missing:
+            raise StoreError(f"cannot commit {self.path}: {len(missing)} region(s) not done, e.g. {missing[:3]}")
+        shutil.rmtree(self.tmp / "_regions", ignore_errors=True)
+        self.rows_written = self.n_rows
+        self.group.attrs["rows_written"] = self.n_rows
+        return self.commit()
+
     def set_meta(self, **meta) -> None:
         self.group.attrs.update(meta)
 
@@ -293,7 +397,11 @@ class ActivationStore:
                 raise StoreError(
                     f"store has no index column {column!r}; label columns: {self.label_columns}"
                 )
-            self._index_cache[column] = np.asarray(self.group["index"][key][:])
+            values = np.asarray(self.group["index"][key][:])
+            if values.dtype.kind not in "iuf":
+                # zarr returns numpy's StringDType, which sklearn and .astype(str) reject
+                values = values.astype(object)
+            self._index_cache[column] = values
         return self._index_cache[column]
 
     def labels(self, column: str) -> np.ndarray:
