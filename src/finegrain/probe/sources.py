@@ -16,6 +16,15 @@ from finegrain.neurons import Neuron, NeuronIndex
 from finegrain.store import ActivationStore
 
 
+def as_labels(y) -> np.ndarray:
+    """Labels as a plain numpy array; numpy 2 variable-width strings (what zarr stores return) become
+    fixed-width ``str`` so that they sort, compare and serialise like any other label array."""
+    y = np.asarray(y)
+    if y.dtype.kind == "T":
+        y = np.array(y.tolist(), dtype=str)
+    return y
+
+
 class ArraySource:
     """An in-memory ``[n, d]`` matrix seen as row blocks of ``block_rows`` (``None``: one block)."""
 
