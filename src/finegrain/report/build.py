@@ -26,12 +26,12 @@ DEFAULT_PROPERTIES = ("pos", "number", "tense", "negation", "ner")
 class ReportConfig:
     """What the report analyses. Defaults: the embedded MiniLM on the built-in gold corpus."""
 
-    model: str = "minilm"
+    model: object = "minilm"  # a name/path for load_model, or an already-built ModelAdapter
     corpus: str | None = None  # a corpus file; None = built-in generated corpus
     labels: str | None = None  # labels file (NeuroX parallel format)
     label: str | None = None  # label column to read from ``corpus``
     properties: Sequence[str] | None = None  # label columns to probe (default: all, or DEFAULT_PROPERTIES)
-    n_sentences: int = 1500
+    n_sentences: int = 1000
     layers: str | Sequence[str] = "hidden"
     aggregation: str = "mean"
     top_neurons: int = 5  # neurons described per property
@@ -93,7 +93,7 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
     """
     import finegrain
     from finegrain.extract import extract
-    from finegrain.models import load_model
+    from finegrain.models import ModelAdapter, load_model
     from finegrain.store import ActivationStore, StoreError
 
     cfg = config or ReportConfig()
@@ -106,7 +106,10 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
     t_start = time.perf_counter()
     steps = _Steps(total=9, strict=cfg.strict)
     try:
-        model = steps.run("load model", load_model, cfg.model, device=cfg.device)
+        if isinstance(cfg.model, ModelAdapter):
+            model = steps.run("load model", lambda: cfg.model)
+        else:
+            model = steps.run("load model", load_model, cfg.model, device=cfg.device)
         corpus = steps.run("load corpus", _load_corpus, cfg)
         store_path = out / "activations.fgstore"
         store = None
@@ -152,7 +155,7 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, out / "index.html")
     (out / "results.json").write_text(json.dumps(
-        {"config": asdict(cfg), "probing": _jsonable(probing), "timings": steps.timings, "errors": steps.errors},
+        {"config": {k: str(v) if k == "model" else v for k, v in asdict(cfg).items()}, "probing": _jsonable(probing), "timings": steps.timings, "errors": steps.errors},
         indent=1, default=str))
     return out / "index.html"
 
@@ -207,8 +210,8 @@ def _probing(store, props: list[str], cfg: ReportConfig) -> dict:
         probe = template.clone().fit(Xtr, y[train])
         ranking = probe_weight_ranking(probe, index)
         probeless = probeless_ranking(Xtr, y[train], index)
-        abl = ablation_curves(Xtr, y[train], Xte, y[test], ranking, ks=[0.01, 0.02, 0.05, 0.1, 0.2],
-                              probe=template, index=index, modes=("zero", "retrain"), n_random=2, seed=cfg.seed)
+        abl = ablation_curves(Xtr, y[train], Xte, y[test], ranking, ks=[0.005, 0.02, 0.1],
+                              probe=template, index=index, modes=("zero", "retrain"), n_random=1, seed=cfg.seed)
         acc = lp.accuracy("test")
         result[prop] = {
             "layer_acc": {k: v for k, v in acc.items() if k in layers},

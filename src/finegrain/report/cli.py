@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--labels", default=None, help="labels file (NeuroX parallel format)")
     p.add_argument("--label", default=None, help="label column to read (e.g. upos, feats:Number)")
     p.add_argument("--properties", default=None, help="comma-separated label columns to probe")
-    p.add_argument("--n-sentences", type=int, default=1500, help="size of the built-in corpus")
+    p.add_argument("--n-sentences", type=int, default=1000, help="size of the built-in corpus")
     p.add_argument("--layers", default="hidden", help="'hidden', 'all' or comma-separated layer names")
     p.add_argument("--top-neurons", type=int, default=5)
     p.add_argument("--device", default="auto")
