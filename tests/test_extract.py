@@ -142,3 +142,21 @@ def test_minilm_tricky_tokenization(minilm, tmp_path):
     # every word owns at least one token and tokens of a word are contiguous
     wid = [w for w in b.word_ids[0] if w is not None]
     assert sorted(set(wid)) == list(range(8)) and wid == sorted(wid)
+
+
+def test_lstm_char_model_extraction_aligns_words(tmp_path):
+    from finegrain.models.lstm import LSTMAdapter
+
+    torch.manual_seed(0)
+    vocab = ["<pad>", " "] + list("abcdefghijklmnopqrstuvwxyz.")
+    emb, lstm, head = torch.nn.Embedding(len(vocab), 8), torch.nn.LSTM(8, 6, num_layers=2, batch_first=True), \
+        torch.nn.Linear(6, len(vocab))
+    m = LSTMAdapter.from_modules(emb, lstm, head, vocab, level="char")
+    sents = [["ab", "cde", "."], ["xyz"]]
+    store = extract(m, Corpus.from_words(sents), tmp_path / "l.fgstore", layers="all", aggregation="last",
+                    progress=False)
+    assert set(store.layers) == {"embedding", "lstm.1", "lstm.1.cell", "lstm.2", "lstm.2.cell"}
+    b = m.encode([sents[0]])
+    _, cache = m.run_with_cache(b, ["lstm.2.cell"])
+    # "ab cde ." : the last characters of the words are at positions 1, 5 and 7
+    np.testing.assert_allclose(store["lstm.2.cell"][:3], cache["lstm.2.cell"][0, [1, 5, 7]].numpy(), atol=1e-6)

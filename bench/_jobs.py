@@ -1,0 +1,182 @@
+"""Subprocess entry points of the benchmark (each prints one JSON line on stdout, last).
+
+Run in a fresh process so that its peak RSS (``ru_maxrss``) belongs to one measurement:
+
+    python bench/_jobs.py rss-extract --n 2000 --out DIR
+    python bench/_jobs.py write-synth --rows 1000000 --out STORE
+    python bench/_jobs.py stream --store STORE
+    <neurox venv python> bench/_jobs.py neurox-extract --model PATH --corpus TXT --out H5
+    <neurox venv python> bench/_jobs.py neurox-probe --data NPZ --epochs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _emit(d: dict) -> None:
+    print("\n" + json.dumps(d), flush=True)
+
+
+def rss_extract(args) -> dict:
+    import psutil
+
+    from finegrain.data.generate import generate_corpus
+    from finegrain.extract import extract
+    from finegrain.models import load_model
+
+    corpus = generate_corpus(args.n, seed=args.seed, unique=False)
+    model = load_model(args.model, device="cpu")
+    model.model(**model.encode([["warm", "up"]]).inputs)
+    before = psutil.Process().memory_info().rss / 2**20
+    t = time.perf_counter()
+    store = extract(model, corpus, args.out, layers=args.layers.split(","), dtype=args.dtype, overwrite=True,
+                    progress=False)
+    secs = time.perf_counter() - t
+    size = sum(f.stat().st_size for f in store.path.rglob("*") if f.is_file())
+    return {"sentences": args.n, "words": corpus.n_words, "seconds": secs, "rss_before_mb": before,
+            "peak_rss_mb": _maxrss_mb(), "store_mb": size / 2**20}
+
+
+def write_synth(args) -> dict:
+    import numpy as np
+
+    from finegrain.store import StoreWriter
+
+    layers = {f"layer.{i}": args.width for i in range(args.layers)}
+    w = StoreWriter(args.out, layers, args.rows, dtype="float16", chunk_rows=args.block, overwrite=True,
+                    meta={"model": "synthetic"})
+    rng = np.random.default_rng(0)
+    base = {k: rng.normal(size=(args.block, v)).astype(np.float16) for k, v in layers.items()}
+    t = time.perf_counter()
+    words = np.array(["w"] * args.block)
+    for start in range(0, args.rows, args.block):
+        k = min(args.block, args.rows - start)
+        shift = np.float16((start // args.block) % 7 * 0.01)  # blocks differ; no RNG cost per block
+        sid = np.arange(start, start + k) // 10
+        w.write({n: (a[:k] + shift) for n, a in base.items()}, sent_id=sid, word_pos=np.zeros(k, np.int64),
+                words=words[:k])
+    w.commit()
+    size = sum(f.stat().st_size for f in w.path.rglob("*") if f.is_file())
+    return {"rows": args.rows, "seconds": time.perf_counter() - t, "peak_rss_mb": _maxrss_mb(),
+            "store_mb": size / 2**20}
+
+
+def stream(args) -> dict:
+    """One streaming pass over every neuron: running mean and variance (the first pass of a
+    correlation/ranking), one block in memory at a time."""
+    import numpy as np
+
+    from finegrain.store import ActivationStore
+
+    store = ActivationStore(args.store)
+    t = time.perf_counter()
+    n, s1, s2 = 0, None, None
+    for _, X in store.iter_chunks(None, chunk_rows=args.block):
+        X = X.astype(np.float64)
+        s1 = X.sum(0) if s1 is None else s1 + X.sum(0)
+        s2 = (X * X).sum(0) if s2 is None else s2 + (X * X).sum(0)
+        n += len(X)
+    mean = s1 / n
+    var = s2 / n - mean**2
+    return {"rows": n, "neurons": int(len(mean)), "seconds": time.perf_counter() - t,
+            "peak_rss_mb": _maxrss_mb(), "mean_var": float(var.mean())}
+
+
+def neurox_extract(args) -> dict:
+    import contextlib
+    import io
+
+    import torch
+    from neurox.data.extraction import transformers_extractor as te
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    t = time.perf_counter()
+    te.get_model_and_tokenizer(args.model)  # measured separately: extract_representations loads again
+    load = time.perf_counter() - t
+    sink = io.StringIO()
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(sink):  # it prints every sentence; not counted against it
+        te.extract_representations(args.model, args.corpus, args.out, device="cpu", aggregation="average",
+                                   output_type="hdf5")
+    total = time.perf_counter() - t
+    return {"seconds_total": total, "seconds_load": load, "seconds": total - load}
+
+
+def neurox_probe(args) -> dict:
+    import numpy as np
+    import torch
+    from neurox.interpretation import linear_probe
+
+    d = np.load(args.data)
+    Xtr, ytr, Xte, yte = d["Xtr"], d["ytr"], d["Xte"], d["yte"]
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    probe = linear_probe.train_logistic_regression_probe(
+        Xtr, ytr, lambda_l1=args.l1, lambda_l2=args.l2, num_epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.lr)
+    secs = time.perf_counter() - t
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        acc = linear_probe.evaluate_probe(probe, Xte, yte)["__OVERALL__"]
+    return {"seconds": secs, "test_acc": float(acc)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="job", required=True)
+    a = sub.add_parser("rss-extract")
+    a.add_argument("--n", type=int, required=True)
+    a.add_argument("--out", required=True)
+    a.add_argument("--model", default="minilm")
+    a.add_argument("--layers", default="layer.0,layer.3,layer.6")
+    a.add_argument("--dtype", default="float16")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(fn=rss_extract)
+    w = sub.add_parser("write-synth")
+    w.add_argument("--rows", type=int, required=True)
+    w.add_argument("--out", required=True)
+    w.add_argument("--layers", type=int, default=7)
+    w.add_argument("--width", type=int, default=384)
+    w.add_argument("--block", type=int, default=16384)
+    w.set_defaults(fn=write_synth)
+    s = sub.add_parser("stream")
+    s.add_argument("--store", required=True)
+    s.add_argument("--block", type=int, default=16384)
+    s.set_defaults(fn=stream)
+    ne = sub.add_parser("neurox-extract")
+    ne.add_argument("--model", required=True)
+    ne.add_argument("--corpus", required=True)
+    ne.add_argument("--out", required=True)
+    ne.add_argument("--threads", type=int, default=0)
+    ne.set_defaults(fn=neurox_extract)
+    npb = sub.add_parser("neurox-probe")
+    npb.add_argument("--data", required=True)
+    npb.add_argument("--epochs", type=int, default=10)
+    npb.add_argument("--lr", type=float, default=1e-3)
+    npb.add_argument("--batch-size", type=int, default=128)
+    npb.add_argument("--l1", type=float, default=1e-5)
+    npb.add_argument("--l2", type=float, default=1e-5)
+    npb.set_defaults(fn=neurox_probe)
+    args = p.parse_args(argv)
+    _emit(args.fn(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,496 @@
+"""The finegrain benchmark (``make bench``): side-by-side timings in one run on one machine.
+
+Writes ``bench/RESULTS.md`` (``--quick`` writes ``bench/work/RESULTS.quick.md`` instead, so that a
+smoke run never replaces real results). Every section is independent: a failure is recorded in the
+report and the next section runs. Timings are medians of ``--repeats`` runs, the compared
+variants interleaved (A B A B ...) so that load from other processes hits both alike.
+
+    python bench/run.py                      # everything (~15-20 min on 2 cores)
+    python bench/run.py --quick              # smoke run (~2-3 min)
+    python bench/run.py --only extraction,rss
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / "work"
+NEUROX_VENV = BENCH / ".venv-neurox"
+JOBS = BENCH / "_jobs.py"
+SECTIONS = ["extraction", "neurox", "rss", "stream", "probe", "ig", "ablation", "ray"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def median(xs) -> float:
+    return float(statistics.median(xs))
+
+
+def fmt_s(x: float) -> str:
+    return f"{x:.2f} s"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def run_job(args: list[str], python: str = sys.executable, timeout: int = 1800) -> dict:
+    """Run a ``_jobs.py`` job in a fresh process; return its JSON line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([python, str(JOBS), *args], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=str(ROOT))
+    if proc.returncode != 0:
+        raise RuntimeError(f"job {args[0]} failed (rc {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, quick: bool, repeats: int):
+        self.quick = quick
+        self.repeats = repeats
+        self._corpus = None
+        self._model = None
+
+    def corpus(self, n: int):
+        from finegrain.data.corpus import Corpus
+
+        if self._corpus is None or len(self._corpus) < n:
+            try:
+                from finegrain.data.generate import generate_corpus
+
+                self._corpus = generate_corpus(max(n, 2000), seed=0)
+            except ImportError:  # synthetic sentences when the generator is not there
+                import random
+
+                rng = random.Random(0)
+                vocab = [w.strip() for w in "the a cat dog sat ran on under mat park quickly never".split()]
+                self._corpus = Corpus.from_words([[rng.choice(vocab) for _ in range(rng.randint(4, 16))]
+                                                  for _ in range(max(n, 2000))])
+        return Corpus(self._corpus.sentences[:n], name="bench")
+
+    def model(self):
+        if self._model is None:
+            import torch
+
+            from finegrain.models import load_model
+
+            self._model = load_model("minilm", device="cpu")
+            with torch.inference_mode():
+                self._model.model(**self._model.encode([["warm", "up"]]).inputs)
+        return self._model
+
+    # -- helpers -------------------------------------------------------------------------
+    def time_finegrain(self, corpus, path: Path, **kw) -> float:
+        from finegrain.extract import extract
+
+        t = time.perf_counter()
+        extract(self.model(), corpus, path, layers="hidden", dtype="float32", batch_size=32, overwrite=True,
+                progress=False, **kw)
+        return time.perf_counter() - t
+
+    def time_bare(self, corpus, batch_size: int = 32) -> float:
+        """The baseline: tokenise, sort by length, batched forward with all hidden states."""
+        import torch
+
+        m = self.model()
+        tok, hf = m.tokenizer, m.model
+        t = time.perf_counter()
+        texts = [" ".join(s.words) for s in corpus.sentences]
+        lengths = [len(ids) for ids in tok(texts)["input_ids"]]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        with torch.inference_mode():
+            for i in range(0, len(order), batch_size):
+                batch = tok([texts[j] for j in order[i : i + batch_size]], padding=True, return_tensors="pt")
+                hf(**batch, output_hidden_states=True)
+        return time.perf_counter() - t
+
+    # -- sections ------------------------------------------------------------------------
+    def extraction(self) -> str:
+        n = 200 if self.quick else 2000
+        corpus = self.corpus(n)
+        fg, bare = [], []
+        for r in range(self.repeats):
+            log(f"extraction repeat {r + 1}/{self.repeats}: finegrain extract, then bare forward ({n} sentences)")
+            fg.append(self.time_finegrain(corpus, WORK / "ext.fgstore"))
+            bare.append(self.time_bare(corpus))
+        ratio = median(fg) / median(bare)
+        words = corpus.n_words
+        shutil.rmtree(WORK / "ext.fgstore", ignore_errors=True)
+        return "\n".join([
+            f"MiniLM-L6, all hidden states (7 x 384, float32), {n} sentences / {words} words, batch 32, "
+            f"{len(fg)} repeat(s). finegrain: `extract()` incl. word alignment and writing the zarr store; "
+            "bare: tokenise + sort by length + `model(**batch, output_hidden_states=True)`, outputs discarded.",
+            "",
+            table(["variant", "median", "runs", "words/s"], [
+                ["finegrain extract (store written)", fmt_s(median(fg)), ", ".join(f"{x:.2f}" for x in fg),
+                 f"{words / median(fg):,.0f}"],
+                ["bare batched forward", fmt_s(median(bare)), ", ".join(f"{x:.2f}" for x in bare),
+                 f"{words / median(bare):,.0f}"],
+            ]),
+            "",
+            f"**ratio finegrain / bare = {ratio:.2f}** (target <= 1.25: {'PASS' if ratio <= 1.25 else 'FAIL'})",
+        ])
+
+    def neurox_python(self) -> str:
+        """Create bench/.venv-neurox once: NeuroX with --no-deps; torch/transformers/h5py come from the
+        project venv through a .pth file (NeuroX's own pins do not install on Python 3.11)."""
+        py = NEUROX_VENV / "bin" / "python"
+        if not (NEUROX_VENV / ".ok3").exists():
+            log("creating bench/.venv-neurox (pip install --no-deps neurox)")
+            shutil.rmtree(NEUROX_VENV, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(NEUROX_VENV)], check=True)
+            site = subprocess.run([str(py), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+            import sysconfig
+
+            Path(site, "finegrain_project_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, "neurox"],
+                           check=True)
+            # the one compat shim: neurox.interpretation.utils imports imblearn at module level, only for
+            # its optional class-balancing helper (not used here); imbalanced-learn itself drags in
+            # sklearn-compat etc., so a stub that fails loudly if it is ever called stands in for it
+            stub = Path(site, "imblearn")
+            stub.mkdir(exist_ok=True)
+            (stub / "__init__.py").write_text("")
+            (stub / "under_sampling.py").write_text(
+                "class RandomUnderSampler:\n    def __init__(self, *a, **k):\n"
+                "        raise ImportError('imblearn stub (finegrain bench): balancing is not benchmarked')\n")
+            (NEUROX_VENV / ".ok3").write_text("ok")
+        ver = subprocess.run([str(py), "-c", "import importlib.metadata as m;print(m.version('neurox'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        self.neurox_version = ver
+        return str(py)
+
+    def neurox(self) -> str:
+        from finegrain.models import minilm_path
+
+        py = self.neurox_python()
+        n = 30 if self.quick else 500
+        corpus = self.corpus(n)
+        txt = WORK / "neurox_corpus.txt"
+        txt.write_text("\n".join(" ".join(s.words) for s in corpus.sentences) + "\n")
+        nx, nx_total, fg, bare = [], [], [], []
+        for r in range(self.repeats):
+            log(f"neurox repeat {r + 1}/{self.repeats}: NeuroX extract_representations ({n} sentences)")
+            res = run_job(["neurox-extract", "--model", str(minilm_path()), "--corpus", str(txt),
+                           "--out", str(WORK / "neurox.hdf5")], python=py)
+            nx.append(res["seconds"])
+            nx_total.append(res["seconds_total"])
+            log("neurox: finegrain + bare on the same sentences")
+            fg.append(self.time_finegrain(corpus, WORK / "nx.fgstore"))
+            bare.append(self.time_bare(corpus))
+        shutil.rmtree(WORK / "nx.fgstore", ignore_errors=True)
+        speedup = median(nx) / median(fg)
+        return "\n".join([
+            f"NeuroX {self.neurox_version} `transformers_extractor.extract_representations` (aggregation=average, "
+            f"hdf5 output; its per-sentence prints go to a buffer; model loading subtracted, measured separately) "
+            f"vs finegrain `extract()` (mean aggregation, same 7 hidden states) on the same {n} sentences, MiniLM, "
+            f"{len(nx)} repeat(s). NeuroX ran unmodified with transformers "
+            f"{_version('transformers')} (no compat shim needed); it lives in `bench/.venv-neurox` "
+            "(`--no-deps`; torch/transformers/h5py come from the project venv through a `.pth` file; for the probe "
+            "section a stub `imblearn` module, which `neurox.interpretation` imports but the probe does not use).",
+            "",
+            table(["variant", "median", "runs"], [
+                ["NeuroX (excl. model load)", fmt_s(median(nx)), ", ".join(f"{x:.2f}" for x in nx)],
+                ["NeuroX (incl. model load)", fmt_s(median(nx_total)), ", ".join(f"{x:.2f}" for x in nx_total)],
+                ["finegrain extract", fmt_s(median(fg)), ", ".join(f"{x:.2f}" for x in fg)],
+                ["bare batched forward", fmt_s(median(bare)), ", ".join(f"{x:.2f}" for x in bare)],
+            ]),
+            "",
+            f"**finegrain is {speedup:.1f}x faster than NeuroX** (target >= 5x: "
+            f"{'PASS' if speedup >= 5 else 'FAIL'}); NeuroX / bare = {median(nx) / median(bare):.1f}x.",
+        ])
+
+    def rss(self) -> str:
+        sizes = [200, 2000] if self.quick else [2000, 20000]
+        rows = []
+        for n in sizes:
+            log(f"rss: extraction of {n} sentences in a subprocess")
+            res = run_job(["rss-extract", "--n", str(n), "--out", str(WORK / f"rss{n}.fgstore")])
+            shutil.rmtree(WORK / f"rss{n}.fgstore", ignore_errors=True)
+            rows.append([n, f"{res['words']:,}", fmt_s(res["seconds"]), f"{res['store_mb']:.0f} MB",
+                         f"{res['rss_before_mb']:.0f} MB", f"{res['peak_rss_mb']:.0f} MB"])
+        return "\n".join([
+            "Peak RSS (`ru_maxrss` of a fresh process) of MiniLM extraction; layers layer.0, layer.3, layer.6 in "
+            "float16 (a smaller layer set than the speed test to keep the 20k-sentence store and run short; the "
+            "memory of extraction is one buffer of 512 sentences whatever the layer count). Sentences are drawn "
+            "with repetition allowed (`unique=False`).",
+            "",
+            table(["sentences", "words", "time", "store on disk", "RSS after model load", "peak RSS"], rows),
+        ])
+
+    def stream(self) -> str:
+        sizes = [20_000, 80_000] if self.quick else [1_000_000, 4_000_000]
+        rows = []
+        for n in sizes:
+            path = WORK / f"synth{n}.fgstore"
+            log(f"stream: writing {n:,} rows x 2,688 fp16 with StoreWriter (subprocess)")
+            w = run_job(["write-synth", "--rows", str(n), "--out", str(path)])
+            log(f"stream: streaming pass over {n:,} rows (subprocess)")
+            s = run_job(["stream", "--store", str(path)])
+            shutil.rmtree(path, ignore_errors=True)
+            rows.append([f"{n:,}", f"{w['store_mb'] / 1024:.2f} GB", fmt_s(w["seconds"]), f"{w['peak_rss_mb']:.0f} MB",
+                         fmt_s(s["seconds"]), f"{s['peak_rss_mb']:.0f} MB"])
+        return "\n".join([
+            "Synthetic activations, 7 layers x 384 = 2,688 neurons, float16, written block by block with "
+            "`StoreWriter` (no model), then one streaming pass (`store.iter_chunks`, 16,384 rows per block, "
+            "running per-neuron mean and variance in float64: the first pass of correlation / ranking). Each step "
+            "in a fresh process.",
+            "",
+            table(["words (rows)", "store", "write time", "write peak RSS", "stream time", "stream peak RSS"], rows),
+        ])
+
+    def probe(self) -> str:
+        import numpy as np
+
+        from finegrain.extract import extract
+        from finegrain.probe import LinearProbe
+
+        n = 200 if self.quick else 2000
+        epochs = 2 if self.quick else 10
+        store = extract(self.model(), self.corpus(n), WORK / "probe.fgstore", layers="hidden", dtype="float32",
+                        overwrite=True, progress=False)
+        train, test = store.split((0.8, 0.2), seed=0)
+        X = store.matrix()
+        y = store.labels("pos")
+        classes, yi = np.unique(y, return_inverse=True)
+        np.savez(WORK / "probe_data.npz", Xtr=X[train], ytr=yi[train], Xte=X[test], yte=yi[test])
+        hp = {"l1": 1e-5, "l2": 1e-5, "lr": 1e-3, "batch_size": 128}
+        rows, fg_t, fg_acc, nx_t, nx_acc = [], [], [], [], []
+        py = None
+        try:
+            py = self.neurox_python()
+        except Exception as e:  # noqa: BLE001
+            rows.append(["NeuroX", "not run", f"{type(e).__name__}: {e}", ""])
+        for r in range(self.repeats):
+            log(f"probe repeat {r + 1}/{self.repeats}: finegrain vs NeuroX, {len(train)} x {X.shape[1]}")
+            p = LinearProbe(epochs=epochs, device="cpu", seed=r, progress=False, **hp)
+            t = time.perf_counter()
+            p.fit(X[train], y[train])
+            fg_t.append(time.perf_counter() - t)
+            fg_acc.append(p.score(X[test], y[test]))
+            if py:
+                res = run_job(["neurox-probe", "--data", str(WORK / "probe_data.npz"), "--epochs", str(epochs),
+                               "--lr", str(hp["lr"]), "--batch-size", str(hp["batch_size"]), "--l1", str(hp["l1"]),
+                               "--l2", str(hp["l2"])], python=py)
+                nx_t.append(res["seconds"])
+                nx_acc.append(res["test_acc"])
+        shutil.rmtree(WORK / "probe.fgstore", ignore_errors=True)
+        rows.insert(0, ["finegrain LinearProbe", fmt_s(median(fg_t)), f"{median(fg_acc):.4f}",
+                        ", ".join(f"{x:.2f}" for x in fg_t)])
+        if nx_t:
+            rows.append(["NeuroX train_logistic_regression_probe", fmt_s(median(nx_t)), f"{median(nx_acc):.4f}",
+                         ", ".join(f"{x:.2f}" for x in nx_t)])
+        tail = ""
+        if nx_t:
+            tail = (f"\n\nNeuroX / finegrain time = {median(nx_t) / median(fg_t):.2f}x at test accuracy "
+                    f"{median(nx_acc):.4f} vs {median(fg_acc):.4f} (difference "
+                    f"{abs(median(nx_acc) - median(fg_acc)):.4f}).")
+        return (f"POS probe (elastic net l1=l2=1e-5, Adam lr 1e-3, batch 128, {epochs} epochs) on all 2,688 MiniLM "
+                f"hidden neurons, {len(train):,} train / {len(test):,} test words ({len(classes)} classes), CPU.\n\n"
+                + table(["probe", "median train time", "test acc", "runs"], rows) + tail)
+
+    def ig(self) -> str:
+        try:
+            import finegrain.attribute as fa
+        except ImportError as e:
+            return f"not available: `finegrain.attribute` cannot be imported ({e})."
+        fn = getattr(fa, "benchmark_ig", None)
+        if fn is None:
+            return ("not available: `finegrain.attribute` has no `benchmark_ig(adapter, texts) -> dict` helper "
+                    f"(it exports: {', '.join(sorted(n for n in dir(fa) if not n.startswith('_')))}).")
+        from finegrain.models import load_model
+
+        adapter = load_model("minilm", task="sequence-classification", device="cpu")
+        texts = [" ".join(s.words) for s in self.corpus(8 if self.quick else 32).sentences]
+        res = fn(adapter, texts)
+        return table(["measure", "value"], [[k, v] for k, v in res.items()])
+
+    def ablation(self) -> str:
+        try:
+            from finegrain.intervene import benchmark_sweep
+            from finegrain.intervene.scoring import Accuracy
+        except ImportError as e:
+            return f"not available: `finegrain.intervene` cannot be imported ({e})."
+        from finegrain.models import load_model
+
+        adapter = load_model("minilm", task="sequence-classification", device="cpu")
+        sents = self.corpus(16 if self.quick else 32).sentences
+        texts = [" ".join(s.words) for s in sents]
+        labels = [int(s.sent_labels.get("sentiment", "pos") == "pos") if s.sent_labels else 0 for s in sents]
+        obj = Accuracy(adapter, texts, labels)
+        layer = "layer.3"
+        log(f"ablation: single-unit sweep of {layer} (batched) vs one forward per unit")
+        res = benchmark_sweep(adapter, layer, obj, n_loop_units=4 if self.quick else 16)
+        return "\n".join([
+            f"Single-unit zero-ablation sweep of MiniLM {layer} ({res['units']} units), accuracy objective on "
+            f"{len(texts)} sentences (random classification head: it is the forward cost that is measured).",
+            "",
+            table(["measure", "value"], [
+                ["plain forward of the batch", fmt_s(res["plain_forward_s"])],
+                ["batched sweep, per unit", f"{res['batched_s_per_unit'] * 1000:.1f} ms"],
+                ["one forward per unit, per unit", f"{res['loop_s_per_unit'] * 1000:.1f} ms"],
+                ["batched forwards", res["batched_forwards"]],
+            ]),
+            "",
+            f"per-unit cost: batched = {res['batched_s_per_unit'] / res['plain_forward_s']:.2f} plain forwards, "
+            f"loop = {res['loop_s_per_unit'] / res['plain_forward_s']:.2f} plain forwards; "
+            f"batched is {res['loop_s_per_unit'] / res['batched_s_per_unit']:.1f}x faster than the loop.",
+        ])
+
+    def ray(self) -> str:
+        try:
+            from finegrain.distributed import extract_ray, init_ray
+            ray = init_ray(num_cpus=os.cpu_count())
+        except ImportError as e:
+            return f"not available: {e}"
+        n = 100 if self.quick else 1000
+        corpus = self.corpus(n)
+        times: dict[int, list[float]] = {1: [], 2: []}
+        local = []
+        for r in range(max(1, min(self.repeats, 2))):
+            for w in (1, 2):
+                log(f"ray repeat {r + 1}: extract_ray with {w} worker(s), {n} sentences")
+                t = time.perf_counter()
+                extract_ray("minilm", corpus, WORK / "ray.fgstore", layers="hidden", num_workers=w, overwrite=True,
+                            progress=False, device="cpu")
+                times[w].append(time.perf_counter() - t)
+            local.append(self.time_finegrain(corpus, WORK / "ray_local.fgstore"))
+        shutil.rmtree(WORK / "ray.fgstore", ignore_errors=True)
+        shutil.rmtree(WORK / "ray_local.fgstore", ignore_errors=True)
+        res = ray.cluster_resources()
+        return "\n".join([
+            f"`extract_ray` (MiniLM by name, loaded in every actor; all hidden states, float32) on {n} sentences; "
+            f"Ray {ray.__version__}, local cluster with {res.get('CPU', 0):.0f} CPUs, one CPU (one torch thread) per "
+            "actor. Times include starting the actors and loading the model in each (Ray itself already running).",
+            "",
+            table(["engine", "median", "runs"], [
+                ["ray, 1 worker", fmt_s(median(times[1])), ", ".join(f"{x:.2f}" for x in times[1])],
+                ["ray, 2 workers", fmt_s(median(times[2])), ", ".join(f"{x:.2f}" for x in times[2])],
+                ["local extract() (all threads)", fmt_s(median(local)), ", ".join(f"{x:.2f}" for x in local)],
+            ]),
+            "",
+            f"speed-up 2 vs 1 worker: {median(times[1]) / median(times[2]):.2f}x.",
+        ])
+
+
+def _version(pkg: str) -> str:
+    try:
+        import importlib.metadata as md
+
+        return md.version(pkg)
+    except Exception:  # noqa: BLE001
+        return "not installed"
+
+
+def machine() -> str:
+    import torch
+
+    try:
+        import psutil
+
+        mem = f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
+    except ImportError:
+        mem = "RAM unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none used"
+    return (f"{cpu}; {os.cpu_count()} CPUs (torch threads {torch.get_num_threads()}); {mem}; GPU: {gpu}; "
+            f"Python {platform.python_version()}; torch {torch.__version__}; transformers {_version('transformers')}; "
+            f"zarr {_version('zarr')}; ray {_version('ray')}; finegrain {_version('finegrain')}; "
+            f"{platform.platform()}")
+
+
+TITLES = {
+    "extraction": "Extraction vs a bare batched forward",
+    "neurox": "Extraction vs NeuroX",
+    "rss": "Peak RSS of extraction vs corpus size",
+    "stream": "Peak RSS of streaming over a store vs store size",
+    "probe": "Probe training vs NeuroX",
+    "ig": "Integrated gradients vs Captum",
+    "ablation": "Ablation sweep vs plain forwards",
+    "ray": "Ray extraction, 1 vs 2 workers",
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (smoke run)")
+    p.add_argument("--only", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
+    p.add_argument("--repeats", type=int, help="repeats per timing (default 3, --quick 1)")
+    p.add_argument("--out", help="report path (default bench/RESULTS.md; --quick: bench/work/RESULTS.quick.md)")
+    args = p.parse_args(argv)
+    only = args.only.split(",") if args.only else SECTIONS
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    WORK.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else (WORK / "RESULTS.quick.md" if args.quick else BENCH / "RESULTS.md")
+    repeats = args.repeats or (1 if args.quick else 3)
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    bench = Bench(args.quick, repeats)
+    t0 = time.perf_counter()
+    parts = [
+        "# finegrain benchmark",
+        "",
+        f"Run {_dt.datetime.now().isoformat(timespec='seconds')} with `python bench/run.py"
+        f"{' --quick' if args.quick else ''}{' --only ' + args.only if args.only else ''}`"
+        f"{' (QUICK SMOKE RUN: sizes reduced, not results)' if args.quick else ''}.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "All numbers of one section were measured side by side in this run; medians of the listed runs.",
+    ]
+    status = {}
+    for name in only:
+        log(f"== {name}")
+        t = time.perf_counter()
+        try:
+            body = getattr(bench, name)()
+            status[name] = "ok"
+        except Exception as e:  # noqa: BLE001 - one failed section must not stop the others
+            body = f"**failed**: `{type(e).__name__}: {e}`\n\n```\n{traceback.format_exc()[-3000:]}\n```"
+            status[name] = "failed"
+            log(f"{name} failed: {type(e).__name__}: {e}")
+        parts += ["", f"## {TITLES[name]}", "", body, "", f"_section time {time.perf_counter() - t:.0f} s_"]
+        out.write_text("\n".join(parts) + "\n")  # keep what is done if a later section hangs
+    parts += ["", f"Total benchmark time: {time.perf_counter() - t0:.0f} s."]
+    out.write_text("\n".join(parts) + "\n")
+    log(f"wrote {out} ({', '.join(f'{k}: {v}' for k, v in status.items())})")
+    return 0 if all(v == "ok" for v in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    sys.exit(main())
