@@ -35,5 +35,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no activation store" in capsys.readouterr().err
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    assert main(["extract", "--model", "some-org/uncached", "--corpus", str(empty), "--out", str(tmp_path / "x")]) == 2
+    assert main(["extract", "--model", "minilm", "--corpus", str(empty), "--out", str(tmp_path / "x")]) == 2
+    assert "empty corpus" in capsys.readouterr().err
+    ok = tmp_path / "ok.txt"
+    ok.write_text("a b\n")
+    assert main(["extract", "--model", "some-org/uncached", "--corpus", str(ok), "--out", str(tmp_path / "x")]) == 2
     assert "finegrain never downloads" in capsys.readouterr().err

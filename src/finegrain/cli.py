@@ -31,7 +31,6 @@ def _cmd_extract(args) -> int:
     from finegrain.extract import extract
     from finegrain.models import load_model
 
-    model = load_model(args.model, task=args.task, device=args.device)
     if args.corpus.startswith("builtin:"):
         from finegrain.data import builtin_corpus
 
@@ -44,8 +43,10 @@ def _cmd_extract(args) -> int:
         store = extract_ray(
             args.model, corpus, args.out, layers=args.layers, aggregation=args.aggregation, pooling=args.pooling,
             dtype=args.dtype, batch_size=args.batch_size, num_workers=args.workers, overwrite=args.overwrite,
+            task=args.task, device=args.device,
         )
     else:
+        model = load_model(args.model, task=args.task, device=args.device)
         store = extract(
             model, corpus, args.out, layers=args.layers, aggregation=args.aggregation, pooling=args.pooling,
             dtype=args.dtype, batch_size=args.batch_size, overwrite=args.overwrite,
