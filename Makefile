@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench findings lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
+findings: $(STAMP)
+	$(PY) bench/findings.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
 clean:
-	rm -rf $(VENV) out bench/work
+	rm -rf $(VENV) out bench/work bench/.venv-neurox
