@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from finegrain.attribute import (
     AttributionError,
@@ -22,18 +21,11 @@ from finegrain.attribute import (
 from finegrain.attribute._core import prepare
 from finegrain.models.base import ModelError
 from finegrain.neurons import Neuron, NeuronIndex
+from finegrain.testing import sharpen
 
 TEXTS = ["the cat sat on the mat", "big dogs run"]
 
 
-def sharpen(adapter, std=0.4, seed=0):
-    """Random tiny models are nearly constant; larger weights give targets worth attributing."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in adapter.model.modules():
-            if isinstance(m, nn.Linear | nn.Embedding):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
-    return adapter
 
 
 @pytest.fixture

@@ -14,16 +14,7 @@ from finegrain.attribute import (
 )
 from finegrain.models.base import ModelAdapter
 from finegrain.models.hf import HFAdapter
-
-
-def sharpen(adapter, std=0.4, seed=0):
-    """Random tiny models are nearly constant; larger weights give targets worth attributing."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in adapter.model.modules():
-            if isinstance(m, nn.Linear | nn.Embedding):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
-    return adapter
+from finegrain.testing import sharpen
 
 
 class BagOfChars(nn.Module):

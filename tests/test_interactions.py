@@ -22,16 +22,7 @@ from finegrain.attribute import (
     softplus_substitution,
     sti_total,
 )
-
-
-def sharpen(adapter, std=0.4, seed=0):
-    """Random tiny models are nearly constant; larger weights give targets worth attributing."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in adapter.model.modules():
-            if isinstance(m, nn.Linear | nn.Embedding):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
-    return adapter
+from finegrain.testing import sharpen
 
 
 def game_from(f, n):

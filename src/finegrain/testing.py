@@ -101,3 +101,13 @@ def tiny_gpt2(task: str = "causal-lm", seed: int = 0, layers: int = 2, hidden: i
     )
     model = GPT2LMHeadModel(cfg) if task == "causal-lm" else GPT2Model(cfg)
     return HFAdapter(model, tok, name=f"tiny-gpt2-{task}", device="cpu", task=task)
+
+
+def sharpen(adapter: HFAdapter, std: float = 0.4, seed: int = 0) -> HFAdapter:
+    """Random tiny models are nearly constant; larger weights give targets worth attributing."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in adapter.model.modules():
+            if isinstance(m, torch.nn.Linear | torch.nn.Embedding):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+    return adapter

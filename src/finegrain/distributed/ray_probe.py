@@ -56,24 +56,11 @@ def run_parallel(
 def _probe_group(store_path: str, label: str, name: str, lays: list[str], probe, train, dev, test,
                  stream: bool) -> dict:
     """One row of :func:`finegrain.probe.probe_layers` (same reads, same probe, same metrics)."""
-    from finegrain.probe import StoreSource
+    from finegrain.probe.layers import probe_group
     from finegrain.store import ActivationStore
 
     store = ActivationStore(store_path)
-    y = store.labels(label)
-    Xtr = StoreSource(store, lays, rows=train) if stream else store.matrix(lays, rows=train)
-    p = probe.clone()
-    p.fit(Xtr, y[train])
-    m_test = p.evaluate(store.matrix(lays, rows=test), y[test])
-    return {
-        "layer": name,
-        "n_neurons": int(sum(store.layers[lay] for lay in lays)),
-        "train_acc": p.score(Xtr, y[train]),
-        "dev_acc": None if dev is None else p.score(store.matrix(lays, rows=dev), y[dev]),
-        "test_acc": m_test["accuracy"],
-        "test_macro_f1": m_test["macro_f1"],
-        "test_per_class": m_test["per_class"],
-    }
+    return probe_group(store, store.labels(label), name, lays, probe, train, dev, test, stream)
 
 
 def probe_layers_ray(

@@ -103,6 +103,24 @@ def plot_layer_accuracy(result: LayerProbeResult, path: str | os.PathLike) -> Pa
     return path
 
 
+def probe_group(store: ActivationStore, y, name: str, lays: Sequence[str], probe: BaseProbe, train, dev, test,
+                stream: bool = False) -> dict:
+    """Fit a clone of ``probe`` on ``lays`` (train rows) and score it: one row of :func:`probe_layers`."""
+    Xtr = StoreSource(store, lays, rows=train) if stream else store.matrix(lays, rows=train)
+    p = probe.clone()
+    p.fit(Xtr, y[train])
+    m_test = p.evaluate(store.matrix(lays, rows=test), y[test])
+    return {
+        "layer": name,
+        "n_neurons": int(sum(store.layers[lay] for lay in lays)),
+        "train_acc": p.score(Xtr, y[train]),
+        "dev_acc": None if dev is None else p.score(store.matrix(lays, rows=dev), y[dev]),
+        "test_acc": m_test["accuracy"],
+        "test_macro_f1": m_test["macro_f1"],
+        "test_per_class": m_test["per_class"],
+    }
+
+
 def probe_layers(
     store: ActivationStore,
     label: str,
@@ -139,21 +157,6 @@ def probe_layers(
         split_sizes={"train": len(train), "dev": 0 if dev is None else len(dev), "test": len(test)},
     )
     for name, lays in groups:
-        if stream:
-            Xtr = StoreSource(store, lays, rows=train)
-        else:
-            Xtr = store.matrix(lays, rows=train)
-        p = probe.clone()
-        p.fit(Xtr, y[train])
-        m_test = p.evaluate(store.matrix(lays, rows=test), y[test])
-        row = {
-            "layer": name,
-            "n_neurons": int(sum(store.layers[lay] for lay in lays)),
-            "train_acc": p.score(Xtr, y[train]),
-            "dev_acc": None if dev is None else p.score(store.matrix(lays, rows=dev), y[dev]),
-            "test_acc": m_test["accuracy"],
-            "test_macro_f1": m_test["macro_f1"],
-            "test_per_class": m_test["per_class"],
-        }
+        row = probe_group(store, y, name, lays, probe, train, dev, test, stream)
         result.rows.append(row)
     return result
