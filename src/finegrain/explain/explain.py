@@ -1,0 +1,496 @@
+"""Explain a prediction by the concepts that carried it, and confirm causally.
+
+For each input, the target's neuron attributions at one layer (gradient x activation or layer
+conductance, per token; :func:`finegrain.attribute.neuron_attribution`) are summed over each
+concept (its neurons, its latent cluster's words or its CAV direction). Each concept's mass is
+compared with the masses of random concepts of the same size (z-score and two-sided empirical
+p-value), the top concepts are ablated through :mod:`finegrain.intervene` (zero or mean) and the
+change of the target is recorded, and the agreement between attributed contributions and ablation
+effects is measured by Spearman's rank correlation over a batch.
+
+Decomposition: with neuron concepts made disjoint (``partition=True``), the contributions of the
+neuron concepts plus the ``unassigned`` neurons' contribution equal the layer's total attribution
+(for conductance, the total is ``f(x) - f(baseline)`` up to Captum's convergence delta).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from finegrain.explain.concepts import Concept, ConceptError, ConceptSet, LatentConcept, LayerContext
+
+
+# ---------------------------------------------------------------------------------------------
+def layer_context(adapter, texts, target, layer: str, method: str | None = "grad_x_act", batch_size: int = 16,
+                  n_steps: int = 20, baseline: str | int = "pad") -> LayerContext:
+    """Activations, gradients of ``target`` and neuron attributions (``method``; ``None``: only
+    activations and gradients) at ``layer`` for ``texts``, aligned per token."""
+    from finegrain.attribute import neuron_attribution, parse_target
+    from finegrain.attribute._core import as_word_lists, eval_mode, prepare
+
+    words, _ = as_word_lists(texts)
+    target = parse_target(target, adapter)
+    adapter.check_layer(layer)
+    acts, grads, wids, toks, wl, fx = [], [], [], [], [], []
+    with eval_mode(adapter.model):
+        for s in range(0, len(words), batch_size):
+            prep = prepare(adapter, words[s : s + batch_size], target, baseline)
+            seen: list[torch.Tensor] = []
+
+            def keep(act, step, seen=seen):
+                seen.append(act)
+
+            emb = prep.embeds.clone().requires_grad_(True)
+            with adapter.hooks({layer: keep}):
+                out = prep.forward(emb, *prep.args())
+            if not seen:
+                raise ConceptError(f"hook point {layer} was not reached")
+            g = torch.autograd.grad(out.sum(), seen)
+            a = torch.stack(seen, 1) if seen[0].dim() == 2 else seen[-1]
+            g = torch.stack(g, 1) if seen[0].dim() == 2 else g[-1]
+            a, g = a.detach().float().cpu().numpy(), g.detach().float().cpu().numpy()
+            for b in range(prep.n):
+                T = int(prep.batch.attention_mask[b].sum())
+                acts.append(a[b, :T])
+                grads.append(g[b, :T])
+                wids.append([w if prep.attributable[b, t] else None for t, w in enumerate(prep.batch.word_ids[b][:T])])
+                toks.append(prep.tokens(b))
+                wl.append(prep.words[b])
+                fx.append(float(out[b].detach()))
+    T = max(x.shape[0] for x in acts)
+    D = acts[0].shape[1]
+    A = np.zeros((len(acts), T, D))
+    G = np.zeros_like(A)
+    M = np.zeros((len(acts), T), dtype=bool)
+    for i, (a, g) in enumerate(zip(acts, grads)):
+        A[i, : len(a)], G[i, : len(g)], M[i, : len(a)] = a, g, True
+    if method is None or method in ("grad_x_act", "gradient_x_activation"):
+        attr = A * G
+    else:
+        la = neuron_attribution(adapter, words, target, layer=layer, method=method, baseline=baseline,
+                                n_steps=n_steps, batch_size=batch_size)
+        attr = np.zeros_like(A)
+        attr[:, : la.scores.shape[1]] = la.scores[:, :T]
+    ctx = LayerContext(layer, attr, A, G, M, wids, wl, toks)
+    ctx.f_x = np.asarray(fx)  # type: ignore[attr-defined]
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ConceptScore:
+    """One concept in one explanation (``null_mean`` / ``null_std``: of the random concepts' masses)."""
+
+    name: str
+    kind: str
+    contribution: float
+    z: float
+    p: float
+    null_mean: float
+    null_std: float
+    ablation_effect: float | None
+    tokens: list[str]
+    word_scores: list[float]
+    neurons: list[str] | None
+    words: list[str]
+    description: str
+
+    @property
+    def significant(self) -> bool:
+        return self.p < 0.05
+
+
+@dataclass
+class Explanation:
+    """The concepts that carried one prediction at one layer (best first)."""
+
+    text: str
+    words: list[str]
+    target: str
+    f_x: float
+    layer: str
+    method: str
+    total: float
+    concepts: list[ConceptScore]
+    unassigned: float | None
+    n_random: int
+    ablation: str | None
+    meta: dict = field(default_factory=dict)
+
+    def top(self, k: int = 5) -> list[ConceptScore]:
+        return self.concepts[:k]
+
+    def names(self, k: int | None = None) -> list[str]:
+        return [c.name for c in self.concepts[:k]]
+
+    def rank_of(self, name: str) -> int | None:
+        """1-based rank of a concept, ``None`` when absent."""
+        for i, c in enumerate(self.concepts):
+            if c.name == name:
+                return i + 1
+        return None
+
+    def decomposition(self) -> dict[str, float]:
+        """Neuron concepts' contributions + ``unassigned`` (= ``total``; needs disjoint concepts)."""
+        if self.unassigned is None:
+            raise ConceptError("the neuron concepts overlap; explain with partition=True for a decomposition")
+        d = {c.name: c.contribution for c in self.concepts if c.neurons is not None}
+        d["unassigned"] = self.unassigned
+        return d
+
+    @property
+    def spearman(self) -> float | None:
+        """Rank correlation of contributions and ablation effects over the ablated concepts."""
+        pairs = [(c.contribution, c.ablation_effect) for c in self.concepts if c.ablation_effect is not None]
+        return _spearman(pairs)[0] if len(pairs) >= 3 else None
+
+    def table(self, k: int = 10) -> str:
+        un = f", unassigned neurons {self.unassigned:.4g}" if self.unassigned is not None else ""
+        lines = [f"{self.text}",
+                 f"target {self.target} = {self.f_x:.4g}; {self.method} attribution at {self.layer}, "
+                 f"total {self.total:.4g}{un}; null: {self.n_random} random concepts of equal size"]
+        hdr = f"{'#':>2} {'concept':<28} {'kind':<10} {'contrib':>9} {'z':>7} {'p':>7} {'ablation':>9}  tokens | units"
+        lines += [hdr, "-" * len(hdr)]
+        for i, c in enumerate(self.concepts[:k]):
+            ab = "" if c.ablation_effect is None else f"{c.ablation_effect:.4g}"
+            z = "nan" if not np.isfinite(c.z) else f"{c.z:.2f}"
+            lines.append(f"{i + 1:>2} {c.name[:28]:<28} {c.kind:<10} {c.contribution:>9.4g} {z:>7} {c.p:>7.3g} "
+                         f"{ab:>9}  {' '.join(c.tokens) or '-'} | {c.description}")
+        sp = self.spearman
+        if sp is not None:
+            n = sum(c.ablation_effect is not None for c in self.concepts)
+            lines.append(f"Spearman(contribution, ablation effect) over {n} ablated concepts: {sp:.3f}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return json.loads(json.dumps(d, default=_json_default))
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    def html(self, k: int = 5) -> str:
+        return explain_section_html([self], k=k)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _spearman(pairs) -> tuple[float, float]:
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(pairs, dtype=float).T
+    if np.allclose(x, x[0]) or np.allclose(y, y[0]):
+        return float("nan"), float("nan")
+    r = spearmanr(x, y)
+    return float(r.statistic), float(r.pvalue)
+
+
+# ---------------------------------------------------------------------------------------------
+def _layer_mean(adapter, layer, reference, ctx: LayerContext) -> np.ndarray:
+    if reference is None:
+        return ctx.acts[ctx.mask].mean(0)
+    if hasattr(reference, "matrix"):
+        return reference.matrix([layer]).mean(0)
+    from finegrain.intervene import mean_values
+    from finegrain.neurons import Neuron
+
+    return mean_values(adapter, [Neuron(layer, u) for u in range(adapter.check_layer(layer))], list(reference))
+
+
+def _ablation_effects(adapter, words, target, concepts: Sequence[Concept], ctx, layer_mean, batch_size,
+                      baseline) -> dict[str, np.ndarray]:
+    from finegrain.attribute._core import eval_mode, prepare
+    from finegrain.intervene import intervene
+
+    out = {c.name: np.full(len(words), np.nan) for c in concepts}
+    with eval_mode(adapter.model):
+        for s in range(0, len(words), batch_size):
+            rows = list(range(s, min(len(words), s + batch_size)))
+            prep = prepare(adapter, words[s : s + batch_size], target, baseline)
+            f0 = prep.value()
+            for c in concepts:
+                edit = c.ablation(adapter, prep.batch.attention_mask, layer_mean, ctx, rows=rows)
+                if edit is None:
+                    continue
+                with intervene(adapter, edit):
+                    f1 = prep.value()
+                out[c.name][rows] = f0 - f1
+    return out
+
+
+def _word_scores(tc: np.ndarray, wids: list[int | None], n_words: int) -> np.ndarray:
+    ws = np.zeros(n_words)
+    for t, w in enumerate(wids):
+        if w is not None and w < n_words:
+            ws[w] += tc[t]
+    return ws
+
+
+def explain(
+    adapter,
+    texts,
+    target=None,
+    concepts: Sequence[Concept] = (),
+    layer: str | None = None,
+    method: str = "grad_x_act",
+    n_random: int = 1000,
+    top_k: int = 10,
+    ablation: str | None = "zero",
+    n_ablate: int = 5,
+    reference=None,
+    partition: bool = True,
+    sort: str = "z",
+    seed: int = 0,
+    batch_size: int = 16,
+    n_steps: int = 20,
+    baseline: str | int = "pad",
+):
+    """Explain ``target`` on ``texts`` by ``concepts`` at ``layer``.
+
+    Returns one :class:`Explanation` per text (a single one for a single string). Each concept's
+    attribution mass ``|contribution|`` is compared with the masses of ``n_random`` random concepts
+    of the same size (random neuron sets / random words of the sentence / random CAVs): ``z`` =
+    (mass - mean) / std of the null, ``p`` = one-sided empirical p-value ``(1 + #{null >= mass}) /
+    (n_random + 1)``. Concepts are sorted by ``z`` (``sort="z"``, comparable across concept kinds)
+    or by ``|contribution|``. ``method``:
+    ``grad_x_act`` or ``conductance`` / ``layer_ig`` (Captum, ``n_steps``). ``ablation``: ``"zero"``,
+    ``"mean"`` (layer mean over ``reference``: an ActivationStore or texts; default the inputs) or
+    ``None``; the top ``n_ablate`` concepts of each example are ablated. ``partition=True`` makes the
+    neuron concepts disjoint so that they and the unassigned neurons decompose the layer's total.
+    """
+    from finegrain.attribute import parse_target
+    from finegrain.attribute._core import as_word_lists
+
+    if sort not in ("z", "contribution"):
+        raise ValueError(f"sort must be 'z' or 'contribution', got {sort!r}")
+    if ablation not in (None, "zero", "mean"):
+        raise ValueError(f"ablation must be 'zero', 'mean' or None, got {ablation!r}")
+    if n_random < 10:
+        raise ValueError(f"n_random must be >= 10 for a usable null distribution, got {n_random}")
+    concepts = ConceptSet(concepts)
+    if not concepts:
+        raise ConceptError("explain needs at least one concept")
+    layers = {c.layer for c in concepts}
+    if layer is None:
+        if len(layers) != 1:
+            raise ConceptError(f"concepts span layers {sorted(layers)}; pass layer=")
+        layer = layers.pop()
+    other = [c.name for c in concepts if c.layer != layer]
+    if other:
+        raise ConceptError(f"concepts not at {layer}: {other[:5]}")
+    names = concepts.names()
+    if len(set(names)) != len(names):
+        raise ConceptError("concept names must be unique")
+    if partition:
+        concepts = concepts.partition()
+    single = isinstance(texts, str)
+    words, _ = as_word_lists(texts)
+    target = parse_target(target, adapter)
+    ctx = layer_context(adapter, words, target, layer, method=method, batch_size=batch_size, n_steps=n_steps,
+                        baseline=baseline)
+    attr = ctx.attr
+    B = attr.shape[0]
+    total = attr.sum((1, 2))
+    rng = np.random.default_rng(seed)
+
+    contrib, tokc, z, p, mu, sd, present = {}, {}, {}, {}, {}, {}, {}
+    for c in concepts:
+        tc = c.token_contributions(attr, ctx)
+        tokc[c.name] = tc
+        contrib[c.name] = tc.sum(1)
+        # the statistic is the attribution *mass* |contribution| against the masses of random
+        # concepts of the same size: a concept carrying less than chance gets a negative z
+        null = np.abs(c.null(attr, ctx, n_random, rng))
+        obs = np.abs(contrib[c.name])
+        m, s = null.mean(1), null.std(1)
+        mu[c.name], sd[c.name] = m, s
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z[c.name] = np.where(s > 0, (obs - m) / np.where(s > 0, s, 1), np.nan)
+        p[c.name] = (1 + (null >= obs[:, None] - 1e-12 * (1 + obs[:, None])).sum(1)) / (n_random + 1)
+        present[c.name] = c.present(ctx) if isinstance(c, LatentConcept) else np.ones(B, dtype=bool)
+
+    def key(name, b):
+        if sort == "z":
+            v = z[name][b]
+            return (-v if np.isfinite(v) else 0.0, -abs(contrib[name][b]))
+        return (-abs(contrib[name][b]), 0.0)
+
+    order = [sorted([c.name for c in concepts if present[c.name][b]], key=lambda n, b=b: key(n, b)) for b in range(B)]
+    effects: dict[str, np.ndarray] = {}
+    if ablation is not None and n_ablate > 0:
+        chosen = []
+        for b in range(B):
+            chosen += order[b][:n_ablate]
+        chosen = [c for c in concepts if c.name in set(chosen)]
+        layer_mean = _layer_mean(adapter, layer, reference, ctx) if ablation == "mean" else None
+        effects = _ablation_effects(adapter, words, target, chosen, ctx, layer_mean, batch_size, baseline)
+
+    disjoint = concepts.is_partition()
+    neuron_names = [c.name for c in concepts if c.neurons is not None]
+    by_name = {c.name: c for c in concepts}
+    out = []
+    for b in range(B):
+        n_words = len(ctx.words[b])
+        rows = []
+        for r, name in enumerate(order[b][:top_k] if top_k else order[b]):
+            c = by_name[name]
+            ws = _word_scores(tokc[name][b], ctx.token_word_ids[b], n_words)
+            if isinstance(c, LatentConcept):
+                hit = ctx.word_clusters(c.model)[b] == c.cluster_id
+                involved = [ctx.words[b][i] for i in np.flatnonzero(hit)]
+            else:
+                mx = np.abs(ws).max() if n_words else 0.0
+                idx = [int(i) for i in np.argsort(-np.abs(ws))[:3] if mx > 0 and abs(ws[i]) >= 0.5 * mx]
+                involved = [ctx.words[b][i] for i in sorted(idx)]
+            eff = effects.get(name)
+            e = None if eff is None or not np.isfinite(eff[b]) or r >= n_ablate else float(eff[b])
+            rows.append(ConceptScore(
+                name, c.kind, float(contrib[name][b]), float(z[name][b]), float(p[name][b]), float(mu[name][b]),
+                float(sd[name][b]), e, involved, [float(x) for x in ws],
+                None if c.neurons is None else [str(n) for n in c.neurons], list(c.words), c.describe(),
+            ))
+        unassigned = None
+        if disjoint:
+            unassigned = float(total[b] - sum(contrib[n][b] for n in neuron_names))
+        out.append(Explanation(" ".join(ctx.words[b]), list(ctx.words[b]), str(target), float(ctx.f_x[b]), layer,
+                               method, float(total[b]), rows, unassigned, n_random, ablation,
+                               {"sort": sort, "partition": partition}))
+    return out[0] if single else out
+
+
+def ablation_agreement(explanations: Sequence[Explanation]) -> dict:
+    """Spearman rank correlation between attributed contributions and ablation effects, pooled over
+    every ablated (example, concept) pair of ``explanations``."""
+    if isinstance(explanations, Explanation):
+        explanations = [explanations]
+    pairs = [(c.contribution, c.ablation_effect) for e in explanations for c in e.concepts
+             if c.ablation_effect is not None]
+    if len(pairs) < 3:
+        return {"spearman": None, "p_value": None, "n": len(pairs)}
+    r, pv = _spearman(pairs)
+    return {"spearman": r, "p_value": pv, "n": len(pairs)}
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DatasetExplanation:
+    """Which concepts a model relies on for each output class: per class and concept the mean
+    contribution and z, and how often the concept is among the top ``k`` and significant."""
+
+    layer: str
+    method: str
+    classes: dict[str, dict[str, dict[str, float]]]
+    n_examples: dict[str, int]
+    agreement: dict
+    k: int
+
+    def top(self, cls: str, k: int = 5, by: str = "share") -> list[tuple[str, dict]]:
+        items = self.classes[str(cls)].items()
+        return sorted(items, key=lambda kv: (-kv[1][by], -abs(kv[1]["mean_z"])))[:k]
+
+    def table(self, k: int = 5) -> str:
+        lines = [f"concepts relied on per predicted class ({self.method} at {self.layer}; share = fraction of "
+                 f"examples where the concept is in the top {self.k} with p < 0.05)"]
+        for cls in self.classes:
+            lines.append(f"class {cls} ({self.n_examples[cls]} examples):")
+            for name, s in self.top(cls, k):
+                lines.append(f"  {name:<28} share {s['share']:.2f}  mean contrib {s['mean_contribution']:.4g}  "
+                             f"mean z {s['mean_z']:.2f}")
+        a = self.agreement
+        if a.get("spearman") is not None:
+            lines.append(f"Spearman(contribution, ablation effect) = {a['spearman']:.3f} over {a['n']} pairs")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self), default=_json_default))
+
+
+def explain_dataset(adapter, texts: Sequence[str], concepts: Sequence[Concept], layer: str | None = None,
+                    labels: Sequence | None = None, k: int = 5, **kw) -> DatasetExplanation:
+    """Explain the predicted class of every text and aggregate per class (``labels``: group by these
+    instead of the predicted class). ``kw`` goes to :func:`explain`."""
+    from finegrain.attribute import ClassTarget
+
+    texts = list(texts)
+    exps = explain(adapter, texts, ClassTarget("pred"), concepts, layer, top_k=0, **kw)
+    if labels is None:
+        labels = _predicted(adapter, texts)
+    groups: dict[str, list[Explanation]] = {}
+    for e, y in zip(exps, labels):
+        groups.setdefault(str(y), []).append(e)
+    classes = {}
+    for cls, es in groups.items():
+        stats: dict[str, dict[str, float]] = {}
+        names = {c.name for e in es for c in e.concepts}
+        for name in names:
+            rows = [(e.rank_of(name), next(c for c in e.concepts if c.name == name)) for e in es if e.rank_of(name)]
+            share = sum(1 for r, c in rows if r <= k and c.significant) / len(es)
+            zs = [c.z for _, c in rows if math.isfinite(c.z)]
+            stats[name] = {"share": share, "mean_contribution": float(np.mean([c.contribution for _, c in rows])),
+                           "mean_z": float(np.mean(zs)) if zs else float("nan"), "n": len(rows)}
+        classes[cls] = stats
+    return DatasetExplanation(exps[0].layer, exps[0].method, classes, {c: len(v) for c, v in groups.items()},
+                              ablation_agreement(exps), k)
+
+
+@torch.no_grad()
+def _predicted(adapter, texts: list[str], batch_size: int = 32) -> list[str]:
+    out = []
+    labels = (getattr(adapter, "head_info", None) or {}).get("labels")
+    for s in range(0, len(texts), batch_size):
+        b = adapter.encode([t.split() for t in texts[s : s + batch_size]])
+        lg = adapter.score_fn(adapter.forward(b))
+        out += [int(i) for i in lg.argmax(-1).cpu()]
+    return [labels[i] if labels and i < len(labels) else str(i) for i in out]
+
+
+# ---------------------------------------------------------------------------------------------
+def explain_section_html(explanations: Sequence[Explanation] | Explanation, k: int = 5,
+                         title: str = "Concept explanations") -> str:
+    """Self-contained HTML fragment: for each explanation a table of its top ``k`` concepts and a
+    word heatmap per concept (the concept's attribution mass at each word)."""
+    from html import escape
+
+    from finegrain.viz import heatmap_html
+
+    if isinstance(explanations, Explanation):
+        explanations = [explanations]
+    parts = [f'<section class="fg-explain"><h2>{escape(title)}</h2>']
+    for e in explanations:
+        parts.append(f'<div class="fg-explanation" style="margin:1em 0">'
+                     f'<div><b>{escape(e.text)}</b></div>'
+                     f'<div style="color:#555;font-size:12px">target {escape(e.target)} = {e.f_x:.4g}; '
+                     f'{escape(e.method)} at {escape(e.layer)}; total attribution {e.total:.4g}'
+                     + (f"; unassigned neurons {e.unassigned:.4g}" if e.unassigned is not None else "")
+                     + f"; z and p against {e.n_random} random concepts of the same size</div>")
+        parts.append('<table style="border-collapse:collapse;font-size:12px;margin:4px 0">'
+                     "<tr><th>#</th><th>concept</th><th>kind</th><th>contribution</th><th>z</th><th>p</th>"
+                     "<th>ablation effect</th><th>tokens</th><th>units / words</th></tr>")
+        top = e.concepts[:k]
+        for i, c in enumerate(top):
+            ab = "" if c.ablation_effect is None else f"{c.ablation_effect:.4g}"
+            z = f"{c.z:.2f}" if math.isfinite(c.z) else "nan"
+            parts.append(f'<tr style="border-top:1px solid #ddd"><td>{i + 1}</td><td>{escape(c.name)}</td>'
+                         f"<td>{c.kind}</td><td>{c.contribution:.4g}</td><td>{z}</td><td>{c.p:.3g}</td>"
+                         f"<td>{ab}</td><td>{escape(' '.join(c.tokens))}</td><td>{escape(c.description)}</td></tr>")
+        parts.append("</table>")
+        if top:
+            parts.append(heatmap_html([e.words] * len(top), [c.word_scores for c in top], value_name="contribution",
+                                      captions=[c.name for c in top], legend=True))
+        parts.append("</div>")
+    parts.append("</section>")
+    return "\n".join(parts)
