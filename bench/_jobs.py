@@ -7,6 +7,7 @@ Run in a fresh process so that its peak RSS (``ru_maxrss``) belongs to one measu
     python bench/_jobs.py stream --store STORE
     <neurox venv python> bench/_jobs.py neurox-extract --model PATH --corpus TXT --out H5
     <neurox venv python> bench/_jobs.py neurox-probe --data NPZ --epochs 10
+    python bench/_jobs.py ig --impl finegrain|captum --head HEAD.pt --texts TEXTS.json --out SCORES.json
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _emit(d: dict) -> None:
@@ -137,6 +143,91 @@ def neurox_probe(args) -> dict:
     return {"seconds": secs, "test_acc": float(acc)}
 
 
+def _captum_lig(head, texts: list[str], n_steps: int, internal_batch_size: int):
+    """Captum's LayerIntegratedGradients the way its BERT tutorial writes it: one sentence at a time,
+    ids in, the layer hooked is the word-embedding layer, reference = [CLS] [PAD]... [SEP], target =
+    the predicted class, ``internal_batch_size`` set. Returns (word scores, deltas) per sentence."""
+    import torch
+    from captum.attr import LayerIntegratedGradients
+
+    model, tok = head.model, head.tokenizer
+    model.eval()
+    model.zero_grad()
+
+    def forward_fn(input_ids, token_type_ids=None, attention_mask=None):
+        return model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
+
+    lig = LayerIntegratedGradients(forward_fn, model.get_input_embeddings())
+    scores, deltas = [], []
+    for text in texts:
+        enc = tok(text.split(), is_split_into_words=True, return_tensors="pt")
+        ids, tti, mask = enc["input_ids"], enc["token_type_ids"], enc["attention_mask"]
+        ref = torch.full_like(ids, tok.pad_token_id)
+        ref[:, 0], ref[:, -1] = ids[:, 0], ids[:, -1]  # keep [CLS] and [SEP]
+        with torch.no_grad():
+            pred = int(forward_fn(ids, tti, mask).argmax(-1))
+        attr, delta = lig.attribute(inputs=ids, baselines=ref, target=pred, additional_forward_args=(tti, mask),
+                                    n_steps=n_steps, internal_batch_size=internal_batch_size,
+                                    return_convergence_delta=True)
+        tok_scores = attr.sum(-1).squeeze(0).detach()
+        words = [0.0] * len(text.split())
+        for t, w in enumerate(enc.word_ids()):
+            if w is not None:
+                words[w] += float(tok_scores[t])
+        scores.append(words)
+        deltas.append(float(delta.reshape(-1)[0]))
+    return scores, deltas
+
+
+def _finegrain_ig(head, texts: list[str], n_steps: int, internal_batch_size: int, batch_size: int,
+                  sort: bool = True):
+    """finegrain IG, sentences batched. ``sort``: pass the texts ordered by token count (and restore the
+    order after), as one does for any batched inference: ``attribute`` pads within its groups of
+    ``batch_size`` in the order given, and in random order a third of the rows can be padding."""
+    from finegrain.attribute import attribute
+
+    order = list(range(len(texts)))
+    if sort:
+        lengths = [len(ids) for ids in head.tokenizer(texts)["input_ids"]]
+        order.sort(key=lengths.__getitem__)
+    res = attribute(head, [texts[i] for i in order], "pred", method="ig", n_steps=n_steps, batch_size=batch_size,
+                    internal_batch_size=internal_batch_size, progress=False)
+    back = [None] * len(texts)
+    for i, r in zip(order, res):
+        back[i] = r
+    return [[float(x) for x in r.word_scores] for r in back], [float(r.delta) for r in back]
+
+
+def ig(args) -> dict:
+    """IG of a MiniLM classification head over ``--texts`` with finegrain (sentences batched) or
+    Captum (one sentence at a time), in a fresh process so that its peak RSS is its own."""
+    from pathlib import Path
+
+    import psutil
+    import torch
+
+    from finegrain.attribute import load_head
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    texts = json.loads(Path(args.texts).read_text())
+    head = load_head(args.head, "minilm", device="cpu")
+    if args.impl == "captum":
+        def run(tx, steps):
+            return _captum_lig(head, tx, steps, args.internal_batch_size)
+    else:
+        def run(tx, steps):
+            return _finegrain_ig(head, tx, steps, args.internal_batch_size, args.batch_size, not args.no_sort)
+    run(texts[:2], 2)  # warm-up (imports, first autograd pass), not timed
+    before = psutil.Process().memory_info().rss / 2**20
+    cpu0, t = _cpu_s(), time.perf_counter()
+    scores, deltas = run(texts, args.n_steps)
+    secs, cpu = time.perf_counter() - t, _cpu_s() - cpu0
+    Path(args.out).write_text(json.dumps({"word_scores": scores, "deltas": deltas}))
+    return {"impl": args.impl, "seconds": secs, "cpu_seconds": cpu, "threads": torch.get_num_threads(),
+            "rss_before_mb": before, "peak_rss_mb": _maxrss_mb(),
+            "mean_abs_delta": sum(abs(d) for d in deltas) / len(deltas), "sentences": len(texts)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="job", required=True)
@@ -173,6 +264,17 @@ def main(argv=None) -> int:
     npb.add_argument("--l1", type=float, default=1e-5)
     npb.add_argument("--l2", type=float, default=1e-5)
     npb.set_defaults(fn=neurox_probe)
+    ig_ = sub.add_parser("ig")
+    ig_.add_argument("--impl", choices=["finegrain", "captum"], required=True)
+    ig_.add_argument("--head", required=True)
+    ig_.add_argument("--texts", required=True)
+    ig_.add_argument("--out", required=True)
+    ig_.add_argument("--n-steps", type=int, default=50)
+    ig_.add_argument("--internal-batch-size", type=int, default=50)
+    ig_.add_argument("--batch-size", type=int, default=16)
+    ig_.add_argument("--threads", type=int, default=0)
+    ig_.add_argument("--no-sort", action="store_true", help="finegrain: keep the given order (more padding)")
+    ig_.set_defaults(fn=ig)
     args = p.parse_args(argv)
     _emit(args.fn(args))
     return 0

@@ -313,21 +313,95 @@ class Bench:
                 f"hidden neurons, {len(train):,} train / {len(test):,} test words ({len(classes)} classes), CPU.\n\n"
                 + table(["probe", "median train time", "test acc", "runs"], rows) + tail)
 
-    def ig(self) -> str:
-        try:
-            import finegrain.attribute as fa
-        except ImportError as e:
-            return f"not available: `finegrain.attribute` cannot be imported ({e})."
-        fn = getattr(fa, "benchmark_ig", None)
-        if fn is None:
-            return ("not available: `finegrain.attribute` has no `benchmark_ig(adapter, texts) -> dict` helper "
-                    f"(it exports: {', '.join(sorted(n for n in dir(fa) if not n.startswith('_')))}).")
-        from finegrain.models import load_model
+    # IG: one torch thread per process. On the shared 2-core machine, 2 threads per process with other
+    # work running makes wall times swing 5x (OpenMP threads wait on each other); CPU time is reported
+    # next to wall time because it is what load from other processes disturbs least.
+    IG_THREADS = 1
 
-        adapter = load_model("minilm", task="sequence-classification", device="cpu")
-        texts = [" ".join(s.words) for s in self.corpus(8 if self.quick else 32).sentences]
-        res = fn(adapter, texts)
-        return table(["measure", "value"], [[k, v] for k, v in res.items()])
+    def ig(self) -> str:
+        import numpy as np
+        import torch
+
+        from finegrain.attribute import builtin_sentiment, save_head, train_head
+
+        n, steps = (20, 20) if self.quick else (100, 50)
+        # rows per forward: Captum gets one sentence x all steps (the tutorial's call); finegrain batches
+        # sentences and cuts (sentences x steps) into forwards of about as many rows, so that its peak
+        # memory is not bought with bigger forwards
+        captum_ibs = steps
+        fg_bs, fg_ibs = 10, steps
+        torch.manual_seed(0)
+        log("ig: training the sentiment head on frozen MiniLM (seed 0)")
+        head = train_head("minilm", "builtin:sentiment", device="cpu", seed=0)
+        head_path = save_head(head, WORK / "ig_head.pt")
+        texts = [t for t, _ in builtin_sentiment(seed=1, n=max(n, 400))][:n]
+        texts_path = WORK / "ig_texts.json"
+        texts_path.write_text(json.dumps(texts))
+        common = ["--head", str(head_path), "--texts", str(texts_path), "--n-steps", str(steps),
+                  "--threads", str(self.IG_THREADS)]
+        runs: dict[str, list[dict]] = {"finegrain": [], "captum": []}
+        for r in range(self.repeats):
+            for impl in ("finegrain", "captum"):  # interleaved: load from other processes hits both alike
+                log(f"ig repeat {r + 1}/{self.repeats}: {impl}, {n} sentences x {steps} steps (subprocess)")
+                extra = (["--batch-size", str(fg_bs), "--internal-batch-size", str(fg_ibs)] if impl == "finegrain"
+                         else ["--internal-batch-size", str(captum_ibs)])
+                res = run_job(["ig", "--impl", impl, *common, *extra, "--out", str(WORK / f"ig_{impl}.json")])
+                runs[impl].append(res)
+        sc = {impl: json.loads((WORK / f"ig_{impl}.json").read_text()) for impl in runs}
+        corr, top_same, max_rel = [], 0, 0.0
+        for a, b in zip(sc["finegrain"]["word_scores"], sc["captum"]["word_scores"]):
+            a, b = np.asarray(a), np.asarray(b)
+            corr.append(float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else 1.0)
+            top_same += int(np.argmax(np.abs(a)) == np.argmax(np.abs(b)))
+            max_rel = max(max_rel, float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)))
+        med = {impl: {k: median([x[k] for x in rs]) for k in ("seconds", "cpu_seconds", "peak_rss_mb",
+                                                               "rss_before_mb")} for impl, rs in runs.items()}
+        rows = []
+        for impl, label in (("finegrain", f"finegrain `attribute(..., method=\"ig\", batch_size={fg_bs}, "
+                                          f"internal_batch_size={fg_ibs})`"),
+                            ("captum", f"Captum `LayerIntegratedGradients`, one sentence per call, "
+                                       f"`internal_batch_size={captum_ibs}`")):
+            m, rs = med[impl], runs[impl]
+            rows.append([label, fmt_s(m["seconds"]), ", ".join(f"{x['seconds']:.2f}" for x in rs),
+                         fmt_s(m["cpu_seconds"]), f"{m['peak_rss_mb']:.1f} MB",
+                         f"{m['peak_rss_mb'] - m['rss_before_mb']:.0f} MB", f"{rs[-1]['mean_abs_delta']:.2e}"])
+        speed = med["captum"]["seconds"] / med["finegrain"]["seconds"]
+        speed_cpu = med["captum"]["cpu_seconds"] / med["finegrain"]["cpu_seconds"]
+        mem_ok = med["finegrain"]["peak_rss_mb"] < med["captum"]["peak_rss_mb"]
+        verdict = "PASS" if speed >= 1 and mem_ok else "FAIL"
+        honest = ""
+        if speed < 1:
+            honest = (f" finegrain was NOT as fast as Captum in wall time here ({speed:.2f}x); "
+                      f"in CPU time it is {speed_cpu:.2f}x.")
+        elif speed < 2:
+            honest = (" The 2x target is not reached: on CPU, one sentence x all steps is already a forward "
+                      "big enough to keep the core busy, so batching sentences saves only per-call overhead; "
+                      "the work (FLOPs) is the same, plus padding.")
+        head_acc = head.head_info.get("accuracy")
+        return "\n".join([
+            f"Integrated gradients of the predicted class's logit, {steps} steps (Gauss-Legendre), over {n} sentences "
+            f"of the built-in sentiment set, MiniLM + a linear head on mean-pooled states (`train_head`, seed 0, "
+            f"held-out accuracy {head_acc:.2f}); both in the word-embedding space with the reference "
+            "[CLS] [PAD]... [SEP]. Each run in a fresh process (peak RSS = `ru_maxrss`, model loading included; "
+            "'attribution RSS' = peak minus RSS after loading), one torch thread each, one warm-up call "
+            f"(2 sentences, 2 steps) before timing; {len(runs['captum'])} run(s) each, interleaved. "
+            "finegrain gets the texts sorted by token count (restored after; `attribute` pads within its groups "
+            "in the order given); "
+            "Captum is called as its BERT tutorial does it: ids in, forward returns logits, baselines from the "
+            "tokenizer, target = predicted class, model parameters left trainable.",
+            "",
+            table(["variant", "median wall", "runs", "median CPU", "peak RSS", "attribution RSS",
+                   "mean abs conv. delta"], rows),
+            "",
+            f"Agreement of word attributions (per sentence, finegrain vs Captum): mean Pearson r = "
+            f"{np.mean(corr):.6f} (min {np.min(corr):.6f}); same top word in {top_same}/{len(corr)} sentences; "
+            f"largest difference {max_rel:.1e} of the sentence's largest |attribution|.",
+            "",
+            f"**Captum / finegrain wall time = {speed:.2f}x** (CPU time {speed_cpu:.2f}x); peak RSS "
+            f"{med['finegrain']['peak_rss_mb']:.1f} vs {med['captum']['peak_rss_mb']:.1f} MB (target: at least as "
+            f"fast with lower peak memory: {verdict}; stretch target 2x: {'PASS' if speed >= 2 else 'not reached'})."
+            + honest,
+        ])
 
     def ablation(self) -> str:
         try:
