@@ -73,8 +73,9 @@ def test_ig_completeness_and_delta_is_the_gap(clf):
 
 
 def test_batching_equals_one_at_a_time(clf):
-    both = attribute(clf, TEXTS, ClassTarget(0), method="ig", n_steps=32)
+    both = attribute(clf, TEXTS, ClassTarget(0), method="ig", n_steps=32, batch_size=2)
     for t, r in zip(TEXTS, both):
+        assert r.words == t.split()  # length-sorted internally, returned in input order
         one = attribute(clf, t, ClassTarget(0), method="ig", n_steps=32)
         np.testing.assert_allclose(one.word_scores, r.word_scores, atol=1e-4)
         assert one.f_x == pytest.approx(r.f_x, abs=1e-5)

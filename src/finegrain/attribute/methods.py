@@ -287,17 +287,21 @@ class AttributionMethod:
             batch_size = 1  # per-example reference distributions / selectors
         from tqdm.auto import tqdm
 
-        groups = [words[s : s + batch_size] for s in range(0, len(words), batch_size)]
-        out: list[Attribution] = []
+        # sorting by length keeps padding (wasted IG rows) low; results are returned in input order
+        order = sorted(range(len(words)), key=lambda i: sum(len(w) + 1 for w in words[i]))
+        groups = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        out: list[Attribution | None] = [None] * len(words)
         torch.manual_seed(seed)
         with eval_mode(self.adapter.model):
             for grp in tqdm(groups, disable=True if progress is False else None, desc=self.method,
                             leave=False) if len(groups) > 1 else groups:
-                prep = prepare(self.adapter, grp, target, baseline)
+                prep = prepare(self.adapter, [words[i] for i in grp], target, baseline)
                 ppe = perturbations_per_eval or max(1, (internal_batch_size or 64) // prep.n)
-                out.extend(self._attribute(prep, str(target), n_steps=n_steps, internal_batch_size=internal_batch_size,
-                                           n_samples=n_samples, perturbations_per_eval=ppe, window=window,
-                                           n_baselines=n_baselines, stdevs=stdevs, position=position, seed=seed))
+                res = self._attribute(prep, str(target), n_steps=n_steps, internal_batch_size=internal_batch_size,
+                                      n_samples=n_samples, perturbations_per_eval=ppe, window=window,
+                                      n_baselines=n_baselines, stdevs=stdevs, position=position, seed=seed)
+                for i, a in zip(grp, res):
+                    out[i] = a
         return out
 
     def _attribute(self, prep: Prepared, target_name: str, *, n_steps, internal_batch_size, n_samples,
