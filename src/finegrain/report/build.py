@@ -104,7 +104,7 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    steps = _Steps(total=9, strict=cfg.strict)
+    steps = _Steps(total=10, strict=cfg.strict)
     try:
         if isinstance(cfg.model, ModelAdapter):
             model = steps.run("load model", lambda: cfg.model)
@@ -136,6 +136,11 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
             extras["similarity"] = steps.run("layer similarity", _similarity, store, out, optional=True)
             extras["concepts"] = steps.run("latent concepts", _concepts, store, props, cfg, optional=True)
             extras["attribution"] = steps.run("attribution", _attribution, model, cfg, optional=True)
+            if extras["attribution"]:
+                from finegrain.report.sections import concept_section
+
+                extras["explain"] = steps.run("concept explanations", concept_section,
+                                              extras["attribution"]["head"], cfg, optional=True)
         page = H.render(
             title=f"finegrain report: {model.name}",
             model=_model_summary(model),
@@ -154,9 +159,9 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
     tmp = out / "index.html.tmp"
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, out / "index.html")
-    (out / "results.json").write_text(json.dumps(
-        {"config": {k: str(v) if k == "model" else v for k, v in asdict(cfg).items()}, "probing": _jsonable(probing), "timings": steps.timings, "errors": steps.errors},
-        indent=1, default=str))
+    config = {k: str(v) if k == "model" else v for k, v in asdict(cfg).items()}
+    results = {"config": config, "probing": _jsonable(probing), "timings": steps.timings, "errors": steps.errors}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     return out / "index.html"
 
 

@@ -104,5 +104,21 @@ averaged over top-k% bins, deletion/insertion areas, and the cost in model evalu
 {len(data)} sentences re-measured; units whose removal changes it most:</p>
 {_table(['unit', 'accuracy drop'], sweep_rows)}
 </section>"""
-    return {"html": html_out, "accuracy": acc, "pairs": [(a, b, float(v)) for a, b, v in pairs],
+    return {"html": html_out, "head": head, "accuracy": acc, "pairs": [(a, b, float(v)) for a, b, v in pairs],
             "word_scores": [np.asarray(a.word_scores).round(4).tolist() for a in atts]}
+
+
+def concept_section(head, cfg, layer: str = "layer.3") -> dict:
+    """Concept-by-concept explanations of example predictions of the sentiment head (finegrain.explain)."""
+    from finegrain.explain import explain, explain_section_html
+    from finegrain.explain.cli import default_concepts
+
+    concepts = default_concepts(head, layer, seed=cfg.seed)
+    exps = explain(head, EXAMPLES[:2], "pred", concepts, layer, n_random=300)
+    body = explain_section_html(exps, title=f"Which concepts drove the prediction? ({layer})")
+    intro = ("<p>Neuron-level attributions (gradient &times; activation) of the head's prediction, grouped by "
+             "concept: supervised concepts are the probe-ranked neurons of each label of the built-in corpus "
+             "(e.g. <span class=formula>negation=1</span>), latent concepts are k-means clusters of the layer "
+             "(Dalvi et al. 2022). Each contribution is compared with random neuron sets of the same size (z, p), "
+             "and confirmed by ablating the concept's neurons.</p>")
+    return {"html": f'<section id="explain">{intro}{body}</section>'}
