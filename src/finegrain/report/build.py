@@ -104,7 +104,7 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    steps = _Steps(total=10, strict=cfg.strict)
+    steps = _Steps(total=11, strict=cfg.strict)
     try:
         if isinstance(cfg.model, ModelAdapter):
             model = steps.run("load model", lambda: cfg.model)
@@ -141,6 +141,9 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
 
                 extras["explain"] = steps.run("concept explanations", concept_section,
                                               extras["attribution"]["head"], cfg, optional=True)
+            from finegrain.report.sections import mediation_section
+
+            extras["mediation"] = steps.run("causal mediation", mediation_section, cfg, optional=True)
         page = H.render(
             title=f"finegrain report: {model.name}",
             model=_model_summary(model),

@@ -280,6 +280,9 @@ def render(title, model, corpus, probing, neurons, browser, extras, errors, timi
     if extras.get("explain"):
         extra_html += extras["explain"]["html"]
         nav_extra += '<a href="#explain">Concepts</a>'
+    if extras.get("mediation"):
+        extra_html += extras["mediation"]["html"]
+        nav_extra += '<a href="#mediation">Mediation</a>'
     timing_rows = [[k, round(v, 1)] for k, v in timings.items()]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>{_e(title)}</title>
