@@ -91,14 +91,3 @@ def run(args: argparse.Namespace) -> int:
         save_json(res, args.json)
     return 0
 
-
-def main(argv=None) -> int:
-    """Stand-alone entry (the package CLI calls :func:`register`)."""
-    parser = argparse.ArgumentParser(prog="finegrain")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

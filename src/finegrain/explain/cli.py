@@ -123,13 +123,3 @@ def run(args: argparse.Namespace) -> int:
         Path(args.html).write_text(explain_section_html(exps, k=args.top))
     return 0
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="finegrain")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
