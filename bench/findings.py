@@ -56,7 +56,7 @@ def probing(store, lines: list[str]) -> None:
     Xtr, Xdev = store.matrix(layers, rows=train), store.matrix(layers, rows=dev)
     probe = LinearProbe().fit(Xtr, y[train])
     ranking = probe_weight_ranking(probe, store.neuron_index(layers))
-    mns = minimal_neuron_set(Xtr, y[train], Xdev, y[dev], ranking, tolerance=0.01)
+    mns = minimal_neuron_set(Xtr, y[train], Xdev, y[dev], ranking, tolerance=0.01, index=store.neuron_index(layers))
     lines += ["", f"Minimal neuron set (retrained probe within 1 point of the all-neuron oracle, dev split): "
               f"**{mns.k} of {Xtr.shape[1]} neurons** ({100 * mns.k / Xtr.shape[1]:.1f}%), dev accuracy "
               f"{mns.dev_acc:.4f} vs oracle {mns.oracle_acc:.4f}; "
