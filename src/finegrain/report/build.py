@@ -212,7 +212,8 @@ def _probing(store, props: list[str], cfg: ReportConfig) -> dict:
         if len(np.unique(y[train])) < 2:
             log.warning("property %s has a single class: skipped", prop)
             continue
-        lp = probe_layers(store, prop, layers=layers, probe=template, splits=splits)
+        # the all-layers probe is trained once below (and reused for the ranking), not also in probe_layers
+        lp = probe_layers(store, prop, layers=layers, probe=template, splits=splits, include_all=False)
         sel = selectivity_layers(store, prop, layers=layers, probe=template, splits=splits, seed=cfg.seed)
         Xtr, Xte = store.matrix(layers, rows=train), store.matrix(layers, rows=test)
         probe = template.clone().fit(Xtr, y[train])
@@ -221,9 +222,10 @@ def _probing(store, props: list[str], cfg: ReportConfig) -> dict:
         abl = ablation_curves(Xtr, y[train], Xte, y[test], ranking, ks=[0.005, 0.02, 0.1],
                               probe=template, index=index, modes=("zero", "retrain"), n_random=1, seed=cfg.seed)
         acc = lp.accuracy("test")
+        full_acc = probe.score(Xte, y[test])
         result[prop] = {
             "layer_acc": {k: v for k, v in acc.items() if k in layers},
-            "all_acc": acc.get("all"),
+            "all_acc": full_acc,
             "control_acc": {r["layer"]: r["control_acc"] for r in sel.rows},
             "selectivity": {r["layer"]: r["selectivity"] for r in sel.rows},
             "majority": float(max(np.mean(y[test] == c) for c in np.unique(y[test]))),
@@ -233,7 +235,7 @@ def _probing(store, props: list[str], cfg: ReportConfig) -> dict:
             "probeless_top": [str(n) for n in probeless.neurons[:10]],
             "per_class_top": {str(c): [str(n) for n in ranking.top_per_class(c, 3)] for c in probe.classes_[:12]},
             "ablation": abl.to_dict(),
-            "full_acc": probe.score(Xte, y[test]),
+            "full_acc": full_acc,
             "rows": lp.rows,
         }
         result[prop]["best_layer"] = max(result[prop]["layer_acc"], key=result[prop]["layer_acc"].get)
