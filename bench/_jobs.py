@@ -33,6 +33,28 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux: write 5 to /proc/self/clear_refs), so that
+    the next :func:`_peak_rss_mb` is the peak of what runs after this call, not of model loading."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM (peak RSS since the process start or the last reset) in MB, or ``ru_maxrss``."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return _maxrss_mb()
+
+
 def _emit(d: dict) -> None:
     print("\n" + json.dumps(d), flush=True)
 
@@ -127,6 +149,8 @@ def neurox_probe(args) -> dict:
     import torch
     from neurox.interpretation import linear_probe
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     d = np.load(args.data)
     Xtr, ytr, Xte, yte = d["Xtr"], d["ytr"], d["Xte"], d["yte"]
     torch.manual_seed(0)
@@ -140,7 +164,7 @@ def neurox_probe(args) -> dict:
 
     with contextlib.redirect_stdout(io.StringIO()):
         acc = linear_probe.evaluate_probe(probe, Xte, yte)["__OVERALL__"]
-    return {"seconds": secs, "test_acc": float(acc)}
+    return {"seconds": secs, "test_acc": float(acc), "threads": torch.get_num_threads()}
 
 
 def _captum_lig(head, texts: list[str], n_steps: int, internal_batch_size: int):
@@ -179,8 +203,8 @@ def _captum_lig(head, texts: list[str], n_steps: int, internal_batch_size: int):
     return scores, deltas
 
 
-def _finegrain_ig(head, texts: list[str], n_steps: int, internal_batch_size: int, batch_size: int,
-                  sort: bool = True):
+def _finegrain_ig(head, texts: list[str], n_steps: int, internal_batch_size: int | None, batch_size: int,
+                  sort: bool = True, tokens_per_forward: int | None = None):
     """finegrain IG, sentences batched. ``sort``: pass the texts ordered by token count (and restore the
     order after), as one does for any batched inference: ``attribute`` pads within its groups of
     ``batch_size`` in the order given, and in random order a third of the rows can be padding."""
@@ -190,8 +214,11 @@ def _finegrain_ig(head, texts: list[str], n_steps: int, internal_batch_size: int
     if sort:
         lengths = [len(ids) for ids in head.tokenizer(texts)["input_ids"]]
         order.sort(key=lengths.__getitem__)
+    kw = {} if internal_batch_size is None else {"internal_batch_size": internal_batch_size}
+    if tokens_per_forward is not None:
+        kw["tokens_per_forward"] = tokens_per_forward or None
     res = attribute(head, [texts[i] for i in order], "pred", method="ig", n_steps=n_steps, batch_size=batch_size,
-                    internal_batch_size=internal_batch_size, progress=False)
+                    progress=False, **kw)
     back = [None] * len(texts)
     for i, r in zip(order, res):
         back[i] = r
@@ -213,18 +240,26 @@ def ig(args) -> dict:
     head = load_head(args.head, "minilm", device="cpu")
     if args.impl == "captum":
         def run(tx, steps):
-            return _captum_lig(head, tx, steps, args.internal_batch_size)
+            return _captum_lig(head, tx, steps, args.internal_batch_size or steps)
     else:
         def run(tx, steps):
-            return _finegrain_ig(head, tx, steps, args.internal_batch_size, args.batch_size, not args.no_sort)
+            return _finegrain_ig(head, tx, steps, args.internal_batch_size, args.batch_size, not args.no_sort,
+                                 args.tokens_per_forward)
     run(texts[:2], 2)  # warm-up (imports, first autograd pass), not timed
+    load_peak = _maxrss_mb()  # loading the model is the same for both and would hide the difference
+    import gc
+
+    gc.collect()
     before = psutil.Process().memory_info().rss / 2**20
+    reset = _reset_peak_rss()
     cpu0, t = _cpu_s(), time.perf_counter()
     scores, deltas = run(texts, args.n_steps)
     secs, cpu = time.perf_counter() - t, _cpu_s() - cpu0
+    attr_peak = _peak_rss_mb() if reset else float("nan")
     Path(args.out).write_text(json.dumps({"word_scores": scores, "deltas": deltas}))
     return {"impl": args.impl, "seconds": secs, "cpu_seconds": cpu, "threads": torch.get_num_threads(),
-            "rss_before_mb": before, "peak_rss_mb": _maxrss_mb(),
+            "rss_before_mb": before, "peak_rss_mb": _maxrss_mb(), "load_peak_rss_mb": load_peak,
+            "attribution_peak_rss_mb": attr_peak,
             "mean_abs_delta": sum(abs(d) for d in deltas) / len(deltas), "sentences": len(texts)}
 
 
@@ -263,6 +298,7 @@ def main(argv=None) -> int:
     npb.add_argument("--batch-size", type=int, default=128)
     npb.add_argument("--l1", type=float, default=1e-5)
     npb.add_argument("--l2", type=float, default=1e-5)
+    npb.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     npb.set_defaults(fn=neurox_probe)
     ig_ = sub.add_parser("ig")
     ig_.add_argument("--impl", choices=["finegrain", "captum"], required=True)
@@ -270,7 +306,10 @@ def main(argv=None) -> int:
     ig_.add_argument("--texts", required=True)
     ig_.add_argument("--out", required=True)
     ig_.add_argument("--n-steps", type=int, default=50)
-    ig_.add_argument("--internal-batch-size", type=int, default=50)
+    ig_.add_argument("--internal-batch-size", type=int, default=None,
+                     help="rows per forward (default: finegrain's own default; Captum: n_steps)")
+    ig_.add_argument("--tokens-per-forward", type=int, default=None,
+                     help="finegrain's token budget per forward (default: its default; 0: none)")
     ig_.add_argument("--batch-size", type=int, default=16)
     ig_.add_argument("--threads", type=int, default=0)
     ig_.add_argument("--no-sort", action="store_true", help="finegrain: keep the given order (more padding)")

@@ -81,6 +81,30 @@ def test_batching_equals_one_at_a_time(clf):
         assert one.f_x == pytest.approx(r.f_x, abs=1e-5)
 
 
+def test_tokens_per_forward_bounds_the_forwards_not_the_result(clf):
+    """Memory of IG is the activations of one forward: the token budget caps rows x padded length of
+    every forward (never below one step of every example) and leaves the attributions unchanged."""
+    seen = []
+    def record(module, args, kwargs, out):
+        if kwargs.get("inputs_embeds") is not None:  # the attribution forwards
+            seen.append(tuple(kwargs["inputs_embeds"].shape[:2]))
+
+    hook = clf.model.register_forward_hook(record, with_kwargs=True)
+    try:
+        big = attribute(clf, TEXTS, ClassTarget(1), method="ig", n_steps=24, batch_size=2, tokens_per_forward=None,
+                        internal_batch_size=None)
+        seen.clear()
+        small = attribute(clf, TEXTS, ClassTarget(1), method="ig", n_steps=24, batch_size=2, tokens_per_forward=40)
+    finally:
+        hook.remove()
+    T = max(t for _, t in seen)
+    assert max(r * t for r, t in seen) <= max(40, 2 * T)
+    assert max(r for r, _ in seen) < 2 * 24  # the unbounded call ran all 48 rows at once
+    for a, b in zip(big, small):
+        np.testing.assert_allclose(a.word_scores, b.word_scores, atol=1e-5)
+        assert a.delta == pytest.approx(b.delta, abs=1e-5)
+
+
 def test_baseline_keeps_special_tokens(tiny_bert):
     prep = prepare(tiny_bert, [t.split() for t in TEXTS], ClassTarget(0) if False else NeuronTarget("layer.1:0"))
     ids, base = prep.batch.inputs["input_ids"], prep.base_ids

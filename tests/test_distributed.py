@@ -2,6 +2,7 @@
 region writing of the store, and the message when Ray is missing."""
 
 import functools
+import logging
 import sys
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from finegrain.data.corpus import Corpus, Sentence
 from finegrain.data.generate import generate_corpus
-from finegrain.distributed import RayNotInstalledError, extract_ray, plan_shards, run_parallel
+from finegrain.distributed import RayNotInstalledError, extract_ray, plan_shards, run_parallel, shard_dataset
 from finegrain.distributed.ray_extract import _owned_rows
 from finegrain.extract import extract
 from finegrain.store import ActivationStore, StoreError, StoreWriter
@@ -90,14 +91,40 @@ def labelled_corpus():
     return generate_corpus(150, seed=0)
 
 
+def _ray_data_stats(caplog) -> str:
+    stats = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Ray Data execution")]
+    assert len(stats) == 1, "extract_ray did not run a Ray Data pipeline"
+    return stats[0]
+
+
+def _shards_run(caplog) -> set[str]:
+    return {r.args[0] for r in caplog.records if r.name.endswith("ray_extract") and r.msg.startswith("shard %s")}
+
+
+@pytest.mark.ray
+def test_shard_dataset_is_a_ray_data_actor_pool(ray_session, tmp_path):
+    """The pipeline is a Ray Data dataset (one block per shard) mapped by ExtractWorker actors."""
+    from finegrain.extract import model_facts, plan_extraction
+
+    corpus = Corpus.from_texts(["a b c", "d e", "f g h i", "j"])
+    plan = plan_extraction(model_facts(tiny_bert(seed=0), "hidden"), corpus)
+    shards = plan_shards(plan.sent_start, len(corpus), buffer_sentences=1, n_shards=3)
+    ds = shard_dataset(shards, [s.words for s in corpus.sentences], functools.partial(tiny_bert, seed=0), plan,
+                       tmp_path / "x.fgstore", num_workers=2, cpus_per_worker=0.5, num_gpus=0)
+    assert isinstance(ds, ray_session.data.Dataset)
+    assert "MapBatches(ExtractWorker)" in repr(ds) and ds.stats() == ""  # lazy: nothing ran yet
+    assert not ds.context.enable_progress_bars and ray_session.data.DataContext.get_current().enable_progress_bars
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_extract_ray_equals_local(ray_session, labelled_corpus, tmp_path):
+def test_extract_ray_equals_local(ray_session, labelled_corpus, tmp_path, caplog):
     corpus = labelled_corpus
     kw = {"layers": "all", "aggregation": "mean", "buffer_sentences": 16, "chunk_rows": 100}
     local = extract(tiny_bert(seed=0), corpus, tmp_path / "local.fgstore", progress=False, **kw)
-    dist = extract_ray(functools.partial(tiny_bert, seed=0), corpus, tmp_path / "ray.fgstore", num_workers=2,
-                       progress=False, **kw)
+    with caplog.at_level(logging.DEBUG, logger="finegrain.distributed.ray_extract"):
+        dist = extract_ray(functools.partial(tiny_bert, seed=0), corpus, tmp_path / "ray.fgstore", num_workers=2,
+                           progress=False, **kw)
     assert dist.n_rows == local.n_rows == corpus.n_words
     assert dist.layers == local.layers and dist.meta["fingerprint"] == local.meta["fingerprint"]
     for lay in local.layers:  # the same batches, so the same values (float32)
@@ -105,6 +132,10 @@ def test_extract_ray_equals_local(ray_session, labelled_corpus, tmp_path):
     for col in ("sent_id", "word_pos", "word", *corpus.label_columns):
         np.testing.assert_array_equal(dist.index(col), local.index(col))
     assert not (tmp_path / "ray.fgstore.partial").exists()
+    # Ray Data did the work: one ExtractWorker call per shard (10 buffers -> 8 shards for 2 workers)
+    stats = _ray_data_stats(caplog)
+    assert "MapBatches(ExtractWorker): 8 tasks executed" in stats, stats
+    assert len(_shards_run(caplog)) == 8
 
     # sentence pooling, one worker, shards that all share chunks with their neighbours
     sents = Corpus([Sentence(s.words, sent_labels=s.sent_labels) for s in corpus.sentences[:40]])
@@ -116,6 +147,56 @@ def test_extract_ray_equals_local(ray_session, labelled_corpus, tmp_path):
     np.testing.assert_array_equal(dist.labels("sentiment"), local.labels("sentiment"))
     with pytest.raises(StoreError, match="already exists"):
         extract_ray(functools.partial(tiny_bert, seed=0), sents, tmp_path / "rp.fgstore")
+
+
+def _flaky_bert(flag: str, poison: tuple[str, ...]):
+    """tiny_bert whose forward pass fails on the ``poison`` sentence while the file ``flag`` exists."""
+    import os
+
+    model = tiny_bert(seed=0)
+    encode = model.encode
+
+    def flaky_encode(words, *args, **kwargs):
+        if os.path.exists(flag) and any(tuple(w) == poison for w in words):
+            raise RuntimeError("planted failure")
+        return encode(words, *args, **kwargs)
+
+    model.encode = flaky_encode
+    return model
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_interrupted_extract_ray_is_not_committed_and_resumes(ray_session, labelled_corpus, tmp_path, caplog):
+    corpus = Corpus(labelled_corpus.sentences[:64])
+    kw = {"layers": "hidden", "buffer_sentences": 8, "chunk_rows": 50, "n_shards": 4}
+    flag = tmp_path / "fail"
+    flag.write_text("1")
+    model = functools.partial(_flaky_bert, str(flag), tuple(corpus.sentences[60].words))  # in the last shard
+    path = tmp_path / "r.fgstore"
+    with pytest.raises(RuntimeError, match="planted failure"):
+        extract_ray(model, corpus, path, num_workers=1, progress=False, **kw)
+    assert not path.exists()  # an interrupted run is never committed
+    with pytest.raises(StoreError, match="incomplete"):
+        ActivationStore(path)
+    partial = StoreWriter.open_partial(path)
+    assert partial.meta["complete"] is False
+    names = [s["name"] for s in plan_shards(np.concatenate([[0], np.cumsum([len(s.words) for s in corpus.sentences])]),
+                                            len(corpus), 8, 4)]
+    done = partial.done_regions()
+    assert names[-1] not in done and 0 < len(done) < len(names)
+
+    flag.unlink()
+    with caplog.at_level(logging.DEBUG, logger="finegrain.distributed.ray_extract"):
+        dist = extract_ray(model, corpus, path, num_workers=2, progress=False, **kw)
+    assert _shards_run(caplog) == set(names) - done  # the shards done before are not recomputed
+    assert any("resuming" in r.getMessage() for r in caplog.records)
+    local = extract(tiny_bert(seed=0), corpus, tmp_path / "local.fgstore", progress=False,
+                    **{k: v for k, v in kw.items() if k != "n_shards"})
+    assert dist.n_rows == local.n_rows and dist.meta["fingerprint"] == local.meta["fingerprint"]
+    np.testing.assert_allclose(dist.matrix(), local.matrix(), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(dist.words, local.words)
+    assert not (tmp_path / "r.fgstore.partial").exists()
 
 
 def _seeded_probe_job(seed: int, n: int, d: int) -> dict:

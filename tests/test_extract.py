@@ -84,6 +84,23 @@ def test_float16_store(tiny_bert, tmp_path):
     assert store["layer.1"].dtype == np.float16
 
 
+def test_bfloat16_autocast_extraction_is_close_and_recorded(tiny_bert, tmp_path):
+    rng = random.Random(3)
+    corpus = Corpus.from_words([_random_words(rng, rng.randint(2, 7)) for _ in range(12)])
+    full = extract(tiny_bert, corpus, tmp_path / "f.fgstore", progress=False)
+    mixed = extract(tiny_bert, corpus, tmp_path / "b.fgstore", precision="bfloat16", progress=False)
+    assert mixed.meta["precision"] == "bfloat16" and full.meta["precision"] == "float32"
+    assert mixed.meta["fingerprint"] != full.meta["fingerprint"]  # a resumed run never mixes precisions
+    assert mixed["layer.1"].dtype == np.float32  # computed in bf16, stored as asked
+    for lay in full.layers:
+        x, y = full[lay][:], mixed[lay][:]
+        # the embeddings involve no matmul; every block's output went through bfloat16 matmuls
+        assert np.array_equal(x, y) == (lay == "layer.0")
+        assert np.linalg.norm(x - y) / np.linalg.norm(x) < 0.03
+    with pytest.raises(ValueError, match="precision"):
+        extract(tiny_bert, corpus, tmp_path / "x.fgstore", precision="int8")
+
+
 def test_resume_after_interruption(tiny_bert, tmp_path, monkeypatch):
     rng = random.Random(1)
     corpus = Corpus.from_words([_random_words(rng, 5) for _ in range(30)])
@@ -113,6 +130,43 @@ def test_resume_after_interruption(tiny_bert, tmp_path, monkeypatch):
     monkeypatch.setattr(StoreWriter, "write", counting)
     store = extract(tiny_bert, corpus, path, buffer_sentences=8, progress=False)
     assert sum(written) == corpus.n_words - 2 * 8 * 5  # only the unwritten buffers were redone
+    np.testing.assert_array_equal(store.matrix(), full.matrix())
+
+
+def test_resume_after_a_hard_stop_restarts_at_the_buffer_on_disk(tiny_bert, tmp_path, monkeypatch):
+    """Killed without saving its pending rows, a run resumes at the first buffer not wholly on disk
+    (progress on disk is a chunk boundary, here inside the second buffer)."""
+    rng = random.Random(2)
+    corpus = Corpus.from_words([_random_words(rng, 5) for _ in range(30)])  # 40 rows per buffer of 8
+    full = extract(tiny_bert, corpus, tmp_path / "full.fgstore", buffer_sentences=8, progress=False)
+    orig = StoreWriter.write
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return orig(self, *a, **k)
+
+    def dead(self):
+        raise OSError("process killed")
+
+    monkeypatch.setattr(StoreWriter, "write", flaky)
+    monkeypatch.setattr(StoreWriter, "flush", dead)
+    path = tmp_path / "r.fgstore"
+    with pytest.raises(KeyboardInterrupt):
+        extract(tiny_bert, corpus, path, buffer_sentences=8, chunk_rows=24, progress=False)
+    monkeypatch.undo()
+    written = []
+
+    def counting(self, *a, **k):
+        written.append(len(k["sent_id"]))
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(StoreWriter, "write", counting)
+    store = extract(tiny_bert, corpus, path, buffer_sentences=8, progress=False)
+    # 80 rows were accepted, 72 (three chunks of 24) on disk: buffer 2 (rows 40..79) is redone
+    assert sum(written) == corpus.n_words - 40
     np.testing.assert_array_equal(store.matrix(), full.matrix())
 
 

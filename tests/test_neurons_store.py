@@ -69,3 +69,54 @@ def test_split_by_sentence_never_splits_a_sentence():
     sets = [set(sent[p]) for p in parts]
     assert sum(len(p) for p in parts) == len(sent)
     assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+
+
+def test_writes_reach_disk_in_whole_chunks(tmp_path, monkeypatch):
+    """Appends of any size are written chunk by chunk (no read-modify-write of a shared chunk); the
+    progress on disk is the last whole chunk until flush/commit, and never overstates."""
+    import zarr
+
+    writes = []
+    orig = StoreWriter._write_rows
+
+    def spy(self, key, start, end, data):
+        writes.append((key, start, end))
+        return orig(self, key, start, end, data)
+
+    monkeypatch.setattr(StoreWriter, "_write_rows", spy)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(23, 3)).astype(np.float32)
+    w = StoreWriter(tmp_path / "c.fgstore", {"l": 3}, 23, label_columns=["pos"], dtype="float32", chunk_rows=5)
+    for a, b in [(0, 3), (3, 9), (9, 16)]:  # blocks that straddle chunk boundaries
+        w.write({"l": X[a:b]}, np.arange(a, b), np.zeros(b - a), [f"w{i}" for i in range(a, b)],
+                {"pos": ["N"] * (b - a)})
+    assert w.rows_written == 16 and w.rows_durable == 15
+    assert zarr.open_group(str(w.tmp), mode="r").attrs["rows_written"] == 15
+    assert [(s, e) for k, s, e in writes if k == "acts/l"] == [(0, 5), (5, 15)]
+    assert {k for k, _, _ in writes} == {"acts/l", "index/sent_id", "index/word_pos", "index/word", "index/label.pos"}
+    assert all(s % 5 == 0 and e % 5 == 0 for _, s, e in writes)
+    # whole chunks of activations are plain files in zarr's layout, readable by zarr itself
+    np.testing.assert_array_equal(zarr.open_group(str(w.tmp), mode="r")["acts/l"][:15], X[:15])
+    w.write({"l": X[16:]}, np.arange(16, 23), np.zeros(7), [f"w{i}" for i in range(16, 23)], {"pos": ["V"] * 7})
+    store = w.commit()
+    assert writes[-1][2] == 23
+    np.testing.assert_array_equal(store["l"][:], X)
+    assert list(store.words) == [f"w{i}" for i in range(23)]
+    assert list(store.labels("pos")) == ["N"] * 16 + ["V"] * 7
+
+
+def test_rewind_rewrites_rows_already_on_disk(tmp_path):
+    X, w = _write(tmp_path / "r.fgstore", commit=False)  # 6 rows accepted, 4 on disk (chunk 4)
+    assert w.rows_durable == 4
+    with pytest.raises(StoreError, match="cannot rewind"):
+        w.rewind(2)  # rows 4..5 are still pending
+    w.flush()
+    assert w.rows_durable == 6
+    with pytest.raises(StoreError, match="cannot rewind"):
+        w.rewind(7)
+    w.rewind(2)
+    w.write({"l": X[2:] * 0 + 1}, np.arange(2, 10) // 2, np.arange(2, 10) % 2, [f"w{i}" for i in range(2, 10)],
+            {"pos": ["V"] * 8})
+    store = w.commit()
+    np.testing.assert_array_equal(store["l"][:2], X[:2])
+    assert (store["l"][2:] == 1).all()

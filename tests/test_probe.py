@@ -77,6 +77,11 @@ def test_elastic_net_loss_matches_hand_formula():
 
 
 class _AutogradLinear(LinearProbe):
+    """The textbook version: autograd through elastic_net_loss and torch.optim.Adam."""
+
+    def _init_optimizer(self):
+        self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
+
     def _step(self, xb, yb):
         self.optimizer_.zero_grad()
         loss = elastic_net_loss(self.model_(xb), yb, self.model_.weight, self.l1, self.l2)

@@ -43,13 +43,13 @@ def _cmd_extract(args) -> int:
         store = extract_ray(
             args.model, corpus, args.out, layers=args.layers, aggregation=args.aggregation, pooling=args.pooling,
             dtype=args.dtype, batch_size=args.batch_size, num_workers=args.workers, overwrite=args.overwrite,
-            task=args.task, device=args.device,
+            task=args.task, device=args.device, address=args.address, precision=args.precision,
         )
     else:
         model = load_model(args.model, task=args.task, device=args.device)
         store = extract(
             model, corpus, args.out, layers=args.layers, aggregation=args.aggregation, pooling=args.pooling,
-            dtype=args.dtype, batch_size=args.batch_size, overwrite=args.overwrite,
+            dtype=args.dtype, batch_size=args.batch_size, overwrite=args.overwrite, precision=args.precision,
         )
     print(store.info())
     return 0
@@ -97,10 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--aggregation", default="mean", choices=["first", "last", "mean"])
     e.add_argument("--pooling", default=None, choices=["cls", "mean", "last"], help="one row per sentence")
     e.add_argument("--dtype", default="float32", choices=["float16", "float32"])
+    e.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="compute precision of the forward (autocast); --dtype is the stored precision")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--device", default="auto")
     e.add_argument("--engine", default="local", choices=["local", "ray"])
     e.add_argument("--workers", type=int, default=2, help="Ray actors (with --engine ray)")
+    e.add_argument("--address", default=None, help="existing Ray cluster (default: the local Ray)")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=_cmd_extract)
 

@@ -238,6 +238,17 @@ def _distribution(prep: Prepared, b: int, n_baselines: int, seed: int) -> torch.
     return torch.cat(out)
 
 
+def rows_per_forward(internal_batch_size: int | None, tokens_per_forward: int | None, prep: Prepared) -> int | None:
+    """Rows per forward for a prepared group: at most ``internal_batch_size`` and at most
+    ``tokens_per_forward`` tokens (rows x padded length), but never fewer than the group's examples
+    (Captum runs at least one step of every example per forward)."""
+    rows = internal_batch_size
+    if tokens_per_forward is not None:
+        by_tokens = max(1, tokens_per_forward // max(1, prep.embeds.shape[1]))
+        rows = by_tokens if rows is None else min(rows, by_tokens)
+    return None if rows is None else max(rows, prep.n)
+
+
 class AttributionMethod:
     """Captum-style object: ``AttributionMethod(adapter, "ig").attribute(texts, target)``.
 
@@ -270,6 +281,7 @@ class AttributionMethod:
         n_steps: int = 50,
         batch_size: int = 16,
         internal_batch_size: int | None = 256,
+        tokens_per_forward: int | None = 512,
         n_samples: int = 25,
         perturbations_per_eval: int | None = None,
         window: int = 1,
@@ -296,8 +308,9 @@ class AttributionMethod:
             for grp in tqdm(groups, disable=True if progress is False else None, desc=self.method,
                             leave=False) if len(groups) > 1 else groups:
                 prep = prepare(self.adapter, [words[i] for i in grp], target, baseline)
-                ppe = perturbations_per_eval or max(1, (internal_batch_size or 64) // prep.n)
-                res = self._attribute(prep, str(target), n_steps=n_steps, internal_batch_size=internal_batch_size,
+                ibs = rows_per_forward(internal_batch_size, tokens_per_forward, prep)
+                ppe = perturbations_per_eval or max(1, (ibs or 64) // prep.n)
+                res = self._attribute(prep, str(target), n_steps=n_steps, internal_batch_size=ibs,
                                       n_samples=n_samples, perturbations_per_eval=ppe, window=window,
                                       n_baselines=n_baselines, stdevs=stdevs, position=position, seed=seed)
                 for i, a in zip(grp, res):
@@ -427,7 +440,9 @@ def attribute(
     a list). ``target``: a :class:`~finegrain.attribute.targets.Target` or a spec string such as
     ``"class:1"``; default: the predicted class / next token / masked token. Keyword arguments:
     ``baseline`` (``pad``|``mask``|``unk``|token id), ``n_steps``, ``batch_size`` (examples per
-    group), ``internal_batch_size`` (rows per forward), ``n_samples``, ``window`` (occlusion),
+    group), ``internal_batch_size`` (rows per forward), ``tokens_per_forward`` (a bound on rows x
+    padded length per forward, i.e. on the activations kept for the backward pass, whatever the
+    text length; ``None``: rows only), ``n_samples``, ``window`` (occlusion),
     ``n_baselines`` (SHAP reference distribution), ``position`` (neuron token for neuron
     conductance; default the sum over tokens).
     """
@@ -487,6 +502,7 @@ def neuron_attribution(
     n_steps: int = 50,
     batch_size: int = 16,
     internal_batch_size: int | None = 256,
+    tokens_per_forward: int | None = 512,
 ) -> LayerAttribution:
     """Attribution of ``target`` to all units of ``layer`` at every token.
 
@@ -509,6 +525,7 @@ def neuron_attribution(
     with eval_mode(adapter.model):
         for s in range(0, len(words), batch_size):
             prep = prepare(adapter, words[s : s + batch_size], target, baseline)
+            ibs = rows_per_forward(internal_batch_size, tokens_per_forward, prep)
             f_x, f_b = prep.value(), prep.value(prep.base_embeds)
             inputs = prep.embeds.clone().requires_grad_(True)
             with tapped(adapter, layer) as tap:
@@ -520,7 +537,7 @@ def neuron_attribution(
                     cls = ca.LayerConductance if m == "conductance" else ca.LayerIntegratedGradients
                     attr, delta = cls(prep.forward, tap).attribute(
                         inputs, baselines=prep.base_embeds, additional_forward_args=prep.args(), n_steps=n_steps,
-                        internal_batch_size=internal_batch_size, return_convergence_delta=True)
+                        internal_batch_size=ibs, return_convergence_delta=True)
             attr = attr.detach().float()
             if attr.dim() == 2:  # a layer with one vector per example
                 attr = attr.unsqueeze(1)

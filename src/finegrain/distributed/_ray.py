@@ -26,6 +26,17 @@ def require_ray():
     return ray
 
 
+def require_ray_data():
+    """Import and return ``ray.data`` (Ray's ``data`` extra: pyarrow & co.), or raise
+    :class:`RayNotInstalledError`."""
+    require_ray()
+    try:
+        import ray.data
+    except ImportError as e:
+        raise RayNotInstalledError(f"Ray Data is missing ({e}); {INSTALL_HINT}") from e
+    return ray.data
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     """Connect to Ray once: the running session if any, else ``address`` (an existing cluster,
     e.g. ``"ray://head:10001"`` or ``"auto"``), else a local instance without dashboard."""
