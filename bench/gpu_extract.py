@@ -58,9 +58,9 @@ def main(argv=None) -> int:
     def run_extract(fp16: bool) -> float:
         sync()
         t = time.perf_counter()
-        with autocast(fp16):
-            extract(model, corpus, tmp / "g.fgstore", layers="hidden", dtype="float16" if fp16 else "float32",
-                    batch_size=args.batch_size, overwrite=True, progress=False)
+        extract(model, corpus, tmp / "g.fgstore", layers="hidden", dtype="float16" if fp16 else "float32",
+                batch_size=args.batch_size, overwrite=True, progress=False,
+                precision="float16" if fp16 and model.device.type == "cuda" else "float32")
         sync()
         return time.perf_counter() - t
 

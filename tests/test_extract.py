@@ -78,6 +78,18 @@ def test_long_sentences_are_split_into_windows(tiny_bert, tmp_path):
     np.testing.assert_allclose(store["layer.1"][:n_fit], ref, atol=2e-5)
 
 
+def test_auto_dtype_is_float16_for_large_stores_only(tiny_bert, tmp_path, monkeypatch):
+    import finegrain.extract as fx
+
+    corpus = Corpus.from_texts(["ab cd", "e"])
+    assert extract(tiny_bert, corpus, tmp_path / "a.fgstore", progress=False).dtype == "float32"
+    monkeypatch.setattr(fx, "AUTO_FLOAT16_BYTES", 3 * 32 * 4 - 1)  # 3 words x 32 units of layer.1
+    store = extract(tiny_bert, corpus, tmp_path / "b.fgstore", layers=["layer.1"], progress=False)
+    assert store.dtype == "float16" and store["layer.1"].dtype == np.float16
+    with pytest.raises(ValueError, match="dtype"):
+        extract(tiny_bert, corpus, tmp_path / "c.fgstore", dtype="int8")
+
+
 def test_float16_store(tiny_bert, tmp_path):
     store = extract(tiny_bert, Corpus.from_texts(["ab cd", "e"]), tmp_path / "h.fgstore", dtype="float16",
                     progress=False)
@@ -101,44 +113,40 @@ def test_bfloat16_autocast_extraction_is_close_and_recorded(tiny_bert, tmp_path)
         extract(tiny_bert, corpus, tmp_path / "x.fgstore", precision="int8")
 
 
-def test_resume_after_interruption(tiny_bert, tmp_path, monkeypatch):
-    rng = random.Random(1)
-    corpus = Corpus.from_words([_random_words(rng, 5) for _ in range(30)])
-    full = extract(tiny_bert, corpus, tmp_path / "full.fgstore", buffer_sentences=8, progress=False)
-    orig = StoreWriter.write
-    calls = {"n": 0}
+def test_extract_only_some_neurons_keeps_their_addresses(tiny_bert, tmp_path):
+    from finegrain.describe import gather_columns
+    from finegrain.rank import probeless_ranking
+    from finegrain.store import StoreError
 
-    def flaky(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return orig(self, *a, **k)
-
-    monkeypatch.setattr(StoreWriter, "write", flaky)
-    path = tmp_path / "r.fgstore"
-    with pytest.raises(KeyboardInterrupt):
-        extract(tiny_bert, corpus, path, buffer_sentences=8, progress=False)
-    with pytest.raises(StoreError, match="incomplete"):
-        ActivationStore(path)
-    monkeypatch.setattr(StoreWriter, "write", orig)
-    written = []
-
-    def counting(self, *a, **k):
-        written.append(len(k["sent_id"]))
-        return orig(self, *a, **k)
-
-    monkeypatch.setattr(StoreWriter, "write", counting)
-    store = extract(tiny_bert, corpus, path, buffer_sentences=8, progress=False)
-    assert sum(written) == corpus.n_words - 2 * 8 * 5  # only the unwritten buffers were redone
-    np.testing.assert_array_equal(store.matrix(), full.matrix())
+    rng = random.Random(4)
+    corpus = Corpus.from_words([_random_words(rng, rng.randint(2, 6)) for _ in range(10)])
+    full = extract(tiny_bert, corpus, tmp_path / "f.fgstore", layers="all", progress=False)
+    some = extract(tiny_bert, corpus, tmp_path / "s.fgstore", neurons="layer.2.mlp:5,layer.1:3,layer.1:1,layer.1:3",
+                   progress=False)
+    assert some.layers == {"layer.2.mlp": 1, "layer.1": 2}
+    assert some.units("layer.1") == [1, 3]
+    index = some.neuron_index()
+    assert [str(n) for n in index.neurons()] == ["layer.2.mlp:5", "layer.1:1", "layer.1:3"]
+    np.testing.assert_array_equal(some["layer.1"][:], full["layer.1"][:][:, [1, 3]])
+    np.testing.assert_array_equal(some.matrix(neurons=["layer.1:3", "layer.2.mlp:5"]),
+                                  full.matrix(neurons=["layer.1:3", "layer.2.mlp:5"]))
+    np.testing.assert_array_equal(gather_columns(some, ["layer.1:3"]), gather_columns(full, ["layer.1:3"]))
+    with pytest.raises(StoreError, match="layer.1:2 is not among"):
+        some.matrix(neurons=["layer.1:2"])
+    # rankings over a partial store name the real units
+    labels = np.array(["a", "b"] * (some.n_rows // 2) + ["a"] * (some.n_rows % 2))
+    assert {str(n) for n in probeless_ranking(some.matrix(), labels, index).neurons} == {
+        "layer.2.mlp:5", "layer.1:1", "layer.1:3"}
+    with pytest.raises(ModelError, match="out of range"):
+        extract(tiny_bert, corpus, tmp_path / "x.fgstore", neurons=["layer.1:999"])
+    with pytest.raises(ModelError, match="unknown layer"):
+        extract(tiny_bert, corpus, tmp_path / "x.fgstore", neurons=["layer.9:1"])
 
 
-def test_resume_after_a_hard_stop_restarts_at_the_buffer_on_disk(tiny_bert, tmp_path, monkeypatch):
-    """Killed without saving its pending rows, a run resumes at the first buffer not wholly on disk
-    (progress on disk is a chunk boundary, here inside the second buffer)."""
-    rng = random.Random(2)
-    corpus = Corpus.from_words([_random_words(rng, 5) for _ in range(30)])  # 40 rows per buffer of 8
-    full = extract(tiny_bert, corpus, tmp_path / "full.fgstore", buffer_sentences=8, progress=False)
+def _interrupted_then_resumed(model, corpus, path, monkeypatch, hard: bool = False, **kw):
+    """Extract with a KeyboardInterrupt at the third store write (``hard``: the process dies without
+    saving its pending rows), check the store reads as incomplete, then re-run; return the resumed
+    store and the number of rows the re-run wrote."""
     orig = StoreWriter.write
     calls = {"n": 0}
 
@@ -152,11 +160,13 @@ def test_resume_after_a_hard_stop_restarts_at_the_buffer_on_disk(tiny_bert, tmp_
         raise OSError("process killed")
 
     monkeypatch.setattr(StoreWriter, "write", flaky)
-    monkeypatch.setattr(StoreWriter, "flush", dead)
-    path = tmp_path / "r.fgstore"
+    if hard:
+        monkeypatch.setattr(StoreWriter, "flush", dead)
     with pytest.raises(KeyboardInterrupt):
-        extract(tiny_bert, corpus, path, buffer_sentences=8, chunk_rows=24, progress=False)
+        extract(model, corpus, path, buffer_sentences=8, progress=False, **kw)
     monkeypatch.undo()
+    with pytest.raises(StoreError, match="incomplete"):
+        ActivationStore(path)
     written = []
 
     def counting(self, *a, **k):
@@ -164,9 +174,30 @@ def test_resume_after_a_hard_stop_restarts_at_the_buffer_on_disk(tiny_bert, tmp_
         return orig(self, *a, **k)
 
     monkeypatch.setattr(StoreWriter, "write", counting)
-    store = extract(tiny_bert, corpus, path, buffer_sentences=8, progress=False)
+    store = extract(model, corpus, path, buffer_sentences=8, progress=False)
+    monkeypatch.undo()
+    return store, sum(written)
+
+
+def test_resume_after_interruption(tiny_bert, tmp_path, monkeypatch):
+    rng = random.Random(1)
+    corpus = Corpus.from_words([_random_words(rng, 5) for _ in range(30)])
+    full = extract(tiny_bert, corpus, tmp_path / "full.fgstore", buffer_sentences=8, progress=False)
+    store, rewritten = _interrupted_then_resumed(tiny_bert, corpus, tmp_path / "r.fgstore", monkeypatch)
+    assert rewritten == corpus.n_words - 2 * 8 * 5  # only the unwritten buffers were redone
+    np.testing.assert_array_equal(store.matrix(), full.matrix())
+
+
+def test_resume_after_a_hard_stop_restarts_at_the_buffer_on_disk(tiny_bert, tmp_path, monkeypatch):
+    """Killed without saving its pending rows, a run resumes at the first buffer not wholly on disk
+    (progress on disk is a chunk boundary, here inside the second buffer)."""
+    rng = random.Random(2)
+    corpus = Corpus.from_words([_random_words(rng, 5) for _ in range(30)])  # 40 rows per buffer of 8
+    full = extract(tiny_bert, corpus, tmp_path / "full.fgstore", buffer_sentences=8, progress=False)
+    store, rewritten = _interrupted_then_resumed(tiny_bert, corpus, tmp_path / "r.fgstore", monkeypatch, hard=True,
+                                                 chunk_rows=24)
     # 80 rows were accepted, 72 (three chunks of 24) on disk: buffer 2 (rows 40..79) is redone
-    assert sum(written) == corpus.n_words - 40
+    assert rewritten == corpus.n_words - 40
     np.testing.assert_array_equal(store.matrix(), full.matrix())
 
 

@@ -43,13 +43,14 @@ def _cmd_extract(args) -> int:
         store = extract_ray(
             args.model, corpus, args.out, layers=args.layers, aggregation=args.aggregation, pooling=args.pooling,
             dtype=args.dtype, batch_size=args.batch_size, num_workers=args.workers, overwrite=args.overwrite,
-            task=args.task, device=args.device, address=args.address, precision=args.precision,
+            task=args.task, device=args.device, address=args.address, precision=args.precision, neurons=args.neurons,
         )
     else:
         model = load_model(args.model, task=args.task, device=args.device)
         store = extract(
             model, corpus, args.out, layers=args.layers, aggregation=args.aggregation, pooling=args.pooling,
             dtype=args.dtype, batch_size=args.batch_size, overwrite=args.overwrite, precision=args.precision,
+            neurons=args.neurons,
         )
     print(store.info())
     return 0
@@ -94,9 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label", default=None, help="label column (CoNLL-U column or FEATS key, e.g. upos, feats:Number)")
     e.add_argument("--out", required=True, help="output store directory (NAME.fgstore)")
     e.add_argument("--layers", default="hidden", help="'hidden', 'all' or comma-separated layer names")
+    e.add_argument("--neurons", default=None,
+                   help="keep only these neurons, e.g. layer.3:117,layer.5.mlp:12 (replaces --layers)")
     e.add_argument("--aggregation", default="mean", choices=["first", "last", "mean"])
     e.add_argument("--pooling", default=None, choices=["cls", "mean", "last"], help="one row per sentence")
-    e.add_argument("--dtype", default="float32", choices=["float16", "float32"])
+    e.add_argument("--dtype", default="auto", choices=["auto", "float16", "float32"],
+                   help="stored precision (auto: float16 once a float32 store would pass 2 GiB)")
     e.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="compute precision of the forward (autocast); --dtype is the stored precision")
     e.add_argument("--batch-size", type=int, default=32)

@@ -22,7 +22,7 @@ import sys
 import types
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 AGGREGATIONS = ("first", "last", "mean")
 POOLINGS = ("cls", "mean", "last")
 PRECISIONS = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "float16")
+AUTO_FLOAT16_BYTES = 2 << 30  # dtype="auto": float16 once a float32 store would pass 2 GiB
 
 
 @dataclass
@@ -63,7 +65,7 @@ def _as_corpus(corpus) -> Corpus:
     return Corpus.from_words(items).validate()
 
 
-def _fingerprint(model, corpus: Corpus, layers, aggregation, pooling, dtype, precision="float32") -> str:
+def _fingerprint(model, corpus: Corpus, layers, aggregation, pooling, dtype, precision="float32", units=None) -> str:
     """``model`` is an adapter or its ``weights_hash()`` (distributed drivers do not load the model)."""
     h = hashlib.sha1()
     h.update((model if isinstance(model, str) else model.weights_hash()).encode())
@@ -71,8 +73,8 @@ def _fingerprint(model, corpus: Corpus, layers, aggregation, pooling, dtype, pre
         h.update("\x1f".join(s.words).encode())
         h.update(b"\x1e")
     # float32 keeps the fingerprint of stores written before ``precision`` existed
-    h.update(json.dumps([list(layers), aggregation, pooling, dtype] + ([] if precision == "float32" else [precision]))
-             .encode())
+    extra = ([] if precision == "float32" else [precision]) + ([units] if units else [])
+    h.update(json.dumps([list(layers), aggregation, pooling, dtype] + extra).encode())
     return h.hexdigest()
 
 
@@ -158,6 +160,7 @@ def model_facts(model: ModelAdapter, layers: Sequence[str] | str | None = "hidde
     return {
         "layer_names": layer_names,
         "sizes": {lay: model.check_layer(lay) for lay in layer_names},
+        "all_sizes": dict(model.layers()),
         "max_length": model.max_length,
         "name": model.name,
         "kind": model.kind,
@@ -183,6 +186,7 @@ class ExtractionPlan:
     pooling: str | None
     dtype: str
     precision: str = "float32"
+    units: dict[str, list[int]] = field(default_factory=dict)  # layers that keep only these units
 
     def autocast(self, device: torch.device):
         """The forward's autocast context: mixed precision (bfloat16 / float16 matmuls, float32
@@ -202,12 +206,21 @@ class ExtractionPlan:
 
 def plan_extraction(
     facts: dict, corpus: Corpus, aggregation: str = "mean", pooling: str | None = None, dtype: str = "float32",
-    max_length: int | None = None, precision: str = "float32",
+    max_length: int | None = None, precision: str = "float32", neurons=None,
 ) -> ExtractionPlan:
-    """Validate the options and lay out the rows of the store (``facts`` from :func:`model_facts`)."""
-    _check_options(aggregation, pooling, precision)
+    """Validate the options and lay out the rows of the store (``facts`` from :func:`model_facts`).
+    With ``neurons``, the store holds only those units (and their layers)."""
+    _check_options(aggregation, pooling, precision, dtype)
+    units: dict[str, list[int]] = {}
+    if neurons is not None:
+        layers, units = neuron_units(facts, neurons)
+        facts = {**facts, "layer_names": layers, "sizes": {lay: facts["all_sizes"][lay] for lay in layers}}
     layer_names = list(facts["layer_names"])
+    sizes = {lay: len(units[lay]) if lay in units else int(facts["sizes"][lay]) for lay in layer_names}
     level = "sentence" if pooling else "word"
+    n_rows = len(corpus) if pooling else corpus.n_words
+    if dtype == "auto":  # float16 halves the disk and the reads; below the threshold exactness wins
+        dtype = "float16" if n_rows * sum(sizes.values()) * 4 > AUTO_FLOAT16_BYTES else "float32"
     meta = {
         "model": facts["name"],
         "model_kind": facts["kind"],
@@ -220,16 +233,18 @@ def plan_extraction(
         "finegrain_version": finegrain.__version__,
         "precision": precision,
         "fingerprint": _fingerprint(facts["weights_hash"], corpus, layer_names, aggregation, pooling, dtype,
-                                    precision),
+                                    precision, units),
     }
+    if units:
+        meta["units"] = units
     rows_per_sent = np.ones(len(corpus), dtype=np.int64) if pooling else np.array(
         [len(s.words) for s in corpus.sentences], dtype=np.int64
     )
     return ExtractionPlan(
         layer_names=layer_names,
-        sizes=dict(facts["sizes"]),
+        sizes=sizes,
         level=level,
-        n_rows=len(corpus) if pooling else corpus.n_words,
+        n_rows=n_rows,
         label_cols=list(corpus.sentence_label_columns if pooling else corpus.label_columns),
         max_tokens=min(max_length or facts["max_length"], facts["max_length"]),
         meta=meta,
@@ -239,10 +254,34 @@ def plan_extraction(
         pooling=pooling,
         dtype=dtype,
         precision=precision,
+        units=units,
     )
 
 
-def _check_options(aggregation: str, pooling: str | None, precision: str) -> None:
+def neuron_units(facts: dict, neurons) -> tuple[list[str], dict[str, list[int]]]:
+    """``(layers, {layer: sorted unit ids})`` of a neuron selection such as ``["layer.3:7", "layer.5:1"]``
+    (or a comma-separated string), checked against the model's layer sizes (``facts``)."""
+    from finegrain.neurons import parse_neurons
+
+    try:
+        ns = parse_neurons(neurons)
+    except ValueError as e:
+        raise ModelError(str(e)) from e
+    if not ns:
+        raise ModelError("neurons= selects no neuron")
+    units: dict[str, set[int]] = {}
+    for n in ns:
+        if n.layer not in facts["all_sizes"]:
+            raise ModelError(f"unknown layer {n.layer!r} in neuron {n}; available: {', '.join(facts['all_sizes'])}")
+        if n.unit >= facts["all_sizes"][n.layer]:
+            raise ModelError(f"neuron {n} out of range: {n.layer} has {facts['all_sizes'][n.layer]} units")
+        units.setdefault(n.layer, set()).add(n.unit)
+    return list(units), {lay: sorted(u) for lay, u in units.items()}
+
+
+def _check_options(aggregation: str, pooling: str | None, precision: str, dtype: str = "auto") -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if pooling is not None and pooling not in POOLINGS:
@@ -274,6 +313,8 @@ def compute_buffer(
         batch = model.encode([sentences[u.sent][u.start : u.stop] for u in group])
         with torch.inference_mode(), plan.autocast(model.device):
             _, cache = model.run_with_cache(batch, layer_names)
+            for lay, keep in plan.units.items():
+                cache[lay] = cache[lay][..., torch.as_tensor(keep, device=cache[lay].device)]
         if pooling:
             for lay in layer_names:
                 pooled = _pool(cache[lay], batch.attention_mask, pooling).cpu()
@@ -329,7 +370,7 @@ def extract(
     layers: Sequence[str] | str | None = "hidden",
     aggregation: str = "mean",
     pooling: str | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     batch_size: int = 32,
     buffer_sentences: int = 512,
     max_length: int | None = None,
@@ -338,23 +379,28 @@ def extract(
     progress: bool | None = None,
     chunk_rows: int = 8192,
     precision: str = "float32",
+    neurons=None,
 ) -> ActivationStore:
     """Run ``model`` over ``corpus`` and write the activations of ``layers`` to ``path``.
 
     ``aggregation`` turns subword tokens into word rows (``first``/``last``/``mean``); with
     ``pooling`` (``cls``/``mean``/``last``) the store has one row per sentence instead.
     ``layers``: list of layer names, ``"hidden"`` (embeddings + every layer output) or ``"all"``.
-    ``dtype`` is how activations are stored; ``precision`` how the forward computes them:
+    ``dtype`` is how activations are stored (``"auto"``: float32, or float16 when a float32 store would
+    exceed 2 GiB, i.e. for large corpora); ``precision`` how the forward computes them:
     ``"bfloat16"`` (CPUs with AVX512-BF16/AMX, recent GPUs) or ``"float16"`` (GPUs) run the
     model under autocast, about twice as fast, at the cost of ~3 (bf16) or ~4 (fp16) significant digits.
+    ``neurons`` (addresses such as ``["layer.3:117", "layer.5.mlp:12"]``): keep only these units; the
+    store's layers are then theirs (``layers`` is ignored) and its neuron index names the real units.
     """
-    _check_options(aggregation, pooling, precision)
+    _check_options(aggregation, pooling, precision, dtype)
     if not isinstance(model, ModelAdapter):
         raise ModelError(f"extract() needs a finegrain model adapter (load_model), got {type(model).__name__}")
     corpus = _as_corpus(corpus)
-    plan = plan_extraction(model_facts(model, layers), corpus, aggregation, pooling, dtype, max_length, precision)
+    plan = plan_extraction(model_facts(model, layers), corpus, aggregation, pooling, dtype, max_length, precision,
+                           neurons)
     writer = StoreWriter(
-        path, plan.sizes, plan.n_rows, label_columns=plan.label_cols, dtype=dtype, chunk_rows=chunk_rows,
+        path, plan.sizes, plan.n_rows, label_columns=plan.label_cols, dtype=plan.dtype, chunk_rows=chunk_rows,
         meta=plan.meta, resume=resume, overwrite=overwrite,
     )
     sent_start = plan.sent_start

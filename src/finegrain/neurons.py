@@ -64,13 +64,21 @@ class NeuronIndex:
     """Maps the columns of a concatenated activation matrix to neuron addresses and back.
 
     ``NeuronIndex({"layer.1": 384, "layer.2": 384})`` describes a 768-column matrix whose column 400
-    is ``layer.2:16``.
+    is ``layer.2:16``. ``units`` gives the unit ids of layers that hold only some of their neurons
+    (e.g. a store extracted with ``neurons=``): ``NeuronIndex({"layer.3": 2}, units={"layer.3": [7, 117]})``
+    has columns ``layer.3:7`` and ``layer.3:117``.
     """
 
-    def __init__(self, sizes: dict[str, int] | Sequence[tuple[str, int]]):
+    def __init__(self, sizes: dict[str, int] | Sequence[tuple[str, int]],
+                 units: dict[str, Sequence[int]] | None = None):
         items = list(sizes.items()) if isinstance(sizes, dict) else list(sizes)
         self.layers = [name for name, _ in items]
         self.sizes = dict(items)
+        self.units = {k: [int(u) for u in v] for k, v in (units or {}).items() if k in self.sizes}
+        for name, ids in self.units.items():
+            if len(ids) != int(self.sizes[name]):
+                raise ValueError(f"layer {name}: {len(ids)} unit ids for {self.sizes[name]} columns")
+        self._pos = {name: {u: i for i, u in enumerate(ids)} for name, ids in self.units.items()}
         self.offsets: dict[str, int] = {}
         off = 0
         for name, size in items:
@@ -85,6 +93,10 @@ class NeuronIndex:
         n = Neuron.parse(neuron)
         if n.layer not in self.sizes:
             raise KeyError(f"unknown layer {n.layer!r}; have {self.layers}")
+        if n.layer in self._pos:
+            if n.unit not in self._pos[n.layer]:
+                raise IndexError(f"{n} is not among the {self.sizes[n.layer]} units kept of {n.layer}")
+            return self.offsets[n.layer] + self._pos[n.layer][n.unit]
         if n.unit >= self.sizes[n.layer]:
             raise IndexError(f"{n} out of range: {n.layer} has {self.sizes[n.layer]} units")
         return self.offsets[n.layer] + n.unit
@@ -92,17 +104,22 @@ class NeuronIndex:
     def columns(self, neurons: Iterable[Neuron | str]) -> list[int]:
         return [self.column(n) for n in neurons]
 
+    def layer_units(self, layer: str) -> list[int]:
+        """The unit ids of ``layer``'s columns, in column order."""
+        return list(self.units[layer]) if layer in self.units else list(range(int(self.sizes[layer])))
+
     def neuron(self, column: int) -> Neuron:
         if not 0 <= column < self.total:
             raise IndexError(f"column {column} out of range 0..{self.total - 1}")
         for name in reversed(self.layers):
             if column >= self.offsets[name]:
-                return Neuron(name, int(column - self.offsets[name]))
+                k = int(column - self.offsets[name])
+                return Neuron(name, self.units[name][k] if name in self.units else k)
         raise AssertionError("unreachable")
 
     def neurons(self, columns: Iterable[int] | None = None) -> list[Neuron]:
         if columns is None:
-            return [Neuron(name, u) for name in self.layers for u in range(self.sizes[name])]
+            return [Neuron(name, u) for name in self.layers for u in self.layer_units(name)]
         return [self.neuron(int(c)) for c in columns]
 
     def layer_of(self, columns: Iterable[int]) -> list[str]:

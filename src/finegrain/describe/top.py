@@ -33,8 +33,7 @@ def _parse_neurons(store: ActivationStore, neurons) -> list[Neuron]:
     for n in ns:
         if n.layer not in store.layers:
             raise StoreError(f"unknown layer {n.layer!r} in neuron {n}; store has {list(store.layers)}")
-        if n.unit >= store.layers[n.layer]:
-            raise StoreError(f"neuron {n} out of range: {n.layer} has {store.layers[n.layer]} units")
+        store.positions(n.layer, [n.unit])  # raises StoreError naming the neuron when it is not stored
     return ns
 
 
@@ -69,7 +68,7 @@ def iter_neuron_columns(
         sl = slice(start, min(start + chunk_rows, store.n_rows))
         X = np.empty((sl.stop - sl.start, len(ns)), dtype=np.float32)
         for layer, (units, cols) in by_layer.items():
-            X[:, cols] = np.asarray(store[layer][sl], dtype=np.float32)[:, units]
+            X[:, cols] = np.asarray(store[layer][sl], dtype=np.float32)[:, store.positions(layer, units)]
         yield sl, X
 
 

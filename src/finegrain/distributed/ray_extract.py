@@ -214,7 +214,7 @@ def extract_ray(
     layers: Sequence[str] | str | None = "hidden",
     aggregation: str = "mean",
     pooling: str | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     batch_size: int = 32,
     num_workers: int = 2,
     overwrite: bool = False,
@@ -231,6 +231,7 @@ def extract_ray(
     resume: bool = True,
     progress: bool | None = None,
     precision: str = "float32",
+    neurons=None,
 ):
     """:func:`finegrain.extract.extract` with Ray Data: shards of the corpus mapped by a pool of
     ``num_workers`` actors (one model replica each); same store, same rows, same values.
@@ -245,7 +246,7 @@ def extract_ray(
     than workers) if the cluster has GPUs and ``device`` allows CUDA, else 0. ``cpus_per_worker``
     (logical CPUs per actor; the actor runs ``max(1, int(cpus_per_worker))`` torch threads)
     defaults to 1, less if the cluster has fewer CPUs than workers, so that the pool always starts.
-    ``precision``: as in :func:`~finegrain.extract.extract` (autocast in every actor).
+    ``precision``, ``neurons``: as in :func:`~finegrain.extract.extract`.
     """
     from finegrain.extract import _as_corpus, plan_extraction
     from finegrain.store import StoreError, StoreWriter
@@ -281,9 +282,9 @@ def extract_ray(
     else:
         facts = _model_facts(model, task, layers)
     log.debug("model facts in %.1fs", time.perf_counter() - t0)
-    plan = plan_extraction(facts, corpus, aggregation, pooling, dtype, max_length, precision)
+    plan = plan_extraction(facts, corpus, aggregation, pooling, dtype, max_length, precision, neurons)
     writer = StoreWriter(
-        path, plan.sizes, plan.n_rows, label_columns=plan.label_cols, dtype=dtype, chunk_rows=chunk_rows,
+        path, plan.sizes, plan.n_rows, label_columns=plan.label_cols, dtype=plan.dtype, chunk_rows=chunk_rows,
         meta={**plan.meta, "engine": "ray"}, resume=resume, overwrite=overwrite,
     )
     shards = plan_shards(plan.sent_start, len(corpus), buffer_sentences,

@@ -435,7 +435,22 @@ class ActivationStore:
         layers = list(layers) if layers is not None else list(self.layers)
         for lay in layers:
             self._check_layer(lay)
-        return NeuronIndex([(lay, self.layers[lay]) for lay in layers])
+        units = self.meta.get("units") or {}
+        return NeuronIndex([(lay, self.layers[lay]) for lay in layers],
+                           units={k: units[k] for k in layers if k in units})
+
+    def units(self, layer: str) -> list[int]:
+        """The unit ids stored for ``layer`` (all of them unless extracted with ``neurons=``)."""
+        return self.neuron_index([layer]).layer_units(layer)
+
+    def positions(self, layer: str, units: Sequence[int]) -> list[int]:
+        """Column positions in ``store[layer]`` of the given unit ids (the ids themselves unless only
+        some units were stored)."""
+        index = self.neuron_index([layer])
+        try:
+            return [index.column(Neuron(layer, int(u))) for u in units]
+        except IndexError as e:
+            raise StoreError(str(e)) from e
 
     def matrix(
         self,
@@ -454,7 +469,8 @@ class ActivationStore:
             for n in ns:
                 self._check_layer(n.layer)
                 by_layer.setdefault(n.layer, []).append(n.unit)
-            parts = {lay: self._read(lay, rows, dtype)[:, units] for lay, units in by_layer.items()}
+            parts = {lay: self._read(lay, rows, dtype)[:, self.positions(lay, units)]
+                     for lay, units in by_layer.items()}
             cols = [parts[n.layer][:, by_layer[n.layer].index(n.unit)] for n in ns]
             X = np.stack(cols, axis=1) if cols else np.zeros((0, 0), dtype)
             return (X, ns) if return_index else X

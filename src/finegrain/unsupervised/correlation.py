@@ -92,7 +92,10 @@ class Representation:
         return sum(self.sizes[lay] for lay in (layers or self.layers))
 
     def neurons(self, layers: Sequence[str] | None = None) -> list[Neuron]:
-        return [Neuron(lay, u) for lay in (layers or self.layers) for u in range(self.sizes[lay])]
+        layers = list(layers or self.layers)
+        if self.store is not None:  # a store may hold only some units of a layer
+            return self.store.neuron_index(layers).neurons()
+        return [Neuron(lay, u) for lay in layers for u in range(self.sizes[lay])]
 
     def read(self, rows: slice, layers: Sequence[str] | None = None) -> np.ndarray:
         """Rows ``rows`` of the given layers, concatenated, as float64."""
