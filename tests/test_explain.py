@@ -10,16 +10,21 @@ import torch
 from finegrain.attribute import ClassTarget, neuron_attribution
 from finegrain.explain import (
     ConceptSet,
+    DirectionConcept,
     NeuronConcept,
     SupervisedConcepts,
     ablation_agreement,
+    concept_cavs,
     explain,
     explain_dataset,
     explain_section_html,
     layer_context,
+    layer_spectrum,
     learn_cav,
     learn_cavs,
+    mean_difference_direction,
     random_concepts,
+    scale_matched_directions,
     tcav,
 )
 
@@ -180,6 +185,79 @@ def test_tcav_planted_significance():
             assert c.ablation_effect == pytest.approx(c.contribution, rel=1e-3, abs=1e-5)
 
 
+# -- concept directions: the scale-matched null ------------------------------------------------------
+def test_scale_matched_directions_hit_the_target_scale():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 16)) * np.geomspace(0.1, 5.0, 16) + 0.5  # anisotropic, non-zero mean
+    spec = layer_spectrum(X)
+    M = X.T @ X / len(X)
+    ev, vecs = spec
+    assert np.allclose(vecs @ np.diag(ev) @ vecs.T, M)
+    for v in (vecs[:, -1], vecs[:, 0], vecs[:, 8] + vecs[:, 12], rng.standard_normal(16)):
+        v = v / np.linalg.norm(v)
+        R = scale_matched_directions(spec, v, 2000, np.random.default_rng(1))
+        assert np.allclose(np.linalg.norm(R, axis=1), 1.0)
+        scale = np.einsum("rd,de,re->r", R, M, R)
+        assert np.median(scale) == pytest.approx(v @ M @ v, rel=0.15)
+
+
+@pytest.fixture(scope="module")
+def planted_layer():
+    from finegrain.testing import tiny_bert
+
+    A, B, _ = _equally_active(tiny_bert(seed=0, hidden=32))
+    adapter = planted_model(A)
+    ctx = layer_context(adapter, TEXTS, ClassTarget(0), "layer.2", method=None)
+    return adapter, A, B, layer_spectrum(ctx.acts[ctx.mask])
+
+
+def test_direction_null_is_calibrated_only_when_scale_matched(planted_layer):
+    """Random directions distributed like the activations are not concepts: against the
+    scale-matched null they are 'significant' at about the nominal rate, against isotropic random
+    directions (larger activations along them than along an isotropic direction) far more often."""
+    adapter, _, _, spec = planted_layer
+    ev, vecs = spec
+    rng = np.random.default_rng(1)
+    V = (rng.standard_normal((60, 32)) * np.sqrt(ev)) @ vecs.T
+    matched = [DirectionConcept(f"m{i}", "layer.2", v, spectrum=spec) for i, v in enumerate(V)]
+    iso = [DirectionConcept(f"i{i}", "layer.2", v) for i, v in enumerate(V)]
+    rate = {}
+    for name, cs in (("matched", matched), ("isotropic", iso)):
+        es = explain(adapter, TEXTS, ClassTarget(0), cs, "layer.2", n_random=200, ablation=None, top_k=0)
+        rate[name] = float(np.mean([c.p < 0.05 for e in es for c in e.concepts]))
+    assert rate["matched"] <= 0.10
+    assert rate["isotropic"] >= 0.30
+
+
+def test_planted_direction_significant_with_matched_null(planted_layer):
+    adapter, A, B, spec = planted_layer
+    va, vb = np.zeros(32), np.zeros(32)
+    va[A], vb[B] = 1.0, 1.0
+    cs = [DirectionConcept("dirA", "layer.2", va, spectrum=spec),
+          DirectionConcept("dirB", "layer.2", vb, spectrum=spec)]
+    assert cs[0].null_kind == "scale-matched"
+    for e in explain(adapter, TEXTS, ClassTarget(0), cs, "layer.2", n_random=300, ablation="zero"):
+        a, b = e.concepts
+        # A's units are the most active ones, so the matched null (directions with as much activation)
+        # overlaps them: significant, with a smaller z than against random neuron sets
+        assert a.name == "dirA" and a.p < 0.05 and a.z > 2
+        assert abs(b.contribution) < 1e-6 and b.p > 0.05  # the head never reads B
+        assert a.ablation_effect == pytest.approx(a.contribution, rel=1e-3, abs=1e-5)  # linear head
+
+
+def test_fixed_random_directions_are_not_padded(planted_layer):
+    adapter, A, _, _ = planted_layer
+    va = np.zeros(32)
+    va[A] = 1.0
+    R = np.random.default_rng(0).standard_normal((20, 32))
+    c = DirectionConcept("dirA", "layer.2", va, random_directions=R)
+    e = explain(adapter, TEXTS[0], ClassTarget(0), [c], "layer.2", n_random=500, ablation=None)
+    # 20 null draws: the smallest p is 1/21, not 1/501 from isotropic padding
+    assert e.concepts[0].p == pytest.approx(1 / 21)
+    with pytest.raises(ValueError, match="dims"):
+        DirectionConcept("x", "layer.2", va, random_directions=R[:, :5])
+
+
 # -- supervised concepts from a store, latent concepts, dataset, HTML, CLI ------------------------
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
@@ -203,6 +281,26 @@ def test_supervised_concepts_from_store(tiny_store):
     assert all(n.layer == "layer.1" for c in cs for n in c.neurons) and all(len(c.neurons) <= 5 for c in cs)
     with pytest.raises(ValueError, match="selection"):
         SupervisedConcepts(selection="bogus")
+
+
+def test_concept_directions_from_store(tiny_store):
+    cs = concept_cavs(tiny_store, "layer.1", ["negation"], {"cue=not": ["not"]}, min_count=5)
+    by = {c.name: c for c in cs}
+    assert set(by) == {"cav:negation=0", "cav:negation=1", "cav:cue=not"}
+    X = tiny_store.matrix(["layer.1"]).astype(np.float64)
+    y = np.asarray([str(v) for v in np.asarray(tiny_store.labels("negation")).tolist()])
+    w = np.asarray([str(t).lower() for t in np.asarray(tiny_store.words).tolist()])
+    v = X[y == "1"].mean(0) - X[y != "1"].mean(0)
+    np.testing.assert_allclose(by["cav:negation=1"].direction, v / np.linalg.norm(v), atol=1e-6)
+    np.testing.assert_allclose(by["cav:cue=not"].direction, mean_difference_direction(X[w == "not"], X[w != "not"]),
+                               atol=1e-6)
+    assert by["cav:cue=not"].words == ["not"] and by["cav:cue=not"].null_kind == "scale-matched"
+    lr = concept_cavs(tiny_store, "layer.1", ["negation"], direction="cav", n_runs=2, n_examples=50, min_count=5)
+    assert {c.name for c in lr} == {"cav:negation=0", "cav:negation=1"} and lr[0].meta["cav_accuracy"] > 0.5
+    with pytest.raises(ValueError, match="occurrences"):
+        concept_cavs(tiny_store, "layer.1", (), {"nothing": ["zzzz"]})
+    with pytest.raises(ValueError, match="direction"):
+        concept_cavs(tiny_store, "layer.1", ["negation"], direction="pca")
 
 
 def test_latent_concepts_and_dataset(tiny_store, tiny_bert):
@@ -251,31 +349,66 @@ def test_cli_registers():
     p = argparse.ArgumentParser()
     register(p.add_subparsers(dest="command"))
     args = p.parse_args(["explain", "--text", "a b", "--head", "builtin:sentiment", "--layer", "layer.2"])
-    assert args.layer == "layer.2" and callable(args.func)
+    assert args.layer == "layer.2" and callable(args.func) and not args.no_cavs
+    assert p.parse_args(["explain", "--text", "a", "--no-cavs"]).no_cavs
 
 
 # -- MiniLM + trained sentiment head (slow) ---------------------------------------------------------
+NEGATED = [
+    "This movie was not good at all .", "The film was not good .", "The book is not great .",
+    "The meal was not enjoyable at all .", "This show is not funny .", "The concert was not wonderful .",
+    "I did not like this film .", "We did not enjoy the trip .", "The story was not interesting .",
+    "The album is not good at all .", "The performance was not brilliant .", "This game is not fun .",
+    "The play was never exciting .", "She did not love the book .", "The food was not tasty at all .",
+    "The actors were not convincing .", "It was not a good movie .", "The trip was not pleasant .",
+    "They did not enjoy the concert .", "The ending was not satisfying at all .",
+]
+
+
 @pytest.mark.slow
 def test_minilm_negation_concept(minilm, tmp_path_factory):
-    """The head is trained on the built-in generated sentiment corpus, where half the sentiment words
-    are negated (so the label needs negation). Supervised concepts come from 300 generated sentences
-    at layer.3 (k=20). Measured (README): negation=1 ranks 3rd of 28 concepts for the sentence below
-    (z 0.76, p 0.21: in the top concepts but not significant on its own)."""
+    """Head trained on the built-in generated sentiment corpus (half the sentiment words negated,
+    so the label needs negation); concepts from 300 generated sentences at layer.4: probe neuron
+    sets, latent clusters and concept directions with the scale-matched null. Measured: for the
+    sentence below ``cav:negation_cue=not`` ranks 3rd of 52 (z 4.56, p 0.004; 1st and 2nd are
+    ``cav:polarity=neg`` and its twin ``cav:pos=PART``, the same word); over the 20 negated
+    sentences it is in the top 3 with p < 0.05 for 0.60, over the same sentences with the cue
+    deleted for 0.00. The scope concepts (neurons ``negation=1``, direction ``cav:negation=1``)
+    are not what this head uses: 0.00 and 0.05. Ablation does not confirm the *sign* of the cue's
+    first-order contribution robustly (it depends on the ablation reference), so only its mass is
+    asserted here."""
     from finegrain.attribute import train_head
     from finegrain.explain import default_concepts
 
     adapter = train_head(minilm, "builtin:sentiment-generated")
     assert adapter.head_info["accuracy"] > 0.75
-    layer = "layer.3"
-    concepts = default_concepts(adapter, layer, cache_dir=tmp_path_factory.mktemp("explain-cache"), n_sentences=300)
-    text = "This movie was not good at all ."
-    e = explain(adapter, text, None, concepts, layer, n_random=200, top_k=0, n_ablate=3)
-    print(e.table(10))
+    deleted = [" ".join(w for w in s.split() if w not in ("not", "never")) for s in NEGATED]
     with torch.no_grad():
-        logits = adapter.forward(adapter.encode([text.split()])).logits[0]
-    assert int(logits.argmax()) == 0  # negative
-    rank = e.rank_of("negation=1")
-    assert rank is not None and rank <= 5, e.table(10)
-    neg = e.concepts[rank - 1]
-    assert set(neg.tokens) & {"was", "not", "good"}  # counted in the negation scope
-    assert neg.ablation_effect is not None and np.sign(neg.ablation_effect) == np.sign(neg.contribution)
+        pred = adapter.forward(adapter.encode([s.split() for s in NEGATED])).logits.argmax(-1)
+        pred_del = adapter.forward(adapter.encode([s.split() for s in deleted])).logits.argmax(-1)
+    assert int(pred[0]) == 0  # negative
+    assert float((pred != pred_del).float().mean()) >= 0.6  # behaviourally the head relies on the cue (0.70)
+
+    layer = "layer.4"
+    concepts = default_concepts(adapter, layer, cache_dir=tmp_path_factory.mktemp("explain-cache"), n_sentences=300)
+    exps = explain(adapter, NEGATED + deleted, None, concepts, layer, n_random=500, top_k=0, n_ablate=3)
+    scope = np.mean([(e.rank_of("negation=1") or 99) <= 3 and e.concepts[e.rank_of("negation=1") - 1].p < 0.05
+                     for e in exps[: len(NEGATED)]])
+    print(f"negation=1 (scope neurons) top-3 with p < 0.05 on negated sentences: {scope:.2f}")
+    name = "cav:negation_cue=not"
+    print(exps[0].table(8))
+
+    def hit(e):
+        r = e.rank_of(name)
+        return r is not None and r <= 3 and e.concepts[r - 1].p < 0.05
+
+    e = exps[0]
+    assert hit(e), e.table(8)
+    cue = e.concepts[e.rank_of(name) - 1]
+    assert cue.tokens == ["not"]  # the mass sits on the cue word
+    assert cue.ablation_effect is not None and abs(cue.ablation_effect) > 0.1  # removing it moves the logit
+    on_negated = np.mean([hit(x) for x in exps[: len(NEGATED)]])
+    on_deleted = np.mean([hit(x) for x in exps[len(NEGATED):]])
+    print(f"{name} top-3 with p < 0.05: negated {on_negated:.2f}, cue deleted {on_deleted:.2f}")
+    assert on_negated >= 0.5
+    assert on_deleted <= 0.1  # specific: not a concept that wins on any sentence

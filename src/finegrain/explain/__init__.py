@@ -5,7 +5,8 @@ check that it did.
   ``direction``, ``contribution(attr, context)``): supervised neuron sets from probes
   (:class:`SupervisedConcepts`, Dalvi et al. 2019), latent clusters (:func:`latent_concepts`,
   Dalvi et al. 2022 ConceptX / NxPlain) and concept activation vectors (:func:`learn_cavs`,
-  :func:`tcav`, Kim et al. 2018);
+  :func:`tcav`, :func:`concept_cavs`, Kim et al. 2018; as explanation concepts their null is random
+  directions with as much activation along them, :func:`scale_matched_directions`);
 * :func:`explain` — per prediction: each concept's share of the layer's neuron attribution, its
   z-score / p-value against random concepts of the same size, ablation effect of the top concepts
   (:mod:`finegrain.intervene`), and :func:`ablation_agreement` (Spearman over a batch);
@@ -28,7 +29,9 @@ from finegrain.explain.concepts import (
     NeuronConcept,
     SupervisedConcepts,
     latent_concepts,
+    layer_spectrum,
     random_concepts,
+    scale_matched_directions,
 )
 from finegrain.explain.explain import (
     ConceptScore,
@@ -40,11 +43,22 @@ from finegrain.explain.explain import (
     explain_section_html,
     layer_context,
 )
-from finegrain.explain.tcav import CAVSet, TCAVResult, cavs_from_store, learn_cav, learn_cavs, tcav
+from finegrain.explain.tcav import (
+    CAVSet,
+    TCAVResult,
+    cavs_from_store,
+    concept_cavs,
+    learn_cav,
+    learn_cavs,
+    mean_difference_direction,
+    store_spectrum,
+    tcav,
+)
 
 __all__ = [
     "CAVSet", "Concept", "ConceptError", "ConceptScore", "ConceptSet", "DatasetExplanation", "DirectionConcept",
     "Explanation", "LatentConcept", "LayerContext", "NeuronConcept", "SupervisedConcepts", "TCAVResult",
-    "ablation_agreement", "cavs_from_store", "default_concepts", "explain", "explain_dataset",
-    "explain_section_html", "latent_concepts", "layer_context", "learn_cav", "learn_cavs", "random_concepts", "tcav",
+    "ablation_agreement", "cavs_from_store", "concept_cavs", "default_concepts", "explain", "explain_dataset",
+    "explain_section_html", "latent_concepts", "layer_context", "layer_spectrum", "learn_cav", "learn_cavs",
+    "mean_difference_direction", "random_concepts", "store_spectrum", "tcav", "scale_matched_directions",
 ]

@@ -3,8 +3,8 @@
 ``finegrain explain --model minilm --head builtin:sentiment --text "This movie was not good at all ."``
 trains (or loads from the cache) the sentiment head, extracts a small activation store of the
 built-in generated corpus at the chosen layer (cached), builds supervised concepts (probe rankings
-per label of each property) and latent concepts of that layer, and prints the top concepts with
-their tokens and neurons.
+per label of each property), latent concepts and concept directions of that layer, and prints the
+top concepts with their tokens and neurons.
 """
 
 from __future__ import annotations
@@ -22,12 +22,28 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("FINEGRAIN_CACHE", Path.home() / ".cache" / "finegrain")) / "explain"
 
 
+def negation_cues() -> list[str]:
+    """The negation cue words of the built-in generator's lexicon (``not``, ``never``)."""
+    from finegrain.data.generate import load_lexicon
+
+    return list(load_lexicon()["negation"]["cues"])
+
+
 def default_concepts(adapter, layer: str, properties: Sequence[str] = DEFAULT_PROPERTIES, k: int = 20,
-                     n_sentences: int = 300, n_clusters: int = 30, latent: bool = True,
+                     n_sentences: int = 300, n_clusters: int = 30, latent: bool = True, cavs: bool = True,
                      cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool | None = False):
-    """Supervised concepts (``property=label``, top ``k`` probe neurons per label) and latent
-    concepts (``n_clusters`` k-means clusters) of ``layer``, from a store of ``n_sentences`` sentences of
-    the built-in generated corpus extracted with ``adapter`` (cached under ``cache_dir``)."""
+    """Supervised concepts (``property=label``, top ``k`` probe neurons per label), latent
+    concepts (``n_clusters`` k-means clusters) and concept directions (``cav:property=label`` for
+    the same labels and ``cav:negation_cue=not`` / ``=never`` for the occurrences of each negation
+    cue; :func:`finegrain.explain.concept_cavs`) of ``layer``, from a store of ``n_sentences``
+    sentences of the built-in generated corpus extracted with ``adapter`` (cached under
+    ``cache_dir``).
+
+    The corpus's ``negation`` column marks the negation *scope* (auxiliary, cue, verb and its
+    complements), so ``negation=1`` is a scope concept; ``cav:negation_cue=not`` is the cue itself
+    (negation has a cue and a scope; Morante & Blanco 2012). Which of the two a head reads is an
+    empirical question: on MiniLM the head trained on the generated sentiment corpus reads the cue
+    direction and neither scope concept (README, Findings)."""
     from finegrain.data import generate_corpus
     from finegrain.explain.concepts import ConceptSet, SupervisedConcepts, latent_concepts
     from finegrain.extract import extract
@@ -58,7 +74,41 @@ def default_concepts(adapter, layer: str, properties: Sequence[str] = DEFAULT_PR
                 store, layer, label_columns=[p for p in properties if p in ("pos", "negation", "polarity")])
             lc.to_json(lc_path)
         concepts = ConceptSet(list(concepts) + list(latent_concepts(lc)))
+    if cavs:
+        concepts = ConceptSet(list(concepts) + list(_cached_cavs(store, layer, properties, seed,
+                                                                 base.parent / f"{base.name}.cavs.npz")))
     return concepts
+
+
+def _cached_cavs(store, layer: str, properties: Sequence[str], seed: int, path: Path):
+    """:func:`concept_cavs` of the store, the directions cached in ``path`` (the spectrum of the
+    scale-matched null is recomputed from the store, which is cheap)."""
+    import json
+
+    import numpy as np
+
+    from finegrain.explain.concepts import ConceptSet, DirectionConcept
+    from finegrain.explain.tcav import concept_cavs, store_spectrum
+
+    words = {f"negation_cue={w}": [w] for w in negation_cues()}
+    key = json.dumps({"layer": layer, "properties": list(properties), "words": words, "seed": seed, "v": 2})
+    if path.exists():
+        try:
+            blob = np.load(path, allow_pickle=False)
+            if str(blob["key"]) == key:
+                meta = json.loads(str(blob["meta"]))
+                spectrum = store_spectrum(store, layer, seed=seed)
+                return ConceptSet(DirectionConcept(m["name"], layer, v, meta=m["meta"], words=m["words"],
+                                                   spectrum=spectrum)
+                                  for m, v in zip(meta, blob["directions"]))
+        except (OSError, KeyError, ValueError):
+            pass
+    cs = concept_cavs(store, layer, list(properties), word_concepts=words, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = [{"name": c.name, "meta": c.meta, "words": c.words} for c in cs]
+    np.savez(path, key=np.asarray(key), meta=np.asarray(json.dumps(meta)),
+             directions=np.stack([c.direction for c in cs]))
+    return cs
 
 
 def register(subparsers) -> None:
@@ -80,6 +130,8 @@ def register(subparsers) -> None:
     p.add_argument("--k", type=int, default=20, help="neurons per supervised concept")
     p.add_argument("--n-sentences", type=int, default=300, help="sentences of the generated corpus for concepts")
     p.add_argument("--clusters", type=int, default=30, help="latent concepts (0: none)")
+    p.add_argument("--no-cavs", action="store_true",
+                   help="no concept directions (cav:property=label, cav:negation_cue=not|never)")
     p.add_argument("--n-random", type=int, default=1000, help="random concepts for z / p")
     p.add_argument("--ablation", default="zero", choices=["zero", "mean", "none"])
     p.add_argument("--top", type=int, default=8, help="concepts to print")
@@ -107,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
         adapter = load_model(args.model, task=args.task, device=args.device)
     props = [s.strip() for s in args.properties.split(",") if s.strip()]
     concepts = default_concepts(adapter, args.layer, props, k=args.k, n_sentences=args.n_sentences,
-                                n_clusters=args.clusters, latent=args.clusters > 0, cache_dir=cache)
+                                n_clusters=args.clusters, latent=args.clusters > 0, cavs=not args.no_cavs,
+                                cache_dir=cache)
     exps = explain(adapter, list(args.text), args.target, concepts, args.layer, method=args.method,
                    n_random=args.n_random, top_k=args.top, ablation=None if args.ablation == "none" else args.ablation)
     for e in exps:

@@ -263,11 +263,16 @@ def explain(
 
     Returns one :class:`Explanation` per text (a single one for a single string). Each concept's
     attribution mass ``|contribution|`` is compared with the masses of ``n_random`` random concepts
-    of the same size (random neuron sets / random words of the sentence / random CAVs): ``z`` =
-    (mass - mean) / std of the null, ``p`` = one-sided empirical p-value ``(1 + #{null >= mass}) /
-    (n_random + 1)``. Concepts are sorted by ``z`` (``sort="z"``, comparable across concept kinds)
-    or by ``|contribution|``. ``method``:
-    ``grad_x_act`` or ``conductance`` / ``layer_ig`` (Captum, ``n_steps``). ``ablation``: ``"zero"``,
+    of the same size (random neuron sets / random words of the sentence / random directions with
+    as much activation along them, see :class:`DirectionConcept`): ``z`` = (mass - mean) / std of
+    the null, ``p`` = one-sided empirical p-value ``(1 + #{null >= mass}) / (n + 1)`` with ``n``
+    null draws (``n_random``, or fewer for a concept with a fixed set of random directions).
+    Concepts are sorted by ``z`` (``sort="z"``, comparable across concept kinds) or by
+    ``|contribution|``. ``method``: ``grad_x_act`` (default; gradient x activation, Shrikumar et
+    al. 2016 / Ancona et al. 2018) or ``conductance`` / ``layer_ig`` (Dhamdhere et al. 2019; Captum,
+    ``n_steps``; relative to the pad-token input, so a concept whose units merely differ from their
+    state under that baseline gets credit on every input: check specificity against control
+    inputs). ``ablation``: ``"zero"``,
     ``"mean"`` (layer mean over ``reference``: an ActivationStore or texts; default the inputs) or
     ``None``; the top ``n_ablate`` concepts of each example are ablated. ``partition=True`` makes the
     neuron concepts disjoint so that they and the unassigned neurons decompose the layer's total.
@@ -320,7 +325,8 @@ def explain(
         mu[c.name], sd[c.name] = m, s
         with np.errstate(divide="ignore", invalid="ignore"):
             z[c.name] = np.where(s > 0, (obs - m) / np.where(s > 0, s, 1), np.nan)
-        p[c.name] = (1 + (null >= obs[:, None] - 1e-12 * (1 + obs[:, None])).sum(1)) / (n_random + 1)
+        # a concept may bring fewer null draws than asked (a fixed set of random CAVs)
+        p[c.name] = (1 + (null >= obs[:, None] - 1e-12 * (1 + obs[:, None])).sum(1)) / (null.shape[1] + 1)
         present[c.name] = c.present(ctx) if isinstance(c, LatentConcept) else np.ones(B, dtype=bool)
 
     def key(name, b):
