@@ -25,6 +25,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _maxrss_mb() -> float:
+    """Peak RSS of this process in MB. Linux keeps ``ru_maxrss`` across fork and exec, so a job started
+    by a big parent would report the parent's peak: VmHWM (per address space, new at exec) is read
+    first."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
@@ -45,13 +54,7 @@ def _reset_peak_rss() -> bool:
 
 
 def _peak_rss_mb() -> float:
-    """VmHWM (peak RSS since the process start or the last reset) in MB, or ``ru_maxrss``."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    """VmHWM: peak RSS since the process start or the last :func:`_reset_peak_rss`."""
     return _maxrss_mb()
 
 
@@ -85,10 +88,13 @@ def write_synth(args) -> dict:
     from finegrain.store import StoreWriter
 
     layers = {f"layer.{i}": args.width for i in range(args.layers)}
-    w = StoreWriter(args.out, layers, args.rows, dtype="float16", chunk_rows=args.block, overwrite=True,
-                    meta={"model": "synthetic"})
+    w = StoreWriter(args.out, layers, args.rows, label_columns=["y"], dtype="float16", chunk_rows=args.block,
+                    overwrite=True, meta={"model": "synthetic"})
     rng = np.random.default_rng(0)
     base = {k: rng.normal(size=(args.block, v)).astype(np.float16) for k, v in layers.items()}
+    # a planted binary label that layer.0:0 encodes, for the streaming probe of the benchmark
+    y = np.where(np.arange(args.block) % 2 == 0, "a", "b")
+    base["layer.0"][:, 0] += np.float16(2) * (y == "b")
     t = time.perf_counter()
     words = np.array(["w"] * args.block)
     for start in range(0, args.rows, args.block):
@@ -96,7 +102,7 @@ def write_synth(args) -> dict:
         shift = np.float16((start // args.block) % 7 * 0.01)  # blocks differ; no RNG cost per block
         sid = np.arange(start, start + k) // 10
         w.write({n: (a[:k] + shift) for n, a in base.items()}, sent_id=sid, word_pos=np.zeros(k, np.int64),
-                words=words[:k])
+                words=words[:k], labels={"y": y[:k]})
     w.commit()
     size = sum(f.stat().st_size for f in w.path.rglob("*") if f.is_file())
     return {"rows": args.rows, "seconds": time.perf_counter() - t, "peak_rss_mb": _maxrss_mb(),
@@ -122,6 +128,41 @@ def stream(args) -> dict:
     var = s2 / n - mean**2
     return {"rows": n, "neurons": int(len(mean)), "seconds": time.perf_counter() - t,
             "peak_rss_mb": _maxrss_mb(), "mean_var": float(var.mean())}
+
+
+def stream_op(args) -> dict:
+    """One out-of-core operation on a (synthetic) store, in a fresh process so that its peak RSS is its
+    own: ``probe`` (1 epoch of the elastic-net probe streamed from layer.0 and layer.1, blocks of
+    ``--block`` rows, on the planted label ``y``), ``top`` (the 20 top-activating words of 8 neurons,
+    one pass) or ``cka`` (CKA of layer.0 x layer.1, running cross-products)."""
+    from finegrain.store import ActivationStore
+
+    store = ActivationStore(args.store)
+    base = _maxrss_mb()
+    t = time.perf_counter()
+    out: dict = {"op": args.op, "rows": store.n_rows}
+    if args.op == "probe":
+        from finegrain.probe import LinearProbe
+        from finegrain.probe.sources import StoreSource
+
+        src = StoreSource(store, layers=["layer.0", "layer.1"], block_rows=args.block)
+        probe = LinearProbe(epochs=1, device="cpu", progress=False, block_rows=args.block).fit(src, store.labels("y"))
+        w = abs(probe.coef_).sum(0)
+        out.update(loss=probe.loss_history_[-1], planted_rank=int((w > w[0]).sum()))
+    elif args.op == "top":
+        from finegrain.describe import top_activating
+
+        for u in range(8):
+            top_activating(store, f"layer.1:{u}", k=20, with_context=False, chunk_rows=args.block)
+    elif args.op == "cka":
+        from finegrain.unsupervised import similarity_matrix
+
+        sm = similarity_matrix(store, layers=["layer.0", "layer.1"], method="cka", chunk_rows=args.block)
+        out["cka_01"] = float(sm.values[0, 1])
+    else:
+        raise SystemExit(f"unknown op {args.op}")
+    out.update(seconds=time.perf_counter() - t, rss_after_open_mb=base, peak_rss_mb=_maxrss_mb())
+    return out
 
 
 def neurox_extract(args) -> dict:
@@ -285,6 +326,11 @@ def main(argv=None) -> int:
     s.add_argument("--store", required=True)
     s.add_argument("--block", type=int, default=16384)
     s.set_defaults(fn=stream)
+    so = sub.add_parser("stream-op")
+    so.add_argument("--store", required=True)
+    so.add_argument("--op", required=True, choices=["probe", "top", "cka"])
+    so.add_argument("--block", type=int, default=16384)
+    so.set_defaults(fn=stream_op)
     ne = sub.add_parser("neurox-extract")
     ne.add_argument("--model", required=True)
     ne.add_argument("--corpus", required=True)

@@ -238,3 +238,4 @@ def test_classification_metrics_hand_example():
     assert m["per_class"]["b"]["f1"] == pytest.approx(0.8)
     assert m["per_class"]["c"]["f1"] == 0.0
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+

@@ -259,7 +259,8 @@ def _examples(
     if len(all_rows):
         for layer, units in units_by_layer.items():
             vals[layer] = np.asarray(
-                store[layer].get_orthogonal_selection((all_rows, np.asarray(units))), dtype=np.float32
+                store[layer].get_orthogonal_selection((all_rows, np.asarray(store.positions(layer, units)))),
+                dtype=np.float32,
             )
 
     def act(n: Neuron, rows: np.ndarray) -> np.ndarray:

@@ -31,10 +31,10 @@ def _resolve_device(device) -> torch.device:
 
 @contextmanager
 def _small_work_threads(device: torch.device, work: int):
-    """Run small CPU problems single-threaded: below tens of MFLOP per step a second intra-op thread
-    gains nothing (measured: a 128 x 2,688 x 13 probe step is as fast on 1 thread as on 2) and on a
-    busy machine waiting threads make steps 10-100x slower. Restores the setting after."""
-    if device.type != "cpu" or work >= 50_000_000:
+    """Run tiny CPU problems single-threaded: intra-op threads only add synchronisation (and spin
+    badly on a busy machine) when each matmul is a few hundred kFLOP; from a few MFLOP per step (a
+    128 x 2,688 x 13 probe) two threads are 1.3x faster on an idle machine. Restores the setting after."""
+    if device.type != "cpu" or work >= 1_000_000:
         yield
         return
     old = torch.get_num_threads()
@@ -187,6 +187,7 @@ class _TorchClassifier(BaseProbe):
         y_all = torch.as_tensor(y_idx, dtype=torch.long, device=self.device_)
         in_memory = not isinstance(src, StoreSource)
         cache: dict[int, torch.Tensor] = {}
+        bs = self.batch_size
         self.loss_history_ = []
         bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=None if self.progress else True)
         for _ in bar:
@@ -195,11 +196,11 @@ class _TorchClassifier(BaseProbe):
             for start, stop, perm, Xb in self._epoch_blocks(src, rng, cache if in_memory else None):
                 yb_all = y_all[start:stop]
                 perm_t = torch.as_tensor(perm, device=self.device_)
-                for i in range(0, len(perm), self.batch_size):
-                    idx = perm_t[i : i + self.batch_size]
+                for i in range(0, len(perm), bs):
+                    idx = perm_t[i : i + bs]
                     # index_select is several times faster than advanced indexing for row gathers; a
                     # batch gathered alone stays in cache for the forward and the backward matmul
-                    total += self._step(Xb.index_select(0, idx), yb_all.index_select(0, idx)) * len(idx)
+                    total.add_(self._step(Xb.index_select(0, idx), yb_all.index_select(0, idx)), alpha=len(idx))
                     count += len(idx)
             self.loss_history_.append(float(total) / max(count, 1))
             bar.set_postfix(loss=f"{self.loss_history_[-1]:.4f}")
@@ -209,6 +210,7 @@ class _TorchClassifier(BaseProbe):
 
     def _check_classes(self, k: int) -> None:
         pass
+
 
     def _init_optimizer(self) -> None:
         self.optimizer_ = _adam(self.model_.parameters(), lr=self.lr)
@@ -232,11 +234,12 @@ class _TorchClassifier(BaseProbe):
         bounds = src._bounds()
         order = rng.permutation(len(bounds))
         perms = [rng.permutation(bounds[b][1] - bounds[b][0]) for b in order]
-        if cache is not None:
+        if cache is not None:  # keyed by the block's first row
             for b, perm in zip(order, perms):
-                if b not in cache:
-                    cache[b] = self._train_tensor(src._read(*bounds[b]))
-                yield bounds[b][0], bounds[b][1], perm, cache[b]
+                start = bounds[b][0]
+                if start not in cache:
+                    cache[start] = self._train_tensor(src._read(*bounds[b]))
+                yield start, bounds[b][1], perm, cache[start]
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
             fut = pool.submit(src._read, *bounds[order[0]]) if len(order) else None
