@@ -279,10 +279,11 @@ class Bench:
             rows.append([n, f"{res['words']:,}", fmt_s(res["seconds"]), f"{res['store_mb']:.0f} MB",
                          f"{res['rss_before_mb']:.0f} MB", f"{res['peak_rss_mb']:.0f} MB"])
         return "\n".join([
-            "Peak RSS (`ru_maxrss` of a fresh process) of MiniLM extraction; layers layer.0, layer.3, layer.6 in "
+            "Peak RSS (VmHWM of a fresh process; `ru_maxrss` would report the benchmark's own peak, which Linux "
+            "carries across exec) of MiniLM extraction; layers layer.0, layer.3, layer.6 in "
             "float16 (a smaller layer set than the speed test to keep the 20k-sentence store and run short; the "
-            "memory of extraction is one buffer of 512 sentences whatever the layer count). Sentences are drawn "
-            "with repetition allowed (`unique=False`).",
+            "memory of extraction is one buffer of 512 sentences whatever the layer count; the corpus itself, "
+            "as Python objects, is what grows). Sentences are drawn with repetition allowed (`unique=False`).",
             "",
             table(["sentences", "words", "time", "store on disk", "RSS after model load", "peak RSS"], rows),
         ])
@@ -472,7 +473,7 @@ class Bench:
             f"(2 sentences, 2 steps) before timing; {len(runs['captum'])} run(s) each, interleaved. Memory: the "
             "kernel's peak-RSS mark is reset after loading and warm-up (`/proc/self/clear_refs`), so 'peak RSS "
             "during IG' is the peak of the attribution itself and 'growth' is that peak minus the RSS before it; "
-            "'process peak' (`ru_maxrss`) includes loading the model, which is the same for both. "
+            "'process peak' (VmHWM at the end) includes loading the model, which is the same for both. "
             "finegrain gets the texts sorted by token count (restored after; `attribute` pads within its groups "
             "in the order given); "
             "Captum is called as its BERT tutorial does it: ids in, forward returns logits, baselines from the "
