@@ -196,7 +196,8 @@ def test_resume_after_a_hard_stop_restarts_at_the_buffer_on_disk(tiny_bert, tmp_
     full = extract(tiny_bert, corpus, tmp_path / "full.fgstore", buffer_sentences=8, progress=False)
     store, rewritten = _interrupted_then_resumed(tiny_bert, corpus, tmp_path / "r.fgstore", monkeypatch, hard=True,
                                                  chunk_rows=24)
-    # 80 rows were accepted, 72 (three chunks of 24) on disk: buffer 2 (rows 40..79) is redone
+    # 80 rows were accepted, 66 on disk (150 rows tile as chunks of 22 for chunk_rows=24): buffer 2
+    # (rows 40..79) is redone
     assert rewritten == corpus.n_words - 40
     np.testing.assert_array_equal(store.matrix(), full.matrix())
 

@@ -99,10 +99,18 @@ def test_writes_reach_disk_in_whole_chunks(tmp_path, monkeypatch):
     np.testing.assert_array_equal(zarr.open_group(str(w.tmp), mode="r")["acts/l"][:15], X[:15])
     w.write({"l": X[16:]}, np.arange(16, 23), np.zeros(7), [f"w{i}" for i in range(16, 23)], {"pos": ["V"] * 7})
     store = w.commit()
-    assert writes[-1][2] == 23
+    assert writes[-1][1:] == (20, 23)  # the edge chunk (rows 20..22) is written whole, padded, as zarr does
     np.testing.assert_array_equal(store["l"][:], X)
     assert list(store.words) == [f"w{i}" for i in range(23)]
     assert list(store.labels("pos")) == ["N"] * 16 + ["V"] * 7
+
+
+def test_chunks_tile_the_rows_evenly(tmp_path):
+    """Edge chunks are stored at full size, so chunk_rows is adjusted to tile the rows: 16,536 rows at
+    chunk_rows=8192 become three chunks of 5,512, not two and an almost empty third."""
+    w = StoreWriter(tmp_path / "e.fgstore", {"l": 2}, 16536, chunk_rows=8192)
+    assert w.chunk_rows == 5512
+    assert StoreWriter(tmp_path / "f.fgstore", {"l": 2}, 100, chunk_rows=8192).chunk_rows == 100
 
 
 def test_rewind_rewrites_rows_already_on_disk(tmp_path):

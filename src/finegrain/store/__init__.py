@@ -101,7 +101,9 @@ class StoreWriter:
     def _create(self, dtype: str, chunk_rows: int) -> None:
         g = zarr.open_group(str(self.tmp), mode="w")
         n = self.n_rows
-        cr = max(1, min(chunk_rows, n))
+        # chunks of about chunk_rows that tile the rows evenly: zarr stores an edge chunk at full size,
+        # so a last chunk of a few rows would cost as much to write as a whole one
+        cr = max(1, -(-n // -(-n // max(1, chunk_rows))))
         acts = g.require_group("acts")
         for name, size in self.layers.items():
             acts.create_array(name, shape=(n, size), chunks=(cr, size), dtype=dtype, compressors=None)
@@ -203,11 +205,16 @@ class StoreWriter:
         direct = self._direct_root(arr)
         if direct is not None and start % chunk == 0:
             stop = start + ((end - start) // chunk) * chunk
+            if end == arr.shape[0]:  # the edge chunk too: stored at full size, padded with the fill value
+                stop = end
             block = np.ascontiguousarray(data[: stop - start], dtype=arr.dtype.newbyteorder("<"))
             for c0 in range(start, stop, chunk):
                 f = direct / arr.metadata.encode_chunk_key((c0 // chunk, *([0] * (arr.ndim - 1))))
                 f.parent.mkdir(parents=True, exist_ok=True)
-                block[c0 - start : c0 - start + chunk].tofile(f)
+                part = block[c0 - start : c0 - start + chunk]
+                if len(part) < chunk:
+                    part = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
+                part.tofile(f)
             data, start = data[stop - start :], stop
         if end > start:
             arr[start:end] = data
@@ -225,6 +232,7 @@ class StoreWriter:
             or not isinstance(codecs[0], BytesCodec)
             or str(getattr(codecs[0].endian, "value", "little")) != "little"
             or arr.dtype.kind != "f"
+            or float(meta.fill_value) != 0.0
             or any(c != s for c, s in zip(arr.chunks[1:], arr.shape[1:]))
         ):
             return None
