@@ -44,18 +44,13 @@ def _cpu_s() -> float:
 
 def _reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark of this process (Linux: write 5 to /proc/self/clear_refs), so that
-    the next :func:`_peak_rss_mb` is the peak of what runs after this call, not of model loading."""
+    the next :func:`_maxrss_mb` is the peak of what runs after this call, not of model loading."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         return True
     except OSError:
         return False
-
-
-def _peak_rss_mb() -> float:
-    """VmHWM: peak RSS since the process start or the last :func:`_reset_peak_rss`."""
-    return _maxrss_mb()
 
 
 def _emit(d: dict) -> None:
@@ -296,7 +291,7 @@ def ig(args) -> dict:
     cpu0, t = _cpu_s(), time.perf_counter()
     scores, deltas = run(texts, args.n_steps)
     secs, cpu = time.perf_counter() - t, _cpu_s() - cpu0
-    attr_peak = _peak_rss_mb() if reset else float("nan")
+    attr_peak = _maxrss_mb() if reset else float("nan")
     Path(args.out).write_text(json.dumps({"word_scores": scores, "deltas": deltas}))
     return {"impl": args.impl, "seconds": secs, "cpu_seconds": cpu, "threads": torch.get_num_threads(),
             "rss_before_mb": before, "peak_rss_mb": _maxrss_mb(), "load_peak_rss_mb": load_peak,

@@ -308,13 +308,14 @@ def compute_buffer(
     units = _plan_units(model, sentences, plan.max_tokens)
     order = sorted(range(len(units)), key=lambda k: units[k].n_tokens)
     pooled_parts: dict[int, list[dict[str, torch.Tensor]]] = {}
+    keep = {lay: torch.as_tensor(u, device=model.device) for lay, u in plan.units.items()}
     for k0 in range(0, len(order), batch_size):
         group = [units[k] for k in order[k0 : k0 + batch_size]]
         batch = model.encode([sentences[u.sent][u.start : u.stop] for u in group])
         with torch.inference_mode(), plan.autocast(model.device):
             _, cache = model.run_with_cache(batch, layer_names)
-            for lay, keep in plan.units.items():
-                cache[lay] = cache[lay][..., torch.as_tensor(keep, device=cache[lay].device)]
+            for lay, idx in keep.items():
+                cache[lay] = cache[lay][..., idx]
         if pooling:
             for lay in layer_names:
                 pooled = _pool(cache[lay], batch.attention_mask, pooling).cpu()

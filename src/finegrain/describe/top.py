@@ -64,11 +64,12 @@ def iter_neuron_columns(
         units, cols = by_layer.setdefault(n.layer, ([], []))
         units.append(n.unit)
         cols.append(j)
+    positions = {layer: store.positions(layer, units) for layer, (units, _) in by_layer.items()}
     for start in range(0, store.n_rows, chunk_rows):
         sl = slice(start, min(start + chunk_rows, store.n_rows))
         X = np.empty((sl.stop - sl.start, len(ns)), dtype=np.float32)
-        for layer, (units, cols) in by_layer.items():
-            X[:, cols] = np.asarray(store[layer][sl], dtype=np.float32)[:, store.positions(layer, units)]
+        for layer, (_, cols) in by_layer.items():
+            X[:, cols] = np.asarray(store[layer][sl], dtype=np.float32)[:, positions[layer]]
         yield sl, X
 
 

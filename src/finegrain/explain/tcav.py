@@ -132,13 +132,18 @@ def cavs_from_store(store, layer: str, column: str | None = None, label: str | N
     return learn_cavs(name, layer, Xc, Xp, n_runs, n_random, n_examples, seed)
 
 
+def _sample_rows(store, max_rows: int, seed: int) -> np.ndarray | None:
+    """At most ``max_rows`` sorted random rows of ``store`` (``None``: all of them); the same for the
+    same seed, so that a spectrum recomputed later matches the one the directions were built with."""
+    n_rows = store.n_rows
+    if n_rows <= max_rows:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_rows, max_rows, replace=False))
+
+
 def store_spectrum(store, layer: str, max_rows: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """:func:`layer_spectrum` of ``layer``'s word activations in ``store`` (at most ``max_rows``)."""
-    n_rows = len(store.words)
-    rows = None
-    if n_rows > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(n_rows, max_rows, replace=False))
-    return layer_spectrum(store.matrix([layer], rows=rows))
+    return layer_spectrum(store.matrix([layer], rows=_sample_rows(store, max_rows, seed)))
 
 
 def mean_difference_direction(X_concept: np.ndarray, X_other: np.ndarray) -> np.ndarray:
@@ -177,10 +182,7 @@ def concept_cavs(store, layer: str, properties: Sequence[str] = (), word_concept
     ``max_rows`` words; see :class:`DirectionConcept` for why not random CAVs)."""
     if direction not in ("mean_diff", "cav"):
         raise ValueError(f"direction must be 'mean_diff' or 'cav', got {direction!r}")
-    n_rows = len(store.words)
-    rows = None
-    if n_rows > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(n_rows, max_rows, replace=False))
+    rows = _sample_rows(store, max_rows, seed)
     X = np.asarray(store.matrix([layer], rows=rows), dtype=np.float64)
     spectrum = layer_spectrum(X)
     words = _store_words(store)

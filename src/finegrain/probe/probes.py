@@ -148,8 +148,8 @@ class _TorchClassifier(BaseProbe):
 
     # -- subclass hooks --------------------------------------------------------------
     def _work_per_step(self, d: int) -> int:
-        """Rough multiply-adds of one step (forward + backward), to choose the thread count."""
-        return self.batch_size * d * 16 * 2
+        """Rough work of one step (the linear layer's, with a few classes), to choose the thread count."""
+        return self.batch_size * d * 16
 
     def _build(self, d: int, k: int) -> nn.Module:
         raise NotImplementedError
@@ -210,7 +210,6 @@ class _TorchClassifier(BaseProbe):
 
     def _check_classes(self, k: int) -> None:
         pass
-
 
     def _init_optimizer(self) -> None:
         self.optimizer_ = _adam(self.model_.parameters(), lr=self.lr)

@@ -81,6 +81,7 @@ class StoreWriter:
         # rows_written: accepted by write(); rows_durable: on disk (a chunk boundary until the end)
         self.rows_written = self.rows_durable = self.resumed_rows
         self._pending: dict[str, list[np.ndarray]] = {}
+        self._arrays: dict[str, tuple[zarr.Array, Path | None]] = {}
 
     # -- creation ------------------------------------------------------------------------
     def _signature(self) -> dict:
@@ -184,7 +185,7 @@ class StoreWriter:
         end = self.rows_written
         if not final:  # the last whole chunk of every array (index and activations alike)
             for key in self._pending:
-                chunk = int(self._array(key).chunks[0])
+                chunk = int(self._array(key)[0].chunks[0])
                 end = min(end, (self.rows_written // chunk) * chunk)
             if end <= start:
                 return
@@ -200,9 +201,8 @@ class StoreWriter:
         """Rows ``start:end`` of one array. Whole chunks of an uncompressed local array are written
         as their files directly (zarr v3's chunk layout: the raw little-endian C-order bytes at the
         chunk's key), which halves the CPU cost of zarr's write path; the rest goes through zarr."""
-        arr = self._array(key)
+        arr, direct = self._array(key)
         chunk = int(arr.chunks[0])
-        direct = self._direct_root(arr)
         if direct is not None and start % chunk == 0:
             stop = start + ((end - start) // chunk) * chunk
             if end == arr.shape[0]:  # the edge chunk too: stored at full size, padded with the fill value
@@ -238,11 +238,13 @@ class StoreWriter:
             return None
         return Path(arr.store_path.store.root) / arr.store_path.path
 
-    def _array(self, key: str) -> zarr.Array:
-        cache = self.__dict__.setdefault("_arrays", {})
-        if key not in cache:  # opening an array reads its metadata from disk: once per writer
-            cache[key] = self.group[key]
-        return cache[key]
+    def _array(self, key: str) -> tuple[zarr.Array, Path | None]:
+        """The array ``key`` and its directory for direct chunk writes (:meth:`_direct_root`), opened
+        once per writer: opening reads the array's metadata from disk."""
+        if key not in self._arrays:
+            arr = self.group[key]
+            self._arrays[key] = (arr, self._direct_root(arr))
+        return self._arrays[key]
 
     def rewind(self, row: int) -> None:
         """Continue writing at ``row`` (at most the rows already on disk; nothing may be pending):
@@ -275,6 +277,7 @@ class StoreWriter:
         self.meta = attrs
         self.resumed_rows = self.rows_written = self.rows_durable = int(attrs.get("rows_written", 0))
         self._pending = {}
+        self._arrays = {}
         return self
 
     @property
