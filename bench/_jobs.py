@@ -7,6 +7,7 @@ Run in a fresh process so that its peak RSS (``ru_maxrss``) belongs to one measu
     python bench/_jobs.py stream --store STORE
     <neurox venv python> bench/_jobs.py neurox-extract --model PATH --corpus TXT --out H5
     <neurox venv python> bench/_jobs.py neurox-probe --data NPZ --epochs 10
+    python bench/_jobs.py fg-probe --data NPZ --epochs 10 [--precision bfloat16]
     python bench/_jobs.py ig --impl finegrain|captum --head HEAD.pt --texts TEXTS.json --out SCORES.json
 """
 
@@ -203,6 +204,25 @@ def neurox_probe(args) -> dict:
     return {"seconds": secs, "test_acc": float(acc), "threads": torch.get_num_threads()}
 
 
+def fg_probe(args) -> dict:
+    """finegrain's LinearProbe on the same saved matrices as ``neurox-probe``, also in a fresh process."""
+    import numpy as np
+    import torch
+
+    from finegrain.probe import LinearProbe
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    d = np.load(args.data)
+    Xtr, ytr, Xte, yte = d["Xtr"], d["ytr"], d["Xte"], d["yte"]
+    probe = LinearProbe(l1=args.l1, l2=args.l2, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        device="cpu", seed=args.seed, progress=False, precision=args.precision)
+    t = time.perf_counter()
+    probe.fit(Xtr, ytr)
+    secs = time.perf_counter() - t
+    return {"seconds": secs, "test_acc": probe.score(Xte, yte), "threads": torch.get_num_threads()}
+
+
 def _captum_lig(head, texts: list[str], n_steps: int, internal_batch_size: int):
     """Captum's LayerIntegratedGradients the way its BERT tutorial writes it: one sentence at a time,
     ids in, the layer hooked is the word-embedding layer, reference = [CLS] [PAD]... [SEP], target =
@@ -332,15 +352,19 @@ def main(argv=None) -> int:
     ne.add_argument("--out", required=True)
     ne.add_argument("--threads", type=int, default=0)
     ne.set_defaults(fn=neurox_extract)
-    npb = sub.add_parser("neurox-probe")
-    npb.add_argument("--data", required=True)
-    npb.add_argument("--epochs", type=int, default=10)
-    npb.add_argument("--lr", type=float, default=1e-3)
-    npb.add_argument("--batch-size", type=int, default=128)
-    npb.add_argument("--l1", type=float, default=1e-5)
-    npb.add_argument("--l2", type=float, default=1e-5)
-    npb.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    npb, fpb = sub.add_parser("neurox-probe"), sub.add_parser("fg-probe")
+    for sp in (npb, fpb):  # the same training setup for both
+        sp.add_argument("--data", required=True)
+        sp.add_argument("--epochs", type=int, default=10)
+        sp.add_argument("--lr", type=float, default=1e-3)
+        sp.add_argument("--batch-size", type=int, default=128)
+        sp.add_argument("--l1", type=float, default=1e-5)
+        sp.add_argument("--l2", type=float, default=1e-5)
+        sp.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     npb.set_defaults(fn=neurox_probe)
+    fpb.add_argument("--precision", default="float32")
+    fpb.add_argument("--seed", type=int, default=0)
+    fpb.set_defaults(fn=fg_probe)
     ig_ = sub.add_parser("ig")
     ig_.add_argument("--impl", choices=["finegrain", "captum"], required=True)
     ig_.add_argument("--head", required=True)

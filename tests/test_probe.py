@@ -82,12 +82,12 @@ class _AutogradLinear(LinearProbe):
     def _init_optimizer(self):
         self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
 
-    def _step(self, xb, yb):
+    def _step(self, xb, yb, total):
         self.optimizer_.zero_grad()
         loss = elastic_net_loss(self.model_(xb), yb, self.model_.weight, self.l1, self.l2)
         loss.backward()
         self.optimizer_.step()
-        return loss.detach()
+        total.add_(loss.detach(), alpha=len(yb))
 
 
 def test_hand_written_gradient_equals_autograd():
@@ -97,6 +97,39 @@ def test_hand_written_gradient_equals_autograd():
     b = _AutogradLinear(**kw).fit(X, y)
     np.testing.assert_allclose(a.coef_, b.coef_, atol=1e-4)
     np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=1e-4)
+
+
+def test_bfloat16_probe_matches_float32_probe():
+    """Mixed precision (bf16 matrix and matmuls, float32 weights and Adam) learns the same probe."""
+    X, y = planted(n=600, d=40)
+    kw = dict(l1=1e-4, l2=1e-4, epochs=5, lr=1e-2, batch_size=32, progress=False, device="cpu")
+    a = LinearProbe(**kw).fit(X, y)
+    b = LinearProbe(precision="bfloat16", **kw).fit(X, y)
+    assert b.model_.weight.dtype == torch.float32
+    assert np.corrcoef(a.coef_.ravel(), b.coef_.ravel())[0, 1] > 0.99
+    np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=0.03)
+    assert (a.predict(X) == b.predict(X)).mean() > 0.98
+    with pytest.raises(ValueError, match="precision"):
+        LinearProbe(precision="int8").fit(X, y)
+
+
+def test_onednn_matmul_equals_torch_mm_and_falls_back():
+    from finegrain.probe.probes import _MatmulNT
+
+    g = torch.Generator().manual_seed(0)
+    a, b, c = torch.randn(13, 300, generator=g), torch.randn(64, 300, generator=g), torch.randn(13, 64, generator=g)
+    mm = _MatmulNT(torch.device("cpu"))
+    torch.testing.assert_close(mm(a, b), a @ b.t(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(mm(a, b, add=c), a @ b.t() + c, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(mm(a, b.t().contiguous().t()), a @ b.t(), rtol=1e-5, atol=1e-4)  # strided
+    torch.testing.assert_close(mm(a.double(), b.double()), a.double() @ b.double().t())  # not float32: torch.mm
+
+    def broken(*args, **kw):
+        raise RuntimeError("no primitive")
+
+    mm._op = broken  # an op that fails on this machine: torch.mm from then on, same result
+    torch.testing.assert_close(mm(a, b[:10]), a @ b[:10].t())
+    assert mm._op is None
 
 
 # -- estimators ----------------------------------------------------------------------------------

@@ -54,34 +54,81 @@ def _adam(params, **kw) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, **kw)
 
 
-class _FlatAdam:
-    """Adam (Kingma & Ba 2015) on one flat tensor, with exactly torch.optim.Adam's update
-    (bias-corrected, eps outside the square root, no weight decay)."""
+class _FusedAdam:
+    """Adam (Kingma & Ba 2015) on a fixed list of tensors with exactly torch.optim.Adam's update
+    (bias-corrected, eps outside the square root, no weight decay), in one fused kernel
+    (``torch._fused_adam_``, the one behind ``torch.optim.Adam(fused=True)``) where this torch build has
+    it: torch.optim.Adam's Python overhead per step was as large as a small probe's arithmetic."""
 
-    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
-        self.m, self.v, self.t = torch.zeros_like(param), torch.zeros_like(param), 0
-        self._steps = torch.zeros((), dtype=torch.float32, device=param.device)
-        # the one-kernel update behind torch.optim.Adam(fused=True), where this torch build has it
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m, self.v, self.t = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params], 0
+        # one step counter shared by all tensors (the kernel only reads it): one add per step, not a foreach
+        self._step_t = torch.zeros((), dtype=torch.float32, device=params[0].device)
+        self._steps = [self._step_t] * len(params)
         self._fused = getattr(torch, "_fused_adam_", None)
 
     @torch.no_grad()
-    def step(self, grad: torch.Tensor) -> None:
+    def step(self, grads: list[torch.Tensor]) -> None:
         b1, b2 = self.betas
         self.t += 1
         if self._fused is not None:
             try:
-                self._steps += 1
-                self._fused([self.param], [grad], [self.m], [self.v], [], [self._steps], lr=self.lr, beta1=b1,
-                            beta2=b2, weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+                self._step_t.add_(1)
+                self._fused(self.params, grads, self.m, self.v, [], self._steps, lr=self.lr, beta1=b1, beta2=b2,
+                            weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
                 return
             except (RuntimeError, TypeError):  # an unsupported device or signature: the plain update
                 self._fused = None
-                self._steps -= 1
-        self.m.lerp_(grad, 1 - b1)
-        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        denom = self.v.sqrt().div_(math.sqrt(1 - b2**self.t)).add_(self.eps)
-        self.param.addcdiv_(self.m, denom, value=-self.lr / (1 - b1**self.t))
+        for p, grad, m, v in zip(self.params, grads, self.m, self.v):
+            m.lerp_(grad, 1 - b1)
+            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = v.sqrt().div_(math.sqrt(1 - b2**self.t)).add_(self.eps)
+            p.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.t))
+
+
+class _MatmulNT:
+    """``a @ b.T`` for float32 CPU tensors through oneDNN's inner product
+    (``torch.ops.mkldnn._linear_pointwise``, what torch.compile emits on CPU), else ``torch.mm``.
+
+    The probe's products ([13, 2688] x [2688, 128] and its transpose) run 1.3-1.5x faster there: MKL's
+    sgemm takes a generic code path on non-Intel CPUs, oneDNN uses the CPU's AVX-512. The first call on
+    each shape checks the result against ``torch.mm``; any error or mismatch falls back to it for good.
+    """
+
+    def __init__(self, device: torch.device):
+        op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+        usable = device.type == "cpu" and torch.backends.mkldnn.is_available()
+        self._op = op if usable else None
+        self._checked: set = set()
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """``a @ b.T``, plus ``add`` (same shape as the product; oneDNN adds it in the same pass)."""
+        if self._op is not None and a.dtype == torch.float32:
+            key = (a.shape, b.shape, a.stride(), b.stride(), add is None)
+            if key in self._checked:
+                return self._run(a, b, add)
+            try:
+                out = self._run(a, b, add)
+                ref = self._ref(a, b, add)
+                ok = out.shape == ref.shape and torch.allclose(
+                    out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+            except RuntimeError:
+                ok = False
+            if ok:
+                self._checked.add(key)
+                return out
+            self._op = None
+        return self._ref(a, b, add)
+
+    def _run(self, a, b, add):
+        if add is None:
+            return self._op(a, b, None, "none", [], "")
+        return self._op.binary(a, add, b, None, "add")
+
+    @staticmethod
+    def _ref(a, b, add):
+        return torch.mm(a, b.t()) if add is None else torch.addmm(add, a, b.t())
 
 
 def elastic_net_loss(
@@ -154,7 +201,9 @@ class _TorchClassifier(BaseProbe):
     def _build(self, d: int, k: int) -> nn.Module:
         raise NotImplementedError
 
-    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, total: torch.Tensor) -> None:
+        """One optimisation step on a batch; adds the batch's summed loss to ``total`` (on device). ``xb``
+        is a reused buffer: it must not be kept after the step."""
         raise NotImplementedError
 
     def _logits(self, xb: torch.Tensor) -> torch.Tensor:
@@ -190,17 +239,19 @@ class _TorchClassifier(BaseProbe):
         bs = self.batch_size
         self.loss_history_ = []
         bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=None if self.progress else True)
+        xbuf = None  # batches are gathered into one buffer: a fresh 1 MB tensor per step costs page faults
         for _ in bar:
             self.model_.train()
-            total, count = torch.zeros((), device=self.device_), 0  # summed on device: no per-step sync
+            total, count = torch.zeros(1, device=self.device_), 0  # summed on device: no per-step sync
             for start, stop, perm, Xb in self._epoch_blocks(src, rng, cache if in_memory else None):
-                yb_all = y_all[start:stop]
                 perm_t = torch.as_tensor(perm, device=self.device_)
-                for i in range(0, len(perm), bs):
-                    idx = perm_t[i : i + bs]
+                if xbuf is None or xbuf.dtype != Xb.dtype:
+                    xbuf = Xb.new_empty((bs, Xb.shape[1]))
+                # the batches' indices and labels as views of one permuted copy: two ops per block, not per step
+                for idx, yb in zip(perm_t.split(bs), y_all[start:stop].index_select(0, perm_t).split(bs)):
                     # index_select is several times faster than advanced indexing for row gathers; a
                     # batch gathered alone stays in cache for the forward and the backward matmul
-                    total.add_(self._step(Xb.index_select(0, idx), yb_all.index_select(0, idx)), alpha=len(idx))
+                    self._step(torch.index_select(Xb, 0, idx, out=xbuf[: len(idx)]), yb, total)
                     count += len(idx)
             self.loss_history_.append(float(total) / max(count, 1))
             bar.set_postfix(loss=f"{self.loss_history_[-1]:.4f}")
@@ -328,56 +379,49 @@ class LinearProbe(_TorchClassifier):
         return nn.Linear(d, k)
 
     def _init_optimizer(self) -> None:
-        # W and b live in one flat buffer (nn.Linear's parameters become views of it), so that a step of
-        # Adam is five in-place ops on one tensor: torch.optim.Adam's Python overhead per step was as
-        # large as the step's arithmetic for probes of this size
         lin = self.model_
-        k, d = lin.weight.shape
-        flat = torch.cat([lin.weight.detach().reshape(-1), lin.bias.detach()])
-        lin.weight = nn.Parameter(flat[: k * d].view(k, d))
-        lin.bias = nn.Parameter(flat[k * d :])
-        self._flat, self._grad = flat, torch.zeros_like(flat)
-        self._gW, self._gb = self._grad[: k * d].view(k, d), self._grad[k * d :]
-        self._adam = _FlatAdam(flat, lr=self.lr)
-        self._rows = torch.arange(self.batch_size, device=flat.device)
-        self._minus_one = torch.tensor(-1.0, device=flat.device)
+        # plain tensors sharing the parameters' storage: no detach() or module lookups per step
+        self._W, self._b = lin.weight.detach(), lin.bias.detach()
+        self._Wflat, self._bcol = self._W.view(-1), self._b.view(-1, 1)
+        self._pen, self._gb = torch.zeros_like(self._W), torch.zeros_like(self._b)
+        self._penflat = self._pen.view(-1)
+        self._adam = _FusedAdam([self._W, self._b], lr=self.lr)
+        dev = self._W.device
+        self._l1 = torch.tensor(float(self.l1), device=dev)
+        self._minus_one = torch.full((1, self.batch_size), -1.0, device=dev)
+        self._ones = torch.ones(self.batch_size, device=dev)
+        self._mm_nt = _MatmulNT(dev)
 
-    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, total: torch.Tensor) -> None:
         # Hand-written gradient of elastic_net_loss: avoids autograd bookkeeping, which dominates the
-        # cost of these tiny matmuls (tests check it equals autograd + torch.optim.Adam).
-        W, b, flatW = self.model_.weight.detach(), self.model_.bias.detach(), self._flat[: self._gW.numel()]
-        n = xb.shape[0]
+        # cost of these tiny matmuls (tests check it equals autograd + torch.optim.Adam). Each small op
+        # costs a few microseconds of dispatch, as much as its arithmetic, so there are as few as possible.
+        W, pen, n = self._W, self._pen, xb.shape[0]
+        yb = yb[None, :]
         # everything in [classes, rows] layout: [k, d] @ [d, n] is ~2x faster than [n, d] @ [d, k] in
         # MKL with few classes, and a softmax over dim 0 of [k, n] ~10x faster than over dim 1 of [n, k]
         mixed = xb.dtype != torch.float32
-        if mixed:
-            logits = torch.addmm(b[:, None].to(xb.dtype), W.to(xb.dtype), xb.t()).float()
+        if mixed:  # the bias is added in float32, which also casts the logits back (one op, not three)
+            logits = torch.add(torch.mm(W.to(xb.dtype), xb.t()), self._bcol)
         else:
-            logits = torch.addmm(b[:, None], W, xb.t())
+            logits = self._mm_nt(W, xb).add_(self._bcol)
         logp = torch.log_softmax(logits, 0)
-        ce = -logp.gather(0, yb[None, :]).mean()
-        g = logp.exp_()  # softmax; minus the one-hot targets gives d(sum of CE)/d(logits)
-        g.index_put_((yb, self._rows[:n]), self._minus_one, accumulate=True)
-        loss = ce
+        total.addmv_(logp.gather(0, yb), self._ones[:n], alpha=-1)  # summed cross-entropy
+        g = logp.exp_()  # softmax; minus the one-hot targets, over n, is d(mean CE)/d(logits)
+        g.scatter_add_(0, yb, self._minus_one[:, :n]).mul_(1.0 / n)
+        # the penalty's gradient l1 * sign(W) + l2 * W / ||W|| (copysign: +-l1 at W = +-0, a subgradient)
+        torch.copysign(self._l1, W, out=pen)
+        if self.l2:  # W = 0 gives 0 here, and no host sync is needed
+            pen.addcdiv_(W, torch.dot(self._Wflat, self._Wflat).sqrt_().clamp_min_(1e-30), value=self.l2)
         if self.l1 or self.l2:
-            pen = torch.sign(W).mul_(self.l1) if self.l1 else torch.zeros_like(W)
-            if self.l1:
-                loss = loss + torch.dot(pen.view(-1), flatW)  # = l1 * sum|W|
-            if self.l2:  # d||W||/dW = W/||W||; W = 0 gives 0 either way, and no host sync is needed
-                norm = torch.dot(flatW, flatW).sqrt_()
-                pen.addcdiv_(W, norm.clamp_min(1e-30), value=self.l2)
-                loss = loss + self.l2 * norm
-            if mixed:
-                self._gW.copy_(pen).add_(torch.mm(g.to(xb.dtype), xb), alpha=1.0 / n)
-            else:
-                torch.addmm(pen, g, xb, alpha=1.0 / n, out=self._gW)
-        elif mixed:
-            self._gW.copy_(torch.mm(g.to(xb.dtype), xb)).div_(n)
+            # <penalty gradient, W> = l1 * sum|W| + l2 * ||W||: the penalty's value in one op
+            total.add_(torch.dot(self._penflat, self._Wflat), alpha=n)
+        if mixed:
+            gW = pen.add_(torch.mm(g.to(xb.dtype), xb))
         else:
-            torch.mm(g, xb, out=self._gW).div_(n)
-        torch.sum(g, 1, out=self._gb).div_(n)
-        self._adam.step(self._grad)
-        return loss
+            gW = self._mm_nt(g, xb.t(), add=pen)  # g @ xb + pen
+        torch.mv(g, self._ones[:n], out=self._gb)
+        self._adam.step([gW, self._gb])
 
     def loss(self, X, y) -> float:
         """The full training objective on ``(X, y)`` with the current parameters."""
@@ -433,7 +477,7 @@ class LogisticProbe(LinearProbe):
 
     _init_optimizer = _TorchClassifier._init_optimizer  # autograd + torch.optim.Adam (one logit)
 
-    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, total: torch.Tensor) -> None:
         W = self.model_.weight
         self.optimizer_.zero_grad(set_to_none=True)
         with torch.autocast(xb.device.type, dtype=xb.dtype, enabled=xb.dtype != torch.float32):
@@ -442,7 +486,7 @@ class LogisticProbe(LinearProbe):
         loss = loss + self.l1 * W.abs().sum() + self.l2 * torch.linalg.vector_norm(W)
         loss.backward()
         self.optimizer_.step()
-        return loss.detach()
+        total.add_(loss.detach(), alpha=len(yb))
 
     def loss(self, X, y) -> float:
         self._check_fitted()
@@ -505,12 +549,12 @@ class MLPProbe(_TorchClassifier):
     def _init_optimizer(self) -> None:
         self.optimizer_ = _adam(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
-    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, total: torch.Tensor) -> None:
         self.optimizer_.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.model_(xb), yb)
         loss.backward()
         self.optimizer_.step()
-        return loss.detach()
+        total.add_(loss.detach(), alpha=len(yb))
 
 
 class RidgeProbe(BaseProbe):
