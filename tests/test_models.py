@@ -88,3 +88,37 @@ def test_minilm_eager_attentions():
     m = load_model("minilm", attn_implementation="eager", device="cpu")
     out = m.model(**m.encode(["hello there"]).inputs, output_attentions=True)
     assert len(out.attentions) == 6 and out.attentions[0].shape[1] == 12
+
+
+# -- oneDNN linear kernels ----------------------------------------------------------------------
+def test_onednn_linears_match_f_linear_and_restore_forward(tiny_bert):
+    from finegrain.models import kernels
+
+    if not kernels.onednn_usable():
+        pytest.skip("oneDNN's packed linear is not available in this torch build")
+    hf = tiny_bert.model.eval()
+    batch = tiny_bert.encode([["the", "cats", "sat"], ["a", "dog", "barked", "loudly", "today"]])
+    linears = [m for m in hf.modules() if type(m) is torch.nn.Linear]
+    with torch.inference_mode():
+        ref = tiny_bert.run_with_cache(batch, ["layer.1", "layer.1.mlp"])[1]
+        with kernels.onednn_linears(hf):
+            assert all("forward" in m.__dict__ for m in linears)
+            got = tiny_bert.run_with_cache(batch, ["layer.1", "layer.1.mlp"])[1]  # hooks still fire
+    assert not any("forward" in m.__dict__ for m in linears)  # restored
+    for lay in ref:
+        torch.testing.assert_close(got[lay], ref[lay], rtol=1e-4, atol=1e-5)
+
+    lin = linears[0]
+    x = torch.randn(4, lin.in_features)
+    with kernels.onednn_linears(hf):
+        with torch.no_grad():
+            lin.weight.mul_(2)  # an edited weight is repacked on the next entry, not served stale
+    with kernels.onednn_linears(hf), torch.no_grad():
+        torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias), rtol=1e-4, atol=1e-5)
+    with kernels.onednn_linears(hf):
+        xg = x.clone().requires_grad_()
+        lin(xg).sum().backward()  # needs a gradient: F.linear, so autograd works
+    torch.testing.assert_close(xg.grad, lin.weight.sum(0).expand(4, -1))
+    with pytest.raises(ValueError), kernels.onednn_linears(hf):
+        raise ValueError("boom")
+    assert not any("forward" in m.__dict__ for m in linears)  # restored on error too

@@ -1,3 +1,9 @@
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -128,3 +134,59 @@ def test_rewind_rewrites_rows_already_on_disk(tmp_path):
     store = w.commit()
     np.testing.assert_array_equal(store["l"][:2], X[:2])
     assert (store["l"][2:] == 1).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_chunk_files_bypass_the_page_cache_or_fall_back_with_the_same_bytes(tmp_path, monkeypatch, dtype):
+    """Whole chunks go to disk with O_DIRECT where the file system allows it (an aligned head, the
+    unaligned tail buffered), else buffered: the store reads the same either way, also when O_DIRECT is
+    refused at open (tmpfs) or at write time."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1003, 9)).astype(np.float32)  # chunks of 251 rows x 9 x 4 B: not a multiple of 4 KiB
+
+    def write(path):
+        w = StoreWriter(path, {"l": 9}, len(X), dtype=dtype, chunk_rows=300)
+        for a in range(0, len(X), 170):
+            b = min(a + 170, len(X))
+            w.write({"l": X[a:b]}, np.arange(a, b), np.zeros(b - a), ["w"] * (b - a))
+        return w, w.commit()
+
+    w, ref = write(tmp_path / "a.fgstore")
+    np.testing.assert_array_equal(ref["l"][:], X.astype(dtype))
+    monkeypatch.setenv("FINEGRAIN_DIRECT_IO", "0")
+    w0, buffered = write(tmp_path / "b.fgstore")
+    assert not w0._files.direct
+    np.testing.assert_array_equal(buffered["l"][:], ref["l"][:])
+    monkeypatch.delenv("FINEGRAIN_DIRECT_IO")
+    if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):  # tmpfs refuses O_DIRECT at open
+        shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+        try:
+            np.testing.assert_array_equal(write(shm / "c.fgstore")[1]["l"][:], ref["l"][:])
+        finally:
+            shutil.rmtree(shm)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def einval_once(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1 and os.O_DIRECT & fcntl.fcntl(fd, fcntl.F_GETFL):
+            raise OSError(22, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", einval_once)
+    wd, refused = write(tmp_path / "d.fgstore")
+    np.testing.assert_array_equal(refused["l"][:], ref["l"][:])
+    if w._files.direct:  # O_DIRECT worked here, so the failing write above took the fallback
+        assert not wd._files.direct
+
+
+def test_lazy_writer_creates_the_store_on_first_write(tmp_path):
+    X = np.arange(12, dtype=np.float32).reshape(4, 3)
+    stale = tmp_path / "z.fgstore.partial"
+    stale.mkdir()
+    (stale / "junk").write_text("from an incompatible earlier run")
+    w = StoreWriter(tmp_path / "z.fgstore", {"l": 3}, 4, dtype="float32", lazy=True)
+    assert (stale / "junk").exists()  # nothing touched yet
+    w.write({"l": X}, np.arange(4), np.zeros(4), list("abcd"))
+    assert not (stale / "junk").exists()
+    np.testing.assert_array_equal(w.commit()["l"][:], X)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 import finegrain
 from finegrain.data.corpus import Corpus
 from finegrain.models.base import Batch, ModelAdapter, ModelError
+from finegrain.models.kernels import onednn_linears
 from finegrain.store import ActivationStore, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -309,33 +310,37 @@ def compute_buffer(
     order = sorted(range(len(units)), key=lambda k: units[k].n_tokens)
     pooled_parts: dict[int, list[dict[str, torch.Tensor]]] = {}
     keep = {lay: torch.as_tensor(u, device=model.device) for lay, u in plan.units.items()}
-    for k0 in range(0, len(order), batch_size):
-        group = [units[k] for k in order[k0 : k0 + batch_size]]
-        batch = model.encode([sentences[u.sent][u.start : u.stop] for u in group])
-        with torch.inference_mode(), plan.autocast(model.device):
-            _, cache = model.run_with_cache(batch, layer_names)
-            for lay, idx in keep.items():
-                cache[lay] = cache[lay][..., idx]
-        if pooling:
-            for lay in layer_names:
-                pooled = _pool(cache[lay], batch.attention_mask, pooling).cpu()
-                for b, u in enumerate(group):
-                    pooled_parts.setdefault(u.sent, []).append({lay: pooled[b]})
-        else:
-            base = [int(local_start[u.sent]) for u in group]
-            device = cache[layer_names[0]].device
-            src, dst, n_out, dest = _token_map(batch, group, base, plan.aggregation, device)
-            counts = torch.zeros(n_out, device=device).index_add_(0, dst, torch.ones(len(dst), device=device))
-            if bool((counts == 0).any()):
-                empty = [w for w, c in zip(dest, counts.tolist()) if c == 0]
-                log.warning("%d word(s) produced no tokens (e.g. buffer row %d); their rows are zero",
-                            len(empty), int(empty[0]))
-            counts = counts[:, None].clamp_min(1) if plan.aggregation == "mean" else None
-            for lay in layer_names:
-                vec = _aggregate(cache[lay].float(), src, dst, n_out, counts)
-                buf[lay][dest] = vec.to(torch_dtype).cpu().numpy()
-        if on_sentences is not None:
-            on_sentences(len({u.sent for u in group if u.stop == len(sentences[u.sent])}))
+    # float32 on CPU: the model's linear layers through oneDNN (~1.2x faster forward, see models.kernels);
+    # one autocast region for the whole buffer, so that its cache of low-precision weights is reused
+    with onednn_linears(model.model, rows_hint=batch_size * 32, enabled=plan.precision == "float32"), \
+            plan.autocast(model.device):
+        for k0 in range(0, len(order), batch_size):
+            group = [units[k] for k in order[k0 : k0 + batch_size]]
+            batch = model.encode([sentences[u.sent][u.start : u.stop] for u in group])
+            with torch.inference_mode():
+                _, cache = model.run_with_cache(batch, layer_names)
+                for lay, idx in keep.items():
+                    cache[lay] = cache[lay][..., idx]
+            if pooling:
+                for lay in layer_names:
+                    pooled = _pool(cache[lay], batch.attention_mask, pooling).cpu()
+                    for b, u in enumerate(group):
+                        pooled_parts.setdefault(u.sent, []).append({lay: pooled[b]})
+            else:
+                base = [int(local_start[u.sent]) for u in group]
+                device = cache[layer_names[0]].device
+                src, dst, n_out, dest = _token_map(batch, group, base, plan.aggregation, device)
+                counts = torch.zeros(n_out, device=device).index_add_(0, dst, torch.ones(len(dst), device=device))
+                if bool((counts == 0).any()):
+                    empty = [w for w, c in zip(dest, counts.tolist()) if c == 0]
+                    log.warning("%d word(s) produced no tokens (e.g. buffer row %d); their rows are zero",
+                                len(empty), int(empty[0]))
+                counts = counts[:, None].clamp_min(1) if plan.aggregation == "mean" else None
+                for lay in layer_names:
+                    vec = _aggregate(cache[lay].float(), src, dst, n_out, counts)
+                    buf[lay][dest] = vec.to(torch_dtype).cpu().numpy()
+            if on_sentences is not None:
+                on_sentences(len({u.sent for u in group if u.stop == len(sentences[u.sent])}))
     if pooling:
         for lay in layer_names:
             for i in range(len(sentences)):
@@ -402,7 +407,7 @@ def extract(
                            neurons)
     writer = StoreWriter(
         path, plan.sizes, plan.n_rows, label_columns=plan.label_cols, dtype=plan.dtype, chunk_rows=chunk_rows,
-        meta=plan.meta, resume=resume, overwrite=overwrite,
+        meta=plan.meta, resume=resume, overwrite=overwrite, lazy=True,
     )
     sent_start = plan.sent_start
     # restart at the first buffer not wholly on disk: buffers start at multiples of
@@ -418,7 +423,7 @@ def extract(
     model.model.eval()
     # the store is written in a background thread while the model computes the next buffer
     pool = ThreadPoolExecutor(max_workers=1)
-    pending = None
+    pending = pool.submit(writer.ensure_created)  # zarr's array creation, while the first buffer computes
     try:
         for b0 in range(first_sent, len(corpus), buffer_sentences):
             b1 = min(b0 + buffer_sentences, len(corpus))

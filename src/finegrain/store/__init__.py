@@ -38,6 +38,87 @@ def _partial(path: Path) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
+def _split_rows(parts: list[np.ndarray], n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The first ``n`` rows of the row-wise concatenation of ``parts``, and the rest, as views."""
+    head: list[np.ndarray] = []
+    for i, p in enumerate(parts):
+        if n <= 0:
+            return head, parts[i:]
+        if len(p) <= n:
+            head.append(p)
+            n -= len(p)
+        else:
+            head.append(p[:n])
+            return head, [p[n:], *parts[i + 1 :]]
+    return head, []
+
+
+class _ChunkFiles:
+    """Writes whole chunk files, bypassing the page cache (``O_DIRECT``) where the file system allows.
+
+    Buffered writes of fresh files cost the kernel a page-cache page per 4 KiB written; measured on a
+    2-core VM that was 0.5 s of CPU per 200 MB, taken from the model's threads, while ``O_DIRECT`` took
+    0.03 s (the device DMAs from our buffer). The chunk is assembled in one reused, page-aligned staging
+    buffer (``O_DIRECT`` needs aligned memory), so no chunk-sized array is allocated per write either.
+    Falls back to buffered writes where ``O_DIRECT`` is refused (tmpfs, some network file systems), or
+    everywhere with ``FINEGRAIN_DIRECT_IO=0``.
+    """
+
+    ALIGN = 4096
+
+    def __init__(self):
+        self.direct = hasattr(os, "O_DIRECT") and os.environ.get("FINEGRAIN_DIRECT_IO", "1") != "0"
+        self._raw: np.ndarray | None = None
+
+    def _staging(self, nbytes: int) -> np.ndarray:
+        if self._raw is None or self._raw.nbytes < nbytes + self.ALIGN:
+            self._raw = np.empty(nbytes + self.ALIGN, np.uint8)
+        off = -self._raw.ctypes.data % self.ALIGN
+        return self._raw[off : off + nbytes]
+
+    def write(self, path: Path, pieces: list[np.ndarray], rows: int, dtype: np.dtype) -> None:
+        """Write ``pieces`` (consecutive row blocks) as the chunk file ``path`` of ``rows`` rows; rows
+        past the pieces are the fill value 0 (zarr stores an edge chunk at full size)."""
+        cols = pieces[0].shape[1:] if pieces else ()
+        dtype = np.dtype(dtype).newbyteorder("<")
+        stage = self._staging(rows * int(np.prod(cols, dtype=np.int64)) * dtype.itemsize)
+        block = stage.view(dtype).reshape(rows, *cols)
+        r = 0
+        for p in pieces:
+            block[r : r + len(p)] = p
+            r += len(p)
+        block[r:] = 0
+        self._write(path, stage)
+
+    def _write(self, path: Path, data: np.ndarray) -> None:
+        head = len(data) - len(data) % self.ALIGN if self.direct else 0
+        if head:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+            except OSError:  # the file system refuses O_DIRECT
+                self.direct, head = False, 0
+        if not head:
+            with open(path, "wb") as f:
+                f.write(memoryview(data))
+            return
+        try:
+            done = 0
+            while done < head:  # a short write leaves an aligned offset on local file systems
+                done += os.write(fd, memoryview(data[done:head]))
+            if done < len(data):  # the unaligned tail: buffered
+                import fcntl
+
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                while done < len(data):
+                    done += os.write(fd, memoryview(data[done:]))
+        except OSError:  # e.g. EINVAL: a block size this alignment does not satisfy; write it buffered
+            os.close(fd)
+            self.direct = False
+            self._write(path, data)
+            return
+        os.close(fd)
+
+
 class StoreWriter:
     """Writes an activation store row-block by row-block.
 
@@ -56,7 +137,11 @@ class StoreWriter:
         meta: dict | None = None,
         resume: bool = True,
         overwrite: bool = False,
+        lazy: bool = False,
     ):
+        """``lazy``: create the zarr arrays on first use or :meth:`ensure_created` rather than here:
+        extraction creates them in its writer thread, where the ~20 array creations (~50 ms) overlap the
+        first forward passes."""
         self.path = Path(path)
         self.tmp = _partial(self.path)
         if dtype not in ("float16", "float32"):
@@ -75,13 +160,14 @@ class StoreWriter:
             self.group = zarr.open_group(str(self.tmp), mode="r+")
             self.resumed_rows = int(self.group.attrs.get("rows_written", 0))
         else:
-            if self.tmp.exists():
-                shutil.rmtree(self.tmp)
-            self._create(dtype, chunk_rows)
+            self._group, self._create_args = None, (dtype, chunk_rows)
+            if not lazy:
+                self.ensure_created()
         # rows_written: accepted by write(); rows_durable: on disk (a chunk boundary until the end)
         self.rows_written = self.rows_durable = self.resumed_rows
         self._pending: dict[str, list[np.ndarray]] = {}
         self._arrays: dict[str, tuple[zarr.Array, Path | None]] = {}
+        self._files = _ChunkFiles()
 
     # -- creation ------------------------------------------------------------------------
     def _signature(self) -> dict:
@@ -98,6 +184,22 @@ class StoreWriter:
             return g.attrs.get("signature") == self._signature()
         except Exception:  # noqa: BLE001 - an unreadable partial store is simply restarted
             return False
+
+    @property
+    def group(self) -> zarr.Group:
+        return self._group if self._group is not None else self.ensure_created()
+
+    @group.setter
+    def group(self, g: zarr.Group) -> None:
+        self._group = g
+
+    def ensure_created(self) -> zarr.Group:
+        """Create the partial store now if it is not yet (a lazy writer's first use does it too)."""
+        if self._group is None:
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self._create(*self._create_args)
+        return self._group
 
     def _create(self, dtype: str, chunk_rows: int) -> None:
         g = zarr.open_group(str(self.tmp), mode="w")
@@ -190,34 +292,30 @@ class StoreWriter:
             if end <= start:
                 return
         for key, parts in self._pending.items():
-            data = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            self._write_rows(key, start, end, data[: end - start])
-            rest = data[end - start :]
-            self._pending[key] = [rest] if len(rest) else []
+            head, self._pending[key] = _split_rows(parts, end - start)
+            self._write_rows(key, start, end, head)
         self.rows_durable = end
         self.group.attrs["rows_written"] = end  # written after the data: progress never overstates
 
-    def _write_rows(self, key: str, start: int, end: int, data: np.ndarray) -> None:
-        """Rows ``start:end`` of one array. Whole chunks of an uncompressed local array are written
-        as their files directly (zarr v3's chunk layout: the raw little-endian C-order bytes at the
-        chunk's key), which halves the CPU cost of zarr's write path; the rest goes through zarr."""
+    def _write_rows(self, key: str, start: int, end: int, parts: list[np.ndarray]) -> None:
+        """Rows ``start:end`` of one array (given as consecutive blocks). Whole chunks of an
+        uncompressed local array are written as their files directly (zarr v3's chunk layout: the raw
+        little-endian C-order bytes at the chunk's key), which halves the CPU cost of zarr's write path
+        (see :class:`_ChunkFiles`); the rest goes through zarr."""
         arr, direct = self._array(key)
         chunk = int(arr.chunks[0])
         if direct is not None and start % chunk == 0:
             stop = start + ((end - start) // chunk) * chunk
             if end == arr.shape[0]:  # the edge chunk too: stored at full size, padded with the fill value
                 stop = end
-            block = np.ascontiguousarray(data[: stop - start], dtype=arr.dtype.newbyteorder("<"))
             for c0 in range(start, stop, chunk):
                 f = direct / arr.metadata.encode_chunk_key((c0 // chunk, *([0] * (arr.ndim - 1))))
                 f.parent.mkdir(parents=True, exist_ok=True)
-                part = block[c0 - start : c0 - start + chunk]
-                if len(part) < chunk:
-                    part = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
-                part.tofile(f)
-            data, start = data[stop - start :], stop
+                pieces, parts = _split_rows(parts, min(chunk, stop - c0))
+                self._files.write(f, pieces, chunk, arr.dtype)
+            start = stop
         if end > start:
-            arr[start:end] = data
+            arr[start:end] = parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _direct_root(self, arr: zarr.Array) -> Path | None:
         """The array's directory when its chunks are plain bytes on a local disk, else ``None``."""
@@ -278,6 +376,7 @@ class StoreWriter:
         self.resumed_rows = self.rows_written = self.rows_durable = int(attrs.get("rows_written", 0))
         self._pending = {}
         self._arrays = {}
+        self._files = _ChunkFiles()
         return self
 
     @property
