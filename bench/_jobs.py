@@ -175,8 +175,8 @@ def neurox_extract(args) -> dict:
     sink = io.StringIO()
     t = time.perf_counter()
     with contextlib.redirect_stdout(sink):  # it prints every sentence; not counted against it
-        te.extract_representations(args.model, args.corpus, args.out, device="cpu", aggregation="average",
-                                   output_type="hdf5")
+        te.extract_representations(args.model, args.corpus, args.out, device="cpu", aggregation=args.aggregation,
+                                   output_type=args.output_type)
     total = time.perf_counter() - t
     return {"seconds_total": total, "seconds_load": load, "seconds": total - load}
 
@@ -351,6 +351,8 @@ def main(argv=None) -> int:
     ne.add_argument("--corpus", required=True)
     ne.add_argument("--out", required=True)
     ne.add_argument("--threads", type=int, default=0)
+    ne.add_argument("--aggregation", default="average")
+    ne.add_argument("--output-type", default="hdf5", help="NeuroX's own default is json")
     ne.set_defaults(fn=neurox_extract)
     npb, fpb = sub.add_parser("neurox-probe"), sub.add_parser("fg-probe")
     for sp in (npb, fpb):  # the same training setup for both

@@ -91,7 +91,7 @@ def test_minilm_eager_attentions():
 
 
 # -- oneDNN linear kernels ----------------------------------------------------------------------
-def test_onednn_linears_match_f_linear_and_restore_forward(tiny_bert):
+def test_onednn_linears_match_f_linear_and_restore_forward(tiny_bert, monkeypatch):
     from finegrain.models import kernels
 
     if not kernels.onednn_usable():
@@ -110,10 +110,14 @@ def test_onednn_linears_match_f_linear_and_restore_forward(tiny_bert):
 
     lin = linears[0]
     x = torch.randn(4, lin.in_features)
-    with kernels.onednn_linears(hf):
-        with torch.no_grad():
-            lin.weight.mul_(2)  # an edited weight is repacked on the next entry, not served stale
     with kernels.onednn_linears(hf), torch.no_grad():
+        lin.weight.mul_(2)  # edited inside the block: its packed copy is stale, so F.linear serves it
+        torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias), rtol=1e-4, atol=1e-5)
+        with kernels.onednn_linears(hf):  # nested: the outer block's layers stay as they are
+            assert lin.forward.args[0] is lin and lin.forward.args[1].is_mkldnn  # packed, within budget
+    monkeypatch.setattr(kernels, "PACK_BUDGET_BYTES", 0)  # over budget: the weights are used in place
+    with kernels.onednn_linears(hf), torch.no_grad():
+        assert lin.forward.args[1] is not None and not lin.forward.args[1].is_mkldnn
         torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias), rtol=1e-4, atol=1e-5)
     with kernels.onednn_linears(hf):
         xg = x.clone().requires_grad_()

@@ -424,25 +424,27 @@ def extract(
     # the store is written in a background thread while the model computes the next buffer
     pool = ThreadPoolExecutor(max_workers=1)
     pending = pool.submit(writer.ensure_created)  # zarr's array creation, while the first buffer computes
-    try:
-        for b0 in range(first_sent, len(corpus), buffer_sentences):
-            b1 = min(b0 + buffer_sentences, len(corpus))
-            sents = corpus.sentences[b0:b1]
-            buf = compute_buffer(model, plan, [s.words for s in sents], batch_size, on_sentences=bar.update)
-            pending = _wait(pending)
-            pending = pool.submit(writer.write, buf, **buffer_index(plan, sents, b0))
-        _wait(pending)
-    except BaseException:
-        # keep what was computed: the rows accepted so far go to disk, so a re-run resumes after them
-        pool.shutdown(wait=True)
+    # one oneDNN block for the whole run: weights are packed once, not once per buffer
+    with onednn_linears(model.model, rows_hint=batch_size * 32, enabled=plan.precision == "float32"):
         try:
-            writer.flush()
-        except Exception as e:  # noqa: BLE001 - the original error matters more
-            log.warning("could not save the partial store's last rows: %s", e)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        bar.close()
+            for b0 in range(first_sent, len(corpus), buffer_sentences):
+                b1 = min(b0 + buffer_sentences, len(corpus))
+                sents = corpus.sentences[b0:b1]
+                buf = compute_buffer(model, plan, [s.words for s in sents], batch_size, on_sentences=bar.update)
+                pending = _wait(pending)
+                pending = pool.submit(writer.write, buf, **buffer_index(plan, sents, b0))
+            _wait(pending)
+        except BaseException:
+            # keep what was computed: the rows accepted so far go to disk, so a re-run resumes after them
+            pool.shutdown(wait=True)
+            try:
+                writer.flush()
+            except Exception as e:  # noqa: BLE001 - the original error matters more
+                log.warning("could not save the partial store's last rows: %s", e)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            bar.close()
     return writer.commit()
 
 
