@@ -181,15 +181,22 @@ def neurox_extract(args) -> dict:
     return {"seconds_total": total, "seconds_load": load, "seconds": total - load}
 
 
-def neurox_probe(args) -> dict:
+def _probe_data(args):
+    """``(Xtr, ytr, Xte, yte)`` saved by the bench's probe section; sets the torch threads asked for."""
     import numpy as np
     import torch
-    from neurox.interpretation import linear_probe
 
     if args.threads:
         torch.set_num_threads(args.threads)
     d = np.load(args.data)
-    Xtr, ytr, Xte, yte = d["Xtr"], d["ytr"], d["Xte"], d["yte"]
+    return d["Xtr"], d["ytr"], d["Xte"], d["yte"]
+
+
+def neurox_probe(args) -> dict:
+    import torch
+    from neurox.interpretation import linear_probe
+
+    Xtr, ytr, Xte, yte = _probe_data(args)
     torch.manual_seed(0)
     t = time.perf_counter()
     probe = linear_probe.train_logistic_regression_probe(
@@ -206,15 +213,11 @@ def neurox_probe(args) -> dict:
 
 def fg_probe(args) -> dict:
     """finegrain's LinearProbe on the same saved matrices as ``neurox-probe``, also in a fresh process."""
-    import numpy as np
     import torch
 
     from finegrain.probe import LinearProbe
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    d = np.load(args.data)
-    Xtr, ytr, Xte, yte = d["Xtr"], d["ytr"], d["Xte"], d["yte"]
+    Xtr, ytr, Xte, yte = _probe_data(args)
     probe = LinearProbe(l1=args.l1, l2=args.l2, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                         device="cpu", seed=args.seed, progress=False, precision=args.precision)
     t = time.perf_counter()

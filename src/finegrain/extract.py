@@ -196,6 +196,12 @@ class ExtractionPlan:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=getattr(torch, self.precision))
 
+    def fast_linears(self, model: ModelAdapter, batch_size: int):
+        """float32 on CPU: the model's linear layers through oneDNN (~1.2x faster forward, see
+        ``models.kernels``); a driver opens it around its whole loop so that weights are packed once
+        (the block inside :func:`compute_buffer` then leaves them as they are)."""
+        return onednn_linears(model.model, rows_hint=batch_size * 32, enabled=self.precision == "float32")
+
     @property
     def np_dtype(self):
         return np.float16 if self.dtype == "float16" else np.float32
@@ -310,10 +316,8 @@ def compute_buffer(
     order = sorted(range(len(units)), key=lambda k: units[k].n_tokens)
     pooled_parts: dict[int, list[dict[str, torch.Tensor]]] = {}
     keep = {lay: torch.as_tensor(u, device=model.device) for lay, u in plan.units.items()}
-    # float32 on CPU: the model's linear layers through oneDNN (~1.2x faster forward, see models.kernels);
     # one autocast region for the whole buffer, so that its cache of low-precision weights is reused
-    with onednn_linears(model.model, rows_hint=batch_size * 32, enabled=plan.precision == "float32"), \
-            plan.autocast(model.device):
+    with plan.fast_linears(model, batch_size), plan.autocast(model.device):
         for k0 in range(0, len(order), batch_size):
             group = [units[k] for k in order[k0 : k0 + batch_size]]
             batch = model.encode([sentences[u.sent][u.start : u.stop] for u in group])
@@ -424,8 +428,7 @@ def extract(
     # the store is written in a background thread while the model computes the next buffer
     pool = ThreadPoolExecutor(max_workers=1)
     pending = pool.submit(writer.ensure_created)  # zarr's array creation, while the first buffer computes
-    # one oneDNN block for the whole run: weights are packed once, not once per buffer
-    with onednn_linears(model.model, rows_hint=batch_size * 32, enabled=plan.precision == "float32"):
+    with plan.fast_linears(model, batch_size):  # weights packed once for the run, not once per buffer
         try:
             for b0 in range(first_sent, len(corpus), buffer_sentences):
                 b1 = min(b0 + buffer_sentences, len(corpus))

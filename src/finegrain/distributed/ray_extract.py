@@ -111,20 +111,21 @@ class ExtractWorker:
         lo, hi = _owned_rows(r0, r1, writer.chunk_rows, writer.n_rows)
         edges: list[tuple[int, dict[str, np.ndarray]]] = []
         row = r0
-        for k0 in range(0, len(sentences), step):
-            buf = compute_buffer(self.model, plan, sentences[k0 : k0 + step], self.batch_size)
-            n = len(next(iter(buf.values())))
-            a, b = row, row + n
-            # rows [lo, hi) are in chunks this shard owns; the others go to the side file
-            ia, ib = max(a, lo), min(b, hi)
-            if ia < ib:
-                writer.write_region(ia, {k: v[ia - a : ib - a] for k, v in buf.items()})
-            if a < min(b, lo):
-                edges.append((a, {k: v[: min(b, lo) - a] for k, v in buf.items()}))
-            if max(a, hi) < b:
-                s = max(a, hi)
-                edges.append((s, {k: v[s - a :] for k, v in buf.items()}))
-            row = b
+        with plan.fast_linears(self.model, self.batch_size):  # weights packed once per shard
+            for k0 in range(0, len(sentences), step):
+                buf = compute_buffer(self.model, plan, sentences[k0 : k0 + step], self.batch_size)
+                n = len(next(iter(buf.values())))
+                a, b = row, row + n
+                # rows [lo, hi) are in chunks this shard owns; the others go to the side file
+                ia, ib = max(a, lo), min(b, hi)
+                if ia < ib:
+                    writer.write_region(ia, {k: v[ia - a : ib - a] for k, v in buf.items()})
+                if a < min(b, lo):
+                    edges.append((a, {k: v[: min(b, lo) - a] for k, v in buf.items()}))
+                if max(a, hi) < b:
+                    s = max(a, hi)
+                    edges.append((s, {k: v[s - a :] for k, v in buf.items()}))
+                row = b
         if row != r1:
             raise RuntimeError(f"shard {shard['name']}: produced rows {r0}:{row}, expected {r0}:{r1}")
         _save_edges(writer.region_dir / f"{shard['name']}.edges.npz", edges)

@@ -97,9 +97,9 @@ class _MatmulNT:
     """
 
     def __init__(self, device: torch.device):
-        op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-        usable = device.type == "cpu" and torch.backends.mkldnn.is_available()
-        self._op = op if usable else None
+        from finegrain.models.kernels import onednn_usable  # the op's presence and FINEGRAIN_ONEDNN
+
+        self._op = torch.ops.mkldnn._linear_pointwise if device.type == "cpu" and onednn_usable() else None
         self._checked: set = set()
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
@@ -521,16 +521,19 @@ class MLPProbe(_TorchClassifier):
         self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
         self.device, self.seed, self.block_rows, self.progress = device, seed, block_rows, progress
 
+    def _hidden_sizes(self) -> tuple[int, ...]:
+        return (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
+
     def _validate(self) -> None:
         super()._validate()
-        hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
+        hidden = self._hidden_sizes()
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError(f"hidden sizes must be positive ints, got {self.hidden!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def _build(self, d: int, k: int) -> nn.Module:
-        hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
+        hidden = self._hidden_sizes()
         layers: list[nn.Module] = []
         prev = d
         for h in hidden:
@@ -542,8 +545,7 @@ class MLPProbe(_TorchClassifier):
         return nn.Sequential(*layers)
 
     def _work_per_step(self, d: int) -> int:
-        hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
-        sizes = (d, *hidden)
+        sizes = (d, *self._hidden_sizes())
         return self.batch_size * sum(a * b for a, b in zip(sizes, sizes[1:])) * 3
 
     def _init_optimizer(self) -> None:

@@ -163,8 +163,11 @@ class StoreWriter:
             self._group, self._create_args = None, (dtype, chunk_rows)
             if not lazy:
                 self.ensure_created()
+        self._init_progress(self.resumed_rows)
+
+    def _init_progress(self, rows: int) -> None:
         # rows_written: accepted by write(); rows_durable: on disk (a chunk boundary until the end)
-        self.rows_written = self.rows_durable = self.resumed_rows
+        self.rows_written = self.rows_durable = rows
         self._pending: dict[str, list[np.ndarray]] = {}
         self._arrays: dict[str, tuple[zarr.Array, Path | None]] = {}
         self._files = _ChunkFiles()
@@ -373,10 +376,8 @@ class StoreWriter:
         self.n_rows = int(attrs["n_rows"])
         self.label_columns = list(attrs.get("label_columns", []))
         self.meta = attrs
-        self.resumed_rows = self.rows_written = self.rows_durable = int(attrs.get("rows_written", 0))
-        self._pending = {}
-        self._arrays = {}
-        self._files = _ChunkFiles()
+        self.resumed_rows = int(attrs.get("rows_written", 0))
+        self._init_progress(self.resumed_rows)
         return self
 
     @property
