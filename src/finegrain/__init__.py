@@ -6,11 +6,12 @@ import importlib
 
 __version__ = "0.1.0"
 
+from finegrain.errors import FinegrainError  # noqa: E402
 from finegrain.neurons import Neuron, NeuronIndex, parse_neurons  # noqa: E402
 
 _SUBMODULES = {
     "data", "models", "store", "probe", "rank", "evaluate", "describe", "viz", "unsupervised", "attribute",
-    "intervene", "mediation", "explain", "report", "distributed", "testing",
+    "intervene", "mediation", "explain", "report", "distributed", "testing", "errors",
 }
 _FUNCTIONS = {
     "load_model": "finegrain.models",
@@ -31,4 +32,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'finegrain' has no attribute {name!r}")
 
 
-__all__ = ["Neuron", "NeuronIndex", "parse_neurons", "__version__", *sorted(_FUNCTIONS), *sorted(_SUBMODULES)]
+__all__ = [
+    "FinegrainError", "Neuron", "NeuronIndex", "parse_neurons", "__version__",
+    *sorted(_FUNCTIONS), *sorted(_SUBMODULES),
+]

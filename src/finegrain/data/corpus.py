@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-class CorpusError(ValueError):
-    """Bad corpus input; the message names the file and line where known."""
+from finegrain.errors import CorpusError
 
 
 @dataclass

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 
+from finegrain.errors import DependencyError
+
 INSTALL_HINT = (
     "this needs Ray, which is an optional extra of finegrain: pip install 'finegrain[ray]' "
     "(or pip install 'ray[data]')"
 )
 
 
-class RayNotInstalledError(ImportError, RuntimeError):
+class RayNotInstalledError(DependencyError, RuntimeError):
     """Ray is not installed (``pip install finegrain[ray]``).
 
     Also a ``RuntimeError`` so that the command line reports it as a one-line error.

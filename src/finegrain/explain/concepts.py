@@ -27,11 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from finegrain.errors import ConceptError
 from finegrain.neurons import Neuron
-
-
-class ConceptError(ValueError):
-    """A concept that does not fit the layer / attribution it is applied to."""
 
 
 # ---------------------------------------------------------------------------------------------

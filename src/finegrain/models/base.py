@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from finegrain.errors import ModelError
+
 HookFn = Callable[[torch.Tensor, "int | None"], "torch.Tensor | None"]
-
-
-class ModelError(ValueError):
-    """Wrong model type, unknown layer, or a model that cannot be loaded."""
 
 
 @dataclass

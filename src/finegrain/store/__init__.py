@@ -24,14 +24,11 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from finegrain.errors import StoreError, StoreNotFoundError
 from finegrain.neurons import Neuron, NeuronIndex
 
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
-
-
-class StoreError(RuntimeError):
-    """A store is missing, incomplete, or asked for something it does not hold."""
 
 
 def _partial(path: Path) -> Path:
@@ -499,7 +496,7 @@ class ActivationStore:
                     f"{self.path} is incomplete (extraction was interrupted; a partial store exists at "
                     f"{_partial(self.path)}). Re-run the extraction to resume it."
                 )
-            raise StoreError(f"no activation store at {self.path}")
+            raise StoreNotFoundError(f"no activation store at {self.path}")
         try:
             self.group = zarr.open_group(str(self.path), mode="r")
         except Exception as e:  # noqa: BLE001

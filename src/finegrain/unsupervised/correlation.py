@@ -20,14 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from finegrain.errors import AlignmentError
 from finegrain.neurons import Neuron
 from finegrain.store import ActivationStore
 
 DEFAULT_CHUNK_ROWS = 4096
-
-
-class AlignmentError(ValueError):
-    """Two inputs do not hold the same rows (different corpora, or a different tokenisation)."""
 
 
 # ----------------------------------------------------------------------------------------------
