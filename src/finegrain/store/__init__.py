@@ -560,6 +560,30 @@ class ActivationStore:
         except IndexError as e:
             raise StoreError(str(e)) from e
 
+    def positions_of(self, neurons: Sequence[Neuron | str]) -> list[int]:
+        """Column positions (inside their layer's array) of ``neurons``; a unit not stored is an error."""
+        ns = [Neuron.parse(x) for x in neurons]
+        by_layer: dict[str, list[int]] = {}
+        for n in ns:
+            self._check_layer(n.layer)
+            by_layer.setdefault(n.layer, []).append(n.unit)
+        pos = {lay: dict(zip(units, self.positions(lay, units))) for lay, units in by_layer.items()}
+        return [pos[n.layer][n.unit] for n in ns]
+
+    def view(
+        self,
+        layers: Sequence[str] | str | None = None,
+        neurons: Sequence[Neuron | str] | None = None,
+        label: str | None = None,
+        rows=None,
+        block_rows: int | None = 8192,
+    ):
+        """A lazy, picklable :class:`~finegrain.store.view.StoreView` of this store: the one input of every
+        analysis. ``layers`` or ``neurons`` pick the columns, ``label`` the label column, ``rows`` the rows."""
+        from finegrain.store.view import StoreView
+
+        return StoreView(self, layers=layers, rows=rows, neurons=neurons, block_rows=block_rows, label=label)
+
     def matrix(
         self,
         layers: Sequence[str] | str | None = None,
