@@ -111,7 +111,7 @@ def test_view_split_is_by_sentence_and_views_compose(tmp_path):
     with pytest.raises(StoreError, match="no label column"):
         v.with_label("ner")
     with pytest.raises(ParameterError, match="has no label"):
-        store.view().y
+        _ = store.view().y
 
 
 def test_array_view_and_as_view(tmp_path):
