@@ -62,7 +62,7 @@ def rss_extract(args) -> dict:
     import psutil
 
     from finegrain.data.generate import generate_corpus
-    from finegrain.extract import extract
+    from finegrain.extraction import extract
     from finegrain.models import load_model
 
     corpus = generate_corpus(args.n, seed=args.seed, unique=False)

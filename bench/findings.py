@@ -24,7 +24,7 @@ WORK = ROOT / "bench" / "work"
 
 
 def _store(model, name: str, corpus):
-    from finegrain.extract import extract
+    from finegrain.extraction import extract
     from finegrain.store import ActivationStore, StoreError
 
     path = WORK / f"{name}.fgstore"

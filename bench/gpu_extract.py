@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     import torch
 
     from finegrain.data.generate import generate_corpus
-    from finegrain.extract import extract
+    from finegrain.extraction import extract
     from finegrain.models import load_model
 
     model = load_model("minilm", device=args.device)

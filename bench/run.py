@@ -104,7 +104,7 @@ class Bench:
 
     # -- helpers -------------------------------------------------------------------------
     def time_finegrain(self, corpus, path: Path, **kw) -> float:
-        from finegrain.extract import extract
+        from finegrain.extraction import extract
 
         # the previous run's store is removed before the clock starts: deleting old results is not extraction
         shutil.rmtree(path, ignore_errors=True)
@@ -359,7 +359,7 @@ class Bench:
         import torch
 
         from finegrain.data.generate import generate_corpus
-        from finegrain.extract import extract
+        from finegrain.extraction import extract
 
         n = 200 if self.quick else 6000  # ~50k words, as the issue asks
         epochs = 2 if self.quick else 10
@@ -556,7 +556,7 @@ class Bench:
         import importlib.util
         import tracemalloc
 
-        from finegrain.extract import extract
+        from finegrain.extraction import extract
         from finegrain.models import load_hf, load_model
         from finegrain.unsupervised import similarity_matrix
 

@@ -166,3 +166,28 @@ def test_result_protocol_roundtrip(tmp_path):
     assert jsonable({"a": float("nan"), "b": np.int64(3)}) == {"a": None, "b": 3}
     with pytest.raises(FinegrainError, match="invalid JSON"):
         result_from_json("{not json")
+
+
+def test_extract_is_the_function_and_extraction_a_plain_module():
+    import types
+
+    import finegrain
+    import finegrain.extraction
+
+    assert callable(finegrain.extract) and finegrain.extract is finegrain.extraction.extract
+    assert type(finegrain.extraction) is types.ModuleType
+
+
+def test_preserved_state_restores_modes_and_grads():
+    import torch
+
+    from finegrain.models.base import preserved_state
+
+    m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout())
+    m.train()
+    m[0].weight.requires_grad_(False)
+    with pytest.raises(RuntimeError), preserved_state(m):
+        m.eval()
+        m[0].weight.requires_grad_(True)
+        raise RuntimeError("boom")
+    assert m.training and m[1].training and not m[0].weight.requires_grad and m[0].bias.requires_grad

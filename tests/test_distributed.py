@@ -12,7 +12,7 @@ from finegrain.data.corpus import Corpus, Sentence
 from finegrain.data.generate import generate_corpus
 from finegrain.distributed import RayNotInstalledError, extract_ray, plan_shards, run_parallel, shard_dataset
 from finegrain.distributed.ray_extract import _owned_rows
-from finegrain.extract import extract
+from finegrain.extraction import extract
 from finegrain.store import ActivationStore, StoreError, StoreWriter
 from finegrain.testing import tiny_bert
 
@@ -104,7 +104,7 @@ def _shards_run(caplog) -> set[str]:
 @pytest.mark.ray
 def test_shard_dataset_is_a_ray_data_actor_pool(ray_session, tmp_path):
     """The pipeline is a Ray Data dataset (one block per shard) mapped by ExtractWorker actors."""
-    from finegrain.extract import model_facts, plan_extraction
+    from finegrain.extraction import model_facts, plan_extraction
 
     corpus = Corpus.from_texts(["a b c", "d e", "f g h i", "j"])
     plan = plan_extraction(model_facts(tiny_bert(seed=0), "hidden"), corpus)

@@ -262,7 +262,7 @@ def test_fixed_random_directions_are_not_padded(planted_layer):
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
     from finegrain.data import generate_corpus
-    from finegrain.extract import extract
+    from finegrain.extraction import extract
     from finegrain.testing import tiny_bert
 
     ad = tiny_bert(seed=0)

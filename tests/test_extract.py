@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from finegrain.data.corpus import Corpus, CorpusError, Sentence
-from finegrain.extract import extract
+from finegrain.extraction import extract
 from finegrain.models import ModelError
 from finegrain.store import ActivationStore, StoreError, StoreWriter
 
@@ -79,7 +79,7 @@ def test_long_sentences_are_split_into_windows(tiny_bert, tmp_path):
 
 
 def test_auto_dtype_is_float16_for_large_stores_only(tiny_bert, tmp_path, monkeypatch):
-    import finegrain.extract as fx
+    import finegrain.extraction as fx
 
     corpus = Corpus.from_texts(["ab cd", "e"])
     assert extract(tiny_bert, corpus, tmp_path / "a.fgstore", progress=False).dtype == "float32"

@@ -15,7 +15,7 @@ _SUBMODULES = {
 }
 _FUNCTIONS = {
     "load_model": "finegrain.models",
-    "extract": "finegrain.extract",
+    "extract": "finegrain.extraction",
     "ActivationStore": "finegrain.store",
     "open_store": "finegrain.store",
     "Corpus": "finegrain.data.corpus",

@@ -28,7 +28,7 @@ _PLUGINS = [
 
 def _cmd_extract(args) -> int:
     from finegrain.data import read_corpus
-    from finegrain.extract import extract
+    from finegrain.extraction import extract
     from finegrain.models import load_model
 
     if args.corpus.startswith("builtin:"):

@@ -74,7 +74,7 @@ def _load_model(model, task: str, device: str | None, num_threads: int | None = 
 def _model_facts(model, task: str, layers) -> dict:
     """:func:`finegrain.extract.model_facts` (layer sizes, weights hash: what the store is laid out
     with) of ``model``; a name or factory is loaded on the CPU for it, an adapter is used as is."""
-    from finegrain.extract import model_facts
+    from finegrain.extraction import model_facts
     from finegrain.models import ModelAdapter
 
     return model_facts(model if isinstance(model, ModelAdapter) else _load_model(model, task, "cpu"), layers)
@@ -102,7 +102,7 @@ class ExtractWorker:
 
     def run_shard(self, shard: dict) -> dict:
         """Compute and write the rows of one shard (``shard["words"]``: its sentences as word lists)."""
-        from finegrain.extract import compute_buffer
+        from finegrain.extraction import compute_buffer
 
         t0 = time.perf_counter()
         plan, writer, step = self.plan, self.writer, self.buffer_sentences
@@ -201,7 +201,7 @@ def shard_dataset(shards: Sequence[dict], words: Sequence[Sequence[str]], model,
 
 
 def _write_index(writer, plan, corpus, buffer_sentences: int) -> None:
-    from finegrain.extract import buffer_index
+    from finegrain.extraction import buffer_index
 
     for b0 in range(0, len(corpus), buffer_sentences):
         sents = corpus.sentences[b0 : b0 + buffer_sentences]
@@ -249,7 +249,7 @@ def extract_ray(
     defaults to 1, less if the cluster has fewer CPUs than workers, so that the pool always starts.
     ``precision``, ``neurons``: as in :func:`~finegrain.extract.extract`.
     """
-    from finegrain.extract import _as_corpus, plan_extraction
+    from finegrain.extraction import _as_corpus, plan_extraction
     from finegrain.store import StoreError, StoreWriter
 
     if num_workers < 1:

@@ -46,7 +46,7 @@ def default_concepts(adapter, layer: str, properties: Sequence[str] = DEFAULT_PR
     direction and neither scope concept (README, Findings)."""
     from finegrain.data import generate_corpus
     from finegrain.explain.concepts import ConceptSet, SupervisedConcepts, latent_concepts
-    from finegrain.extract import extract
+    from finegrain.extraction import extract
     from finegrain.store import ActivationStore
     from finegrain.unsupervised.concepts import LatentConcepts
 

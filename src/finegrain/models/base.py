@@ -55,6 +55,22 @@ class Batch:
         return len(self.word_ids)
 
 
+@contextlib.contextmanager
+def preserved_state(module: nn.Module) -> Iterator[nn.Module]:
+    """Restore every submodule's ``training`` flag and every parameter's ``requires_grad`` on exit, even
+    on error: an analysis may switch the model to eval mode or freeze it, but must hand it back as it
+    found it (issue 16)."""
+    modes = [(m, m.training) for m in module.modules()]
+    grads = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, req in grads:
+            p.requires_grad_(req)
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` picks CUDA when present, else CPU."""
     if device is None or device == "auto":

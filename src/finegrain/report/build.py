@@ -92,7 +92,7 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
     Keyword arguments override :class:`ReportConfig` fields (e.g. ``model="path/to/model"``).
     """
     import finegrain
-    from finegrain.extract import extract
+    from finegrain.extraction import extract
     from finegrain.models import ModelAdapter, load_model
     from finegrain.store import ActivationStore, StoreError
 

@@ -15,6 +15,7 @@ from .heatmap import (
 )
 from .plots import (
     fig_to_data_uri,
+    figure,
     plot_accuracy_vs_neurons,
     plot_activation_histogram,
     plot_layer_accuracy,
@@ -22,10 +23,12 @@ from .plots import (
     plot_matrix,
     plot_selectivity,
     png_data_uri,
+    save_figure,
 )
 
 __all__ = [
     "fig_to_data_uri",
+    "figure",
     "heatmap_html",
     "heatmap_multi_html",
     "heatmap_svg",
@@ -36,6 +39,7 @@ __all__ = [
     "plot_matrix",
     "plot_selectivity",
     "png_data_uri",
+    "save_figure",
     "save_html",
     "save_svg",
     "value_color",

@@ -69,6 +69,27 @@ def _save(fig: Figure, path: str | os.PathLike, svg: bool) -> Path:
     return path
 
 
+@contextmanager
+def figure(figsize=(6.4, 4.0)):
+    """A styled matplotlib :class:`~matplotlib.figure.Figure` on its own Agg canvas, for a result's
+    ``plot()``: no pyplot, no backend switch, so notebooks and threads keep their own state::
+
+        with viz.figure((5, 3)) as fig:
+            ax = fig.subplots()
+            ...
+        return viz.save_figure(fig, path)
+    """
+    with _style():
+        yield _figure(figsize)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, svg: bool = False) -> Path:
+    """Write ``fig`` as a PNG (``.png`` appended when missing; an SVG beside it with ``svg=True``) through a
+    temporary file and a rename; returns the PNG path."""
+    with _style():
+        return _save(fig, path, svg)
+
+
 def fig_to_data_uri(fig: Figure, fmt: str = "png") -> str:
     """``data:image/png;base64,...`` (or SVG) of a matplotlib figure."""
     if fmt not in ("png", "svg"):

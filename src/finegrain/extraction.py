@@ -18,8 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
-import types
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -455,13 +453,3 @@ def _wait(future):
     if future is not None:
         future.result()  # re-raises a failed write here, in the caller's thread
     return None
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``finegrain.extract(...)`` work although ``finegrain.extract`` is also this module's name."""
-
-    def __call__(self, *args, **kwargs):
-        return extract(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
