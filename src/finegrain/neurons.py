@@ -56,11 +56,6 @@ def parse_neurons(items: Iterable[str | Neuron]) -> list[Neuron]:
     return [Neuron.parse(x) for x in items]
 
 
-def head_units(layer: str, head: int, head_dim: int) -> list[Neuron]:
-    """The units of attention head ``head`` in an ``layer.i.attn`` component."""
-    return [Neuron(layer, head * head_dim + k) for k in range(head_dim)]
-
-
 class NeuronIndex:
     """Maps the columns of a concatenated activation matrix to neuron addresses and back.
 

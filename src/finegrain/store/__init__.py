@@ -706,11 +706,3 @@ def split_by_sentence(
 
 def open_store(path: str | os.PathLike) -> ActivationStore:
     return ActivationStore(path)
-
-
-def as_matrix(source, layers: Iterable[str] | None = None):
-    """Accept a store or an array; return ``(X, NeuronIndex)``."""
-    if isinstance(source, ActivationStore):
-        return source.matrix(list(layers) if layers else None, return_index=True)
-    X = np.asarray(source, dtype=np.float32)
-    return X, NeuronIndex({"x": X.shape[1]})
