@@ -184,3 +184,17 @@ def test_cli_subcommands(tmp_path, capsys):
     run("evaluate", str(store.path), *common, "--control-task", "--ablation", "--method", "probeless",
         "--ks", "2,4", "--n-random", "1")
     assert "top > random > bottom" in capsys.readouterr().out
+
+
+def test_majority_and_word_type_baselines_by_hand():
+    from finegrain.evaluate.baselines import majority_baseline, word_type_baseline, word_type_predictions
+
+    words_tr = ["the", "run", "run", "run", "dog", "the"]
+    y_tr = ["DET", "VERB", "NOUN", "VERB", "NOUN", "DET"]
+    words_te = ["run", "dog", "cat", "the"]
+    y_te = ["NOUN", "NOUN", "NOUN", "DET"]
+    # majority label of training: DET, NOUN and VERB tie at 2 -> the first in sort order, DET
+    assert majority_baseline(y_tr, y_te) == 0.25
+    # run -> VERB (2 of 3), dog -> NOUN, cat unseen -> majority DET, the -> DET
+    assert list(word_type_predictions(words_tr, y_tr, words_te)) == ["VERB", "NOUN", "DET", "DET"]
+    assert word_type_baseline(words_tr, y_tr, words_te, y_te) == 0.5
