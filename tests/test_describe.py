@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from finegrain.describe import (
-    ConceptSet,
+    ConceptMasks,
     Formula,
     activation_stats,
     build_concepts,
@@ -134,8 +134,8 @@ def test_activation_stats_quantiles_match_numpy(corpus_store):
 
 def test_describe_neurons_matches_single_calls(corpus_store):
     desc = describe_neurons(corpus_store, ["layer.1:1", "layer.2:0"], k=4, chunk_rows=11)
-    assert list(desc) == ["layer.1:1", "layer.2:0"]
-    for name, d in desc.items():
+    assert desc.neurons() == ["layer.1:1", "layer.2:0"]  # list in, list out (was a dict keyed by neuron)
+    for name, d in zip(desc.neurons(), desc):
         assert [e.row for e in d.top] == [e.row for e in top_activating(corpus_store, name, k=4)]
         assert [e.row for e in d.bottom] == [e.row for e in top_activating(corpus_store, name, k=4, lowest=True)]
         assert d.bottom[0].score == pytest.approx(d.bottom[0].activation)
@@ -175,7 +175,7 @@ def test_iou_by_hand_and_beam_on_six_rows():
     assert iou(M, B) == pytest.approx(1 / 3)
     assert iou(M, E) == 0.0
     assert iou(M, A | B) == pytest.approx(3 / 4)
-    cs = ConceptSet.from_masks({"A": A, "B": B, "E": E})
+    cs = ConceptMasks.from_masks({"A": A, "B": B, "E": E})
     ex = explain_mask(M, cs, beam_width=3, max_length=3)
     assert [p["iou"] for p in ex.per_length] == pytest.approx([0.5, 0.75, 1.0])
     assert [p["formula"] for p in ex.per_length] == ["A", "A OR B", "(A OR B) AND NOT E"]
@@ -192,14 +192,16 @@ def test_pack_popcount_roundtrip():
 
 
 def test_planted_formula_found(corpus_store):
-    ex = explain_neuron(corpus_store, "layer.1:0", quantile=0.995, max_length=3)
+    # without the built-in lexicon: its category of plural noun forms would be this mask in one concept
+    ex = explain_neuron(corpus_store, "layer.1:0", quantile=0.995, max_length=3, lexicons=None)
     assert ex.iou == 1.0
     assert ex.length == 2
     assert ex.formula in ("pos=NOUN AND number=Plur", "number=Plur AND pos=NOUN")
     truth = (corpus_store.labels("pos") == "NOUN") & (corpus_store.labels("number") == "Plur")
     assert ex.n_on == truth.sum() and ex.threshold == pytest.approx(3.0)
     assert ex.per_length[0]["iou"] < 1.0  # no single concept suffices
-    batch = explain_neurons(corpus_store, ["layer.1:0", "layer.2:1"], max_values=100, progress=False)
+    batch = explain_neurons(corpus_store, ["layer.1:0", "layer.2:1"], max_values=100, progress=False,
+                            lexicons=None)
     assert batch["layer.1:0"].formula == ex.formula
     assert batch["layer.2:1"].n_on == 5  # 0.5% of 255 rows, raised to min_positives
     # the big/red neuron, on its top 17%: pos=ADJ covers exactly {big, red}; the equal-mask formula
@@ -214,7 +216,7 @@ def test_best_iou_never_decreases_and_matches_masks():
     rng = np.random.default_rng(3)
     n, k = 300, 25
     masks = {f"c{i}": rng.random(n) < rng.uniform(0.05, 0.4) for i in range(k)}
-    cs = ConceptSet.from_masks(masks)
+    cs = ConceptMasks.from_masks(masks)
     for seed in range(4):
         M = np.random.default_rng(seed).random(n) < 0.15
         ex = explain_mask(M, cs, beam_width=3, max_length=5)
@@ -230,7 +232,7 @@ def test_length_two_beam_equals_brute_force():
     n, k = 200, 8
     names = [f"c{i}" for i in range(k)]
     masks = {nm: rng.random(n) < 0.3 for nm in names}
-    cs = ConceptSet.from_masks(masks)
+    cs = ConceptMasks.from_masks(masks)
     M = rng.random(n) < 0.2
     best = max(iou(M, m) for m in masks.values())
     for a in names:

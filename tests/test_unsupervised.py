@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import ortho_group
 from sklearn.metrics import adjusted_rand_score
 
+from finegrain.errors import NotFittedError, ParameterError
 from finegrain.neurons import Neuron
 from finegrain.store import StoreWriter
 from finegrain.unsupervised import (
@@ -237,7 +238,7 @@ def test_similarity_matrix_one_and_two_models(tmp_path):
     assert m2.values.shape == (2, 2) and m2.cols == ["layer.0", "layer.3"]
     assert m2.values[0, 0] > 0.9 and m2.values[0, 0] > m2.values[0, 1]
     assert "svcca" in str(m2) and json.loads(json.dumps(m2.to_dict()))["values"]
-    with pytest.raises(TypeError, match="layered"):
+    with pytest.raises(ParameterError, match="layered"):  # a finegrain error (was TypeError)
         similarity_matrix(np.ones((10, 3)))
 
 
@@ -339,7 +340,7 @@ def test_latent_concepts_type_cap_and_dedupe():
         LatentConcepts(n_clusters=50, dedupe=True).fit(X, words=words)
     with pytest.raises(ValueError, match="words"):
         LatentConcepts(n_clusters=2).fit(X)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):  # a finegrain error (was RuntimeError)
         LatentConcepts().predict(X)
 
 
@@ -381,7 +382,8 @@ def test_cli_subcommands(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "maxcorr" in out and "pwcca" in out and "neurons needed" in out and "latent concepts" in out
     assert (tmp_path / "s.cka.png").exists() and (tmp_path / "s.pwcca.png").exists()
-    assert json.loads((tmp_path / "corr.json").read_text())["a"]["maxcorr"]["neurons"]
+    # the file is the result's JSON (result_from_json reads it back); the rankings sit under "rankings"
+    assert json.loads((tmp_path / "corr.json").read_text())["rankings"]["a"]["maxcorr"]["neurons"]
     assert LatentConcepts.from_json(tmp_path / "c.json").layer == "layer.0"
     with pytest.raises(AlignmentError, match="sent_id"):
         c = make_store(tmp_path / "c.fgstore", {"layer.0": X.astype(np.float32)}, sent_len=7)

@@ -3,58 +3,58 @@
 * :func:`top_activating` / :func:`describe_neurons` / :func:`activation_stats`: top-activating words
   and sentences with activation quantiles and histograms (Kadar et al. 2017; Na et al. 2019);
 * :func:`neurons_for_words`: neurons that respond to a word list or a regular expression;
-* :func:`explain_neuron` / :func:`explain_neurons`: AND / OR / AND NOT formulas of word-level
-  concepts by IoU (Mu & Andreas 2020).
+* :func:`explain_neuron` / :func:`explain_neurons`: AND / OR / AND NOT formulas (:class:`NeuronFormula`)
+  of primitive row concepts (:class:`ConceptMasks`: words, label values, lexicon categories, shapes,
+  positions, affixes; :func:`build_concepts`) by IoU (Mu & Andreas 2020).
 
-Everything streams the activation store in row chunks.
+Every function takes a store view (or a store) and streams it in row blocks.
 """
 
-from .compositional import (
-    OPS,
-    ConceptSet,
-    Explanation,
-    Formula,
-    build_concepts,
-    explain_mask,
-    explain_neuron,
-    explain_neurons,
-    iou,
-    neuron_mask,
-)
-from .search import SearchHit, match_rows, neurons_for_words
-from .top import (
-    DEFAULT_QUANTILES,
-    NeuronDescription,
-    NeuronStats,
-    TopExample,
-    activation_stats,
-    describe_neurons,
-    gather_columns,
-    iter_neuron_columns,
-    top_activating,
-)
+import importlib
 
-__all__ = [
-    "DEFAULT_QUANTILES",
-    "OPS",
-    "ConceptSet",
-    "Explanation",
-    "Formula",
-    "NeuronDescription",
-    "NeuronStats",
-    "SearchHit",
-    "TopExample",
-    "activation_stats",
-    "build_concepts",
-    "describe_neurons",
-    "explain_mask",
-    "explain_neuron",
-    "explain_neurons",
-    "gather_columns",
-    "iou",
-    "iter_neuron_columns",
-    "match_rows",
-    "neuron_mask",
-    "neurons_for_words",
-    "top_activating",
-]
+# the API and the module that defines it: imported on first use, so that a command line
+# that only parses arguments (``finegrain --help``) does not load torch, zarr or scikit-learn
+_API = {
+    "Formula": "finegrain.describe.compositional",
+    "FormulaExample": "finegrain.describe.compositional",
+    "NeuronFormula": "finegrain.describe.compositional",
+    "OPS": "finegrain.describe.compositional",
+    "explain_mask": "finegrain.describe.compositional",
+    "explain_neuron": "finegrain.describe.compositional",
+    "explain_neurons": "finegrain.describe.compositional",
+    "iou": "finegrain.describe.compositional",
+    "neuron_mask": "finegrain.describe.compositional",
+    "ConceptMasks": "finegrain.describe.concepts",
+    "build_concepts": "finegrain.describe.concepts",
+    "find_affixes": "finegrain.describe.concepts",
+    "lexicon_categories": "finegrain.describe.concepts",
+    "word_shape": "finegrain.describe.concepts",
+    "SearchHit": "finegrain.describe.search",
+    "match_rows": "finegrain.describe.search",
+    "neurons_for_words": "finegrain.describe.search",
+    "DEFAULT_QUANTILES": "finegrain.describe.top",
+    "NeuronDescription": "finegrain.describe.top",
+    "NeuronResults": "finegrain.describe.top",
+    "NeuronStats": "finegrain.describe.top",
+    "TopExample": "finegrain.describe.top",
+    "activation_stats": "finegrain.describe.top",
+    "describe_neurons": "finegrain.describe.top",
+    "gather_columns": "finegrain.describe.top",
+    "iter_neuron_columns": "finegrain.describe.top",
+    "top_activating": "finegrain.describe.top",
+}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
+
+__all__ = sorted(_API)

@@ -6,66 +6,74 @@ import argparse
 import json
 import sys
 
-from finegrain.neurons import parse_neurons
-from finegrain.store import ActivationStore
 
+def _lexicon(arg: str):
+    if arg == "builtin":
+        return "builtin"
+    if arg == "none":
+        return None
+    from finegrain.errors import ParameterError
 
-def _context(words: list[str], pos: int, width: int = 8) -> str:
-    if pos < 0 or pos >= len(words):
-        return " ".join(words)
-    lo, hi = max(0, pos - width), min(len(words), pos + width + 1)
-    left = ("... " if lo > 0 else "") + " ".join(words[lo:pos])
-    right = " ".join(words[pos + 1 : hi]) + (" ..." if hi < len(words) else "")
-    return f"{left} [{words[pos]}] {right}".strip()
+    try:
+        with open(arg, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise ParameterError(f"--lexicon {arg}: {e.strerror or e}") from e
+    except json.JSONDecodeError as e:
+        raise ParameterError(f"--lexicon {arg}: not JSON (line {e.lineno}: {e.msg})") from e
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from . import describe_neurons, explain_neurons
+    # heavy: imported when the command runs
+    from finegrain.describe import describe_neurons, explain_neurons
+    from finegrain.neurons import parse_neurons
+    from finegrain.store import ActivationStore
 
-    store = ActivationStore(args.store)
+    view = ActivationStore(args.store).view()
     neurons = parse_neurons(",".join(args.neuron))
-    desc = describe_neurons(store, neurons, k=args.k, by=args.by, bins=args.bins, chunk_rows=args.chunk_rows)
-    expl = {}
+    desc = describe_neurons(view, neurons, k=args.k, by=args.by, bins=args.bins, chunk_rows=args.chunk_rows)
+    expl = None
     if args.explain:
-        lexicons = None
-        if args.lexicon:
-            with open(args.lexicon, encoding="utf-8") as f:
-                lexicons = json.load(f)
         expl = explain_neurons(
-            store, neurons, quantile=args.quantile, beam_width=args.beam_width, max_length=args.max_length,
-            lexicons=lexicons, chunk_rows=args.chunk_rows,
+            view, neurons, quantile=args.quantile, threshold=args.threshold, beam_width=args.beam_width,
+            max_length=args.max_length, lexicons=_lexicon(args.lexicon), min_count=args.min_count,
+            examples=args.examples, chunk_rows=args.chunk_rows,
         )
     if args.json:
-        out = {name: d.to_dict() for name, d in desc.items()}
-        for name, e in expl.items():
-            out[name]["explanation"] = e.to_dict()
+        out = {d.neuron: d.to_dict() for d in desc}
+        for e in expl or []:
+            out[e.neuron]["explanation"] = e.to_dict()
         json.dump(out, sys.stdout, indent=1)
         print()
         return 0
-    for name, d in desc.items():
-        s = d.stats
-        print(f"== {name}  (n={s.n}, mean={s.mean:.4g}, std={s.std:.4g}, min={s.min:.4g}, max={s.max:.4g})")
-        print("   quantiles: " + "  ".join(f"{q:g}:{v:.4g}" for q, v in s.quantiles.items()))
-        if name in expl:
-            e = expl[name]
-            print(f"   explanation: {e.formula}  (IoU {e.iou:.3f}, {e.n_on} rows on, threshold {e.threshold:.4g})")
+    for d in desc:
+        print(f"== {d.stats.table()}")
+        e = expl.get(d.neuron) if expl is not None else None
+        if e is not None:
+            print(f"   explanation: {e.formula}  (IoU {e.iou:.3f}, precision {e.precision:.3f}, "
+                  f"recall {e.recall:.3f}; {e.threshold_text()})")
+            for title, exs in (("matched", e.matched), ("missed", e.missed), ("false alarms", e.false_alarms)):
+                if exs:
+                    print(f"     {title}: " + " | ".join(f"{x.context} {x.activation:+.3g}" for x in exs))
         for title, exs in (("top", d.top), ("bottom", d.bottom)):
             print(f"   {title}:")
             for ex in exs:
-                print(f"     {ex.activation:+9.4f}  {_context(ex.sentence, ex.word_pos)}")
+                print(f"     {ex.activation:+9.4f}  {ex.context()}")
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
-    from . import neurons_for_words
+    # heavy: imported when the command runs
+    from finegrain.describe import neurons_for_words
+    from finegrain.store import ActivationStore
 
-    store = ActivationStore(args.store)
     hits = neurons_for_words(
-        store, words=args.words, regex=args.regex, layers=args.layers.split(",") if args.layers else None,
-        top=args.top, direction=args.direction, case_sensitive=args.case_sensitive, chunk_rows=args.chunk_rows,
+        ActivationStore(args.store).view(), words=args.words, regex=args.regex,
+        layers=args.layers.split(",") if args.layers else None, top=args.top, direction=args.direction,
+        case_sensitive=args.case_sensitive, chunk_rows=args.chunk_rows,
     )
     if args.json:
-        json.dump([h.to_dict() for h in hits], sys.stdout, indent=1)
+        json.dump([{k: v for k, v in h.to_dict().items() if k != "type"} for h in hits], sys.stdout, indent=1)
         print()
         return 0
     if hits:
@@ -88,9 +96,14 @@ def register(subparsers) -> None:
     p.add_argument("--bins", type=int, default=50, help="histogram bins")
     p.add_argument("--explain", action="store_true", help="compositional explanation (Mu & Andreas 2020)")
     p.add_argument("--quantile", type=float, default=0.995, help="activation quantile a neuron is 'on' above")
+    p.add_argument("--threshold", type=float, default=None, help="absolute 'on' threshold instead of --quantile")
     p.add_argument("--beam-width", type=int, default=10)
     p.add_argument("--max-length", type=int, default=3)
-    p.add_argument("--lexicon", help="JSON file {category: [words]} of extra concepts")
+    p.add_argument("--min-count", type=int, default=5, help="occurrences a word or affix needs to be a concept")
+    p.add_argument("--lexicon", default="builtin",
+                   help="lexicon concepts: 'builtin' (the generator's lexicon), 'none', or a JSON file "
+                        "{category: [words]} (default builtin)")
+    p.add_argument("--examples", type=int, default=5, help="matched / missed examples shown per formula")
     p.add_argument("--chunk-rows", type=int, default=8192)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_describe)

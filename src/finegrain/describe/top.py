@@ -2,20 +2,29 @@
 
 Corpus selection (Kadar et al. 2017, "Representation of linguistic form and function in recurrent
 neural networks"; Na et al. 2019, "Discovery of natural language concepts in individual units of
-CNNs"): a neuron is described by the inputs that activate it most. Everything here streams the
-store in row chunks and reads only the layers of the requested neurons, so memory is one chunk plus
-O(k) candidates per neuron whatever the corpus size.
+CNNs"): a neuron is described by the inputs that activate it most. Every function takes a view
+(:class:`~finegrain.store.view.StoreView`, :class:`~finegrain.store.view.ArrayView`, or a whole
+:class:`~finegrain.store.ActivationStore`), streams it in row blocks and reads only the columns of the
+requested neurons, so memory is one block plus O(k) candidates per neuron whatever the corpus size.
+
+Rows are numbered by their position in the view (for a view of a whole store, the store's row ids).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
+from finegrain.errors import LayerError, ParameterError
 from finegrain.neurons import Neuron
-from finegrain.store import ActivationStore, StoreError
+from finegrain.results import Result, ResultList
+from finegrain.store import ActivationStore
+from finegrain.store.view import StoreView, View
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.995, 1.0)
 DEFAULT_CHUNK_ROWS = 8192
@@ -23,18 +32,16 @@ DEFAULT_CHUNK_ROWS = 8192
 MAX_EXACT_VALUES = 2**25
 
 
-# -- streaming ---------------------------------------------------------------------------------
-def _parse_neurons(store: ActivationStore, neurons) -> list[Neuron]:
-    if isinstance(neurons, (str, Neuron)):
-        neurons = [neurons]
-    ns = [Neuron.parse(n) for n in neurons]
-    if not ns:
-        raise ValueError("no neurons given")
-    for n in ns:
-        if n.layer not in store.layers:
-            raise StoreError(f"unknown layer {n.layer!r} in neuron {n}; store has {list(store.layers)}")
-        store.positions(n.layer, [n.unit])  # raises StoreError naming the neuron when it is not stored
-    return ns
+# -- inputs ------------------------------------------------------------------------------------
+def as_describe_view(source) -> View:
+    """The view an analysis of this package reads: a view as it is, a store (or its path) as a view of
+    all of it."""
+    if isinstance(source, View):
+        return source
+    if isinstance(source, ActivationStore | str | os.PathLike):
+        return StoreView(source)
+    raise ParameterError(f"expected a store view (store.view(...)), an ArrayView or an ActivationStore, "
+                         f"got {type(source).__name__}")
 
 
 def str_array(a) -> np.ndarray:
@@ -44,57 +51,125 @@ def str_array(a) -> np.ndarray:
     return a if a.dtype.kind == "U" else np.asarray(a, dtype=object).astype(str)
 
 
+class RowInfo:
+    """The index columns of a view's rows (word, sentence, position in it, labels), read once: what
+    descriptions need besides activations."""
+
+    def __init__(self, view: View):
+        self.view = view
+        self.n = len(view)
+        self.level = view.level if isinstance(view, StoreView) else "word"
+
+    @cached_property
+    def words(self) -> np.ndarray:
+        return str_array(self.view.words)
+
+    @cached_property
+    def sent_ids(self) -> np.ndarray:
+        return np.asarray(self.view.sent_ids)
+
+    @cached_property
+    def word_pos(self) -> np.ndarray:
+        if isinstance(self.view, StoreView):
+            return np.asarray(self.view.column("word_pos"))
+        # an array view keeps rows in sentence order: a word's position is its rank inside its sentence
+        sid = self.sent_ids
+        order = np.argsort(sid, kind="stable")
+        first = np.r_[0, np.flatnonzero(np.diff(sid[order])) + 1]
+        rank = np.arange(len(sid)) - np.repeat(first, np.diff(np.r_[first, len(sid)]))
+        out = np.empty(len(sid), dtype=np.int64)
+        out[order] = rank
+        return out
+
+    @property
+    def label_columns(self) -> list[str]:
+        if isinstance(self.view, StoreView):
+            return list(self.view.store.label_columns)
+        return [self.view.label] if self.view.has_labels else []
+
+    def labels(self, column: str) -> np.ndarray:
+        return str_array(self.view.labels(column))
+
+    @cached_property
+    def _sentences(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(self.sent_ids, kind="stable")
+        return order, self.sent_ids[order]
+
+    def sentence_rows(self, sent_id: int) -> np.ndarray:
+        """The rows of a sentence, in word order (rows need not be sorted by sentence)."""
+        order, srt = self._sentences
+        lo, hi = np.searchsorted(srt, [sent_id, sent_id + 1])
+        rows = order[lo:hi]
+        return rows[np.argsort(self.word_pos[rows], kind="stable")]
+
+    def context(self, row: int, width: int = 8) -> str:
+        """``"... left [word] right ..."``: the row's word in its sentence (its text for sentence rows)."""
+        if self.level == "sentence":
+            return str(self.words[row])
+        rows = self.sentence_rows(int(self.sent_ids[row]))
+        words = [str(w) for w in self.words[rows]]
+        pos = int(np.flatnonzero(rows == row)[0])
+        lo, hi = max(0, pos - width), min(len(words), pos + width + 1)
+        left = ("... " if lo > 0 else "") + " ".join(words[lo:pos])
+        right = " ".join(words[pos + 1 : hi]) + (" ..." if hi < len(words) else "")
+        return f"{left} [{words[pos]}] {right}".strip()
+
+
+def parse_view_neurons(view: View, neurons) -> list[Neuron]:
+    """``neurons`` (one, a list, or ``None`` = every column of the view) as neurons of the view."""
+    if neurons is None:
+        ns = view.neurons
+    else:
+        if isinstance(neurons, str | Neuron):
+            neurons = [neurons]
+        ns = [Neuron.parse(n) for n in neurons]
+    if not ns:
+        raise ParameterError("no neurons given")
+    index = view.index
+    for n in ns:
+        try:
+            index.column(n)
+        except (KeyError, IndexError) as e:
+            raise LayerError(f"neuron {n} is not in this view (its layers: {index.layers})") from e
+    return ns
+
+
 def _check_chunk(chunk_rows: int) -> int:
     if int(chunk_rows) < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        raise ParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
     return int(chunk_rows)
 
 
 def iter_neuron_columns(
-    store: ActivationStore, neurons: Sequence[Neuron | str], chunk_rows: int = DEFAULT_CHUNK_ROWS
+    source, neurons: Sequence[Neuron | str], chunk_rows: int = DEFAULT_CHUNK_ROWS
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Stream ``(row_slice, X)`` with ``X[:, j]`` the activations of ``neurons[j]`` (float32).
 
-    Only the layers holding the neurons are read, one row chunk at a time.
+    Only the columns of the neurons are read (a store reads just their layers), one block at a time.
     """
-    ns = _parse_neurons(store, neurons)
-    chunk_rows = _check_chunk(chunk_rows)
-    by_layer: dict[str, tuple[list[int], list[int]]] = {}
-    for j, n in enumerate(ns):
-        units, cols = by_layer.setdefault(n.layer, ([], []))
-        units.append(n.unit)
-        cols.append(j)
-    positions = {layer: store.positions(layer, units) for layer, (units, _) in by_layer.items()}
-    for start in range(0, store.n_rows, chunk_rows):
-        sl = slice(start, min(start + chunk_rows, store.n_rows))
-        X = np.empty((sl.stop - sl.start, len(ns)), dtype=np.float32)
-        for layer, (_, cols) in by_layer.items():
-            X[:, cols] = np.asarray(store[layer][sl], dtype=np.float32)[:, positions[layer]]
-        yield sl, X
+    view = as_describe_view(source)
+    ns = parse_view_neurons(view, neurons)
+    sub = view.select(neurons=ns)
+    for block in sub.blocks(_check_chunk(chunk_rows)):
+        yield slice(block.start, block.stop), np.asarray(block.X, dtype=np.float32)
 
 
-def gather_columns(
-    store: ActivationStore, neurons: Sequence[Neuron | str], chunk_rows: int = DEFAULT_CHUNK_ROWS
-) -> np.ndarray:
-    """All rows of a few neurons, ``[n_rows, len(neurons)]`` float32, read chunk by chunk."""
-    ns = _parse_neurons(store, neurons)
-    out = np.empty((store.n_rows, len(ns)), dtype=np.float32)
-    for sl, X in iter_neuron_columns(store, ns, chunk_rows):
+def gather_columns(source, neurons: Sequence[Neuron | str], chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+    """All rows of a few neurons, ``[n_rows, len(neurons)]`` float32, read block by block."""
+    view = as_describe_view(source)
+    ns = parse_view_neurons(view, neurons)
+    out = np.empty((len(view), len(ns)), dtype=np.float32)
+    for sl, X in iter_neuron_columns(view, ns, chunk_rows):
         out[sl] = X
     return out
 
 
-class _SentenceRows:
-    """Row indices of each sentence, built once (rows need not be sorted by sentence)."""
-
-    def __init__(self, store: ActivationStore):
-        sid = store.sent_ids
-        self.order = np.argsort(sid, kind="stable")
-        self.sorted = sid[self.order]
-
-    def rows(self, sent_id: int) -> np.ndarray:
-        lo, hi = np.searchsorted(self.sorted, [sent_id, sent_id + 1])
-        return self.order[lo:hi]
+def read_rows(view: View, neurons: Sequence[Neuron], rows: np.ndarray) -> np.ndarray:
+    """``[len(rows), len(neurons)]`` activations at some rows (sorted, unique) of the view."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return np.zeros((0, len(neurons)), np.float32)
+    return np.asarray(view.select(neurons=neurons).subset(rows).materialize(), dtype=np.float32)
 
 
 # -- top-k accumulators ------------------------------------------------------------------------
@@ -124,7 +199,7 @@ class _TopRows:
             new_r[:, j] = R[cand[order], j]
         self.scores, self.rows = new_s, new_r
 
-    def result(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+    def result(self, j: int, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         order = np.lexsort((self.rows[:, j], -self.scores[:, j]))
         keep = order[np.isfinite(self.scores[order, j])]
         return self.rows[keep, j], self.scores[keep, j]
@@ -133,12 +208,14 @@ class _TopRows:
 class _TopSentences:
     """Per sentence, the best-scoring row of each column (sentence score = max over its words)."""
 
-    def __init__(self, n_sent: int, n: int):
-        self.best = np.full((n_sent, n), -np.inf)
-        self.row = np.full((n_sent, n), -1, dtype=np.int64)
+    def __init__(self, sent_ids: np.ndarray, n: int):
+        self.uniq, self.inverse = np.unique(sent_ids, return_inverse=True)
+        self.best = np.full((len(self.uniq), n), -np.inf)
+        self.row = np.full((len(self.uniq), n), -1, dtype=np.int64)
 
-    def update(self, scores: np.ndarray, row_ids: np.ndarray, sids: np.ndarray) -> None:
+    def update(self, scores: np.ndarray, row_ids: np.ndarray) -> None:
         scores = np.where(np.isnan(scores), -np.inf, scores)
+        sids = self.inverse[row_ids]
         for j in range(scores.shape[1]):
             order = np.lexsort((row_ids, -scores[:, j], sids))  # per sentence: best score, earliest row
             s_sorted = sids[order]
@@ -149,20 +226,31 @@ class _TopSentences:
             self.best[sid[better], j] = sc[better]
             self.row[sid[better], j] = row_ids[order[first]][better]
 
-    def result(self, j: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def result(self, j: int, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         sids = np.flatnonzero(self.row[:, j] >= 0)
-        order = np.lexsort((sids, -self.best[sids, j]))[:k]
+        order = np.lexsort((self.uniq[sids], -self.best[sids, j]))[:k]  # ties: the earlier sentence id
         sids = sids[order]
         return self.row[sids, j], self.best[sids, j]
 
 
+def _accumulators(info: RowInfo, n: int, k: int, by: str, signs: Sequence[str]) -> dict:
+    sentence_mode = by == "sentence" and info.level != "sentence"
+    return {s: (_TopSentences(info.sent_ids, n) if sentence_mode else _TopRows(k, n)) for s in signs}
+
+
+def _update(accs: dict, X: np.ndarray, row_ids: np.ndarray) -> None:
+    for s, acc in accs.items():
+        acc.update(X if s == "pos" else (-X if s == "neg" else np.abs(X)), row_ids)
+
+
 # -- results -----------------------------------------------------------------------------------
 @dataclass
-class TopExample:
+class TopExample(Result):
     """One top-activating word (or sentence) of a neuron.
 
-    ``word_pos`` indexes ``sentence`` (-1 for sentence-level rows); ``sentence_activations`` are the
-    neuron's activations on every word of the sentence (for heatmaps), ``None`` for sentence rows.
+    ``row`` is the row's position in the view; ``word_pos`` indexes ``sentence`` (-1 for sentence-level
+    rows); ``sentence_activations`` are the neuron's activations on every word of the sentence (for
+    heatmaps), ``None`` for sentence rows or without context.
     """
 
     neuron: str
@@ -176,12 +264,22 @@ class TopExample:
     sentence: list[str]
     sentence_activations: list[float] | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def context(self, width: int = 8) -> str:
+        """``"... left [word] right ..."``."""
+        words, pos = self.sentence, self.word_pos
+        if pos < 0 or pos >= len(words):
+            return " ".join(words)
+        lo, hi = max(0, pos - width), min(len(words), pos + width + 1)
+        left = ("... " if lo > 0 else "") + " ".join(words[lo:pos])
+        right = " ".join(words[pos + 1 : hi]) + (" ..." if hi < len(words) else "")
+        return f"{left} [{words[pos]}] {right}".strip()
+
+    def table(self) -> str:
+        return f"{self.neuron} #{self.rank + 1}  {self.activation:+.4f}  {self.context()}"
 
 
 @dataclass
-class NeuronStats:
+class NeuronStats(Result):
     """Activation distribution of one neuron: moments, quantiles and a histogram."""
 
     neuron: str
@@ -195,14 +293,24 @@ class NeuronStats:
     hist_edges: list[float]
     exact: bool = True
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["quantiles"] = {str(q): v for q, v in self.quantiles.items()}
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d["quantiles"] = {float(q): v for q, v in d.get("quantiles", {}).items()}
         return d
+
+    def table(self) -> str:
+        head = (f"{self.neuron}  n={self.n}  mean={self.mean:.4g}  std={self.std:.4g}  min={self.min:.4g}  "
+                f"max={self.max:.4g}{'' if self.exact else '  (quantiles estimated)'}")
+        return head + "\n  quantiles: " + "  ".join(f"{q:g}:{v:.4g}" for q, v in self.quantiles.items())
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        from finegrain import viz  # heavy (matplotlib): imported only to draw
+
+        return viz.plot_activation_histogram(self, path, title=f"{self.neuron}: activations")
 
 
 @dataclass
-class NeuronDescription:
+class NeuronDescription(Result):
     """Everything :func:`describe_neurons` knows about one neuron."""
 
     neuron: str
@@ -210,113 +318,129 @@ class NeuronDescription:
     top: list[TopExample] = field(default_factory=list)
     bottom: list[TopExample] = field(default_factory=list)
 
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d["stats"] = NeuronStats.from_dict(d["stats"])
+        d["top"] = [TopExample.from_dict(e) for e in d.get("top", [])]
+        d["bottom"] = [TopExample.from_dict(e) for e in d.get("bottom", [])]
+        return d
+
+    def table(self) -> str:
+        lines = [self.stats.table()]
+        for title, exs in (("top", self.top), ("bottom", self.bottom)):
+            if exs:
+                lines.append(f"  {title}:")
+                lines += [f"    {e.activation:+9.4f}  {e.context()}" for e in exs]
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        return self.stats.plot(path)
+
+
+class NeuronResults(ResultList):
+    """One result per neuron, in the order asked (list in, list out); ``results["layer.3:117"]`` and
+    :meth:`get` find a neuron's result by address."""
+
+    def _find(self, neuron) -> int | None:
+        n, pos = self.__dict__.get("_pos", (-1, {}))
+        if n != len(self):  # (re)built after appends: lookups stay O(1)
+            pos = {}
+            for i, r in enumerate(self):
+                pos.setdefault(getattr(r, "neuron", None), i)
+            self.__dict__["_pos"] = (len(self), pos)
+        return pos.get(str(Neuron.parse(neuron)))
+
+    def __getitem__(self, key):
+        if isinstance(key, str | Neuron):
+            i = self._find(key)
+            if i is None:
+                raise LayerError(f"no result for neuron {key}")
+            return list.__getitem__(self, i)
+        return list.__getitem__(self, key)
+
+    def __contains__(self, key) -> bool:
+        if isinstance(key, str | Neuron):
+            return self._find(key) is not None
+        return list.__contains__(self, key)
+
+    def get(self, neuron, default=None):
+        i = self._find(neuron)
+        return default if i is None else list.__getitem__(self, i)
+
+    def neurons(self) -> list[str]:
+        return [r.neuron for r in self]
+
     def to_dict(self) -> dict:
-        return {
-            "neuron": self.neuron,
-            "stats": self.stats.to_dict(),
-            "top": [e.to_dict() for e in self.top],
-            "bottom": [e.to_dict() for e in self.bottom],
-        }
+        return {**super().to_dict(), "type": "NeuronResults"}
 
 
 def _check_by(by: str) -> None:
     if by not in ("word", "sentence"):
-        raise ValueError(f"by must be 'word' or 'sentence', got {by!r}")
+        raise ParameterError(f"by must be 'word' or 'sentence', got {by!r}")
 
 
 def _check_k(k: int) -> int:
     if int(k) < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ParameterError(f"k must be >= 1, got {k}")
     return int(k)
 
 
 def _examples(
-    store: ActivationStore,
-    neurons: list[Neuron],
-    picks: list[tuple[np.ndarray, np.ndarray]],
-    with_context: bool,
+    view: View, info: RowInfo, neurons: list[Neuron], picks: list[tuple[np.ndarray, np.ndarray]], with_context: bool
 ) -> list[list[TopExample]]:
-    """Turn (rows, scores) per neuron into TopExamples, reading each needed row once per layer."""
-    words, sids, wpos = store.words, store.sent_ids, store.index("word_pos")
-    word_level = store.level != "sentence"
-    sent_rows = _SentenceRows(store) if (with_context and word_level) else None
+    """Turn (rows, scores) per neuron into TopExamples, reading every needed row once."""
+    word_level = info.level != "sentence"
     ctx_rows: dict[int, np.ndarray] = {}
     needed = [np.asarray(r, dtype=np.int64) for r, _ in picks]
-    if sent_rows is not None:
-        for rows in picks:
-            for r in rows[0]:
-                sid = int(sids[r])
+    if with_context and word_level:
+        for rows, _ in picks:
+            for r in rows:
+                sid = int(info.sent_ids[r])
                 if sid not in ctx_rows:
-                    ctx_rows[sid] = sent_rows.rows(sid)
+                    ctx_rows[sid] = info.sentence_rows(sid)
         needed += list(ctx_rows.values())
     all_rows = np.unique(np.concatenate(needed)) if needed else np.zeros(0, np.int64)
-    # one orthogonal read per layer for every row any example needs
-    units_by_layer: dict[str, list[int]] = {}
-    for n in neurons:
-        units_by_layer.setdefault(n.layer, [])
-        if n.unit not in units_by_layer[n.layer]:
-            units_by_layer[n.layer].append(n.unit)
-    vals: dict[str, np.ndarray] = {}
-    if len(all_rows):
-        for layer, units in units_by_layer.items():
-            vals[layer] = np.asarray(
-                store[layer].get_orthogonal_selection((all_rows, np.asarray(store.positions(layer, units)))),
-                dtype=np.float32,
-            )
+    uniq = list(dict.fromkeys(neurons))
+    vals = read_rows(view, uniq, all_rows)
+    col = {n: j for j, n in enumerate(uniq)}
 
     def act(n: Neuron, rows: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(all_rows, rows)
-        return vals[n.layer][pos, units_by_layer[n.layer].index(n.unit)]
+        return vals[np.searchsorted(all_rows, rows), col[n]]
 
+    words = info.words
     out = []
     for n, (rows, scores) in zip(neurons, picks):
         exs = []
         acts = act(n, rows) if len(rows) else np.zeros(0)
         for rank, (r, s, a) in enumerate(zip(rows, scores, acts)):
-            sid = int(sids[r])
+            sid = int(info.sent_ids[r])
             if word_level:
                 crow = ctx_rows.get(sid)
                 sentence = [str(w) for w in words[crow]] if crow is not None else [str(words[r])]
                 sent_acts = [float(v) for v in act(n, crow)] if crow is not None else None
-                pos = int(np.flatnonzero(crow == r)[0]) if crow is not None else int(wpos[r])
+                pos = int(np.flatnonzero(crow == r)[0]) if crow is not None else 0
             else:
                 sentence, sent_acts, pos = str(words[r]).split(), None, -1
-            exs.append(
-                TopExample(
-                    neuron=str(n), rank=rank, row=int(r), sent_id=sid,
-                    word_pos=pos, word=str(words[r]),
-                    activation=float(a), score=float(s), sentence=sentence, sentence_activations=sent_acts,
-                )
-            )
+            exs.append(TopExample(
+                neuron=str(n), rank=rank, row=int(r), sent_id=sid, word_pos=pos, word=str(words[r]),
+                activation=float(a), score=float(s), sentence=sentence, sentence_activations=sent_acts,
+            ))
         out.append(exs)
     return out
 
 
-def _stream_top(
-    store: ActivationStore, neurons: list[Neuron], k: int, by: str, signs: Sequence[str], chunk_rows: int
-):
+def _stream_top(view: View, info: RowInfo, neurons: list[Neuron], k: int, by: str, signs: Sequence[str],
+                chunk_rows: int):
     """One pass: top-k per neuron for each sign ("pos": a, "neg": -a, "abs": |a|)."""
-    n = len(neurons)
-    sentence_mode = by == "sentence" and store.level != "sentence"
-    sids_all = store.sent_ids
-    n_sent = int(sids_all.max()) + 1 if len(sids_all) else 0
-    accs = {s: (_TopSentences(n_sent, n) if sentence_mode else _TopRows(k, n)) for s in signs}
-    for sl, X in iter_neuron_columns(store, neurons, chunk_rows):
-        row_ids = np.arange(sl.start, sl.stop)
-        for s, acc in accs.items():
-            sc = X if s == "pos" else (-X if s == "neg" else np.abs(X))
-            if sentence_mode:
-                acc.update(sc, row_ids, sids_all[sl])
-            else:
-                acc.update(sc, row_ids)
-    return {
-        s: [acc.result(j, k) if sentence_mode else acc.result(j) for j in range(n)] for s, acc in accs.items()
-    }
+    accs = _accumulators(info, len(neurons), k, by, signs)
+    for sl, X in iter_neuron_columns(view, neurons, chunk_rows):
+        _update(accs, X, np.arange(sl.start, sl.stop))
+    return {s: [acc.result(j, k) for j in range(len(neurons))] for s, acc in accs.items()}
 
 
 # -- public API --------------------------------------------------------------------------------
 def top_activating(
-    store: ActivationStore,
+    source,
     neuron: Neuron | str,
     k: int = 20,
     by: str = "word",
@@ -324,29 +448,32 @@ def top_activating(
     lowest: bool = False,
     with_context: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-) -> list[TopExample]:
-    """The ``k`` words (``by="word"``) or sentences (``by="sentence"``) that activate ``neuron`` most.
+) -> ResultList:
+    """The ``k`` words (``by="word"``) or sentences (``by="sentence"``) of a view that activate ``neuron``
+    most, as a list of :class:`TopExample`.
 
     A sentence scores its highest-scoring word (``word``/``word_pos`` name that word). ``absolute``
     ranks by |activation| (useful for neurons that carry information in their sign, e.g. tanh LSTM
     units, Karpathy et al. 2015); ``lowest`` ranks by the most negative activation. Examples come best
     first, ties broken by row order; each carries the full sentence and, with ``with_context``, the
-    neuron's activation on every word of it. Streams the store in ``chunk_rows`` blocks.
+    neuron's activation on every word of it. Streams the view in ``chunk_rows`` blocks.
     """
     _check_by(by)
     k = _check_k(k)
     if absolute and lowest:
-        raise ValueError("absolute and lowest are mutually exclusive")
-    ns = _parse_neurons(store, [neuron])
+        raise ParameterError("absolute and lowest are mutually exclusive")
+    view = as_describe_view(source)
+    info = RowInfo(view)
+    ns = parse_view_neurons(view, [neuron])
     sign = "abs" if absolute else ("neg" if lowest else "pos")
-    picks = _stream_top(store, ns, k, by, [sign], _check_chunk(chunk_rows))[sign]
-    return _examples(store, ns, picks, with_context)[0]
+    picks = _stream_top(view, info, ns, k, by, [sign], _check_chunk(chunk_rows))[sign]
+    return ResultList(_examples(view, info, ns, picks, with_context)[0])
 
 
 def _stats_from_values(n: Neuron, v: np.ndarray, bins: int, quantiles: Sequence[float]) -> NeuronStats:
     v = v[np.isfinite(v)].astype(np.float64)
     if not len(v):
-        raise ValueError(f"neuron {n} has no finite activations")
+        raise ParameterError(f"neuron {n} has no finite activations")
     counts, edges = np.histogram(v, bins=bins)
     qs = np.quantile(v, quantiles)
     return NeuronStats(
@@ -356,15 +483,14 @@ def _stats_from_values(n: Neuron, v: np.ndarray, bins: int, quantiles: Sequence[
     )
 
 
-def _approx_stats(
-    store: ActivationStore, ns: list[Neuron], bins: int, quantiles: Sequence[float], chunk_rows: int
-) -> list[NeuronStats]:
+def _approx_stats(view: View, ns: list[Neuron], bins: int, quantiles: Sequence[float],
+                  chunk_rows: int) -> list[NeuronStats]:
     """Two streaming passes (range, then a fine histogram) for too many values to hold at once;
     quantiles interpolate the fine histogram's CDF (error <= one fine bin)."""
     m = len(ns)
     lo, hi = np.full(m, np.inf), np.full(m, -np.inf)
     s1, s2, cnt = np.zeros(m), np.zeros(m), np.zeros(m)
-    for _, X in iter_neuron_columns(store, ns, chunk_rows):
+    for _, X in iter_neuron_columns(view, ns, chunk_rows):
         Xf = np.where(np.isfinite(X), X, np.nan).astype(np.float64)
         lo = np.fmin(lo, np.nanmin(Xf, axis=0))
         hi = np.fmax(hi, np.nanmax(Xf, axis=0))
@@ -374,7 +500,7 @@ def _approx_stats(
     fine = bins * 64
     width = np.where(hi > lo, hi - lo, 1.0)
     H = np.zeros((m, fine), dtype=np.int64)
-    for _, X in iter_neuron_columns(store, ns, chunk_rows):
+    for _, X in iter_neuron_columns(view, ns, chunk_rows):
         ok = np.isfinite(X)
         b = np.clip(((X - lo) / width * fine).astype(np.int64), 0, fine - 1)
         flat = (b + np.arange(m) * fine)[ok]
@@ -398,42 +524,44 @@ def _approx_stats(
 
 def _check_stats_args(bins: int, quantiles: Sequence[float]) -> tuple[int, list[float]]:
     if int(bins) < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
+        raise ParameterError(f"bins must be >= 1, got {bins}")
     qs = [float(q) for q in quantiles]
     if any(not 0.0 <= q <= 1.0 for q in qs):
-        raise ValueError(f"quantiles must lie in [0, 1], got {qs}")
+        raise ParameterError(f"quantiles must lie in [0, 1], got {qs}")
     return int(bins), qs
 
 
 def activation_stats(
-    store: ActivationStore,
-    neurons: Neuron | str | Sequence[Neuron | str],
+    source,
+    neurons: Neuron | str | Sequence[Neuron | str] | None = None,
     bins: int = 50,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     max_values: int = MAX_EXACT_VALUES,
-) -> NeuronStats | list[NeuronStats]:
-    """Mean, std, min, max, ``quantiles`` and a ``bins``-bin histogram of one or many neurons.
+) -> NeuronStats | NeuronResults:
+    """Mean, std, min, max, ``quantiles`` and a ``bins``-bin histogram of one or many neurons of a view
+    (``neurons=None``: every column of the view).
 
     One streaming pass gathers the neurons' columns (exact quantiles, ``exact=True``) while
     ``n_rows * n_neurons <= max_values``; beyond that, two passes and a fine histogram (``exact=False``).
     A single neuron gives a :class:`NeuronStats`, a sequence gives a list in the same order.
     """
-    single = isinstance(neurons, (str, Neuron))
-    ns = _parse_neurons(store, neurons)
+    single = isinstance(neurons, str | Neuron)
+    view = as_describe_view(source)
+    ns = parse_view_neurons(view, neurons)
     bins, qs = _check_stats_args(bins, quantiles)
     chunk_rows = _check_chunk(chunk_rows)
-    if store.n_rows * len(ns) > max_values:
-        out = _approx_stats(store, ns, bins, qs, chunk_rows)
+    if len(view) * len(ns) > max_values:
+        out = _approx_stats(view, ns, bins, qs, chunk_rows)
     else:
-        V = gather_columns(store, ns, chunk_rows)
+        V = gather_columns(view, ns, chunk_rows)
         out = [_stats_from_values(n, V[:, j], bins, qs) for j, n in enumerate(ns)]
-    return out[0] if single else out
+    return out[0] if single else NeuronResults(out)
 
 
 def describe_neurons(
-    store: ActivationStore,
-    neurons: Sequence[Neuron | str],
+    source,
+    neurons: Neuron | str | Sequence[Neuron | str] | None = None,
     k: int = 10,
     by: str = "word",
     bottom: bool = True,
@@ -442,50 +570,40 @@ def describe_neurons(
     with_context: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     max_values: int = MAX_EXACT_VALUES,
-) -> dict[str, NeuronDescription]:
-    """Statistics plus top (and, with ``bottom``, most negative) examples for many neurons.
+) -> NeuronDescription | NeuronResults:
+    """Statistics plus top (and, with ``bottom``, most negative) examples of neurons of a view
+    (``neurons=None``: every column of it). One neuron gives a :class:`NeuronDescription`, a list gives
+    a :class:`NeuronResults` in the same order (``results["layer.3:117"]`` looks one up).
 
-    While ``n_rows * len(neurons) <= max_values`` this is a single pass over the store for all of them
-    (the top-k candidates are updated on the same chunks the statistics are gathered from); larger
-    requests fall back to streaming statistics. Returns ``{"layer.3:117": NeuronDescription}``.
+    While ``n_rows * len(neurons) <= max_values`` this is a single pass over the view for all of them
+    (the top-k candidates are updated on the same blocks the statistics are gathered from); larger
+    requests fall back to streaming statistics.
     """
     _check_by(by)
     k = _check_k(k)
-    ns = _parse_neurons(store, neurons)
+    single = isinstance(neurons, str | Neuron)
+    view = as_describe_view(source)
+    info = RowInfo(view)
+    ns = parse_view_neurons(view, neurons)
     bins, qs = _check_stats_args(bins, quantiles)
     chunk_rows = _check_chunk(chunk_rows)
     signs = ["pos", "neg"] if bottom else ["pos"]
-    if store.n_rows * len(ns) <= max_values:
-        n = len(ns)
-        sentence_mode = by == "sentence" and store.level != "sentence"
-        sids_all = store.sent_ids
-        n_sent = int(sids_all.max()) + 1
-        accs = {s: (_TopSentences(n_sent, n) if sentence_mode else _TopRows(k, n)) for s in signs}
-        V = np.empty((store.n_rows, n), dtype=np.float32)
-        for sl, X in iter_neuron_columns(store, ns, chunk_rows):
+    if len(view) * len(ns) <= max_values:
+        accs = _accumulators(info, len(ns), k, by, signs)
+        V = np.empty((len(view), len(ns)), dtype=np.float32)
+        for sl, X in iter_neuron_columns(view, ns, chunk_rows):
             V[sl] = X
-            row_ids = np.arange(sl.start, sl.stop)
-            for s, acc in accs.items():
-                sc = X if s == "pos" else -X
-                if sentence_mode:
-                    acc.update(sc, row_ids, sids_all[sl])
-                else:
-                    acc.update(sc, row_ids)
-        picks = {
-            s: [acc.result(j, k) if sentence_mode else acc.result(j) for j in range(n)]
-            for s, acc in accs.items()
-        }
+            _update(accs, X, np.arange(sl.start, sl.stop))
+        picks = {s: [acc.result(j, k) for j in range(len(ns))] for s, acc in accs.items()}
         stats = [_stats_from_values(nn, V[:, j], bins, qs) for j, nn in enumerate(ns)]
         del V
     else:
-        picks = _stream_top(store, ns, k, by, signs, chunk_rows)
-        stats = activation_stats(store, ns, bins, qs, chunk_rows, max_values)
-    top = _examples(store, ns, picks["pos"], with_context)
-    low = _examples(store, ns, picks["neg"], with_context) if bottom else [[] for _ in ns]
+        picks = _stream_top(view, info, ns, k, by, signs, chunk_rows)
+        stats = list(activation_stats(view, ns, bins, qs, chunk_rows, max_values))
+    top = _examples(view, info, ns, picks["pos"], with_context)
+    low = _examples(view, info, ns, picks["neg"], with_context) if bottom else [[] for _ in ns]
     for exs in low:
         for e in exs:
             e.score = -e.score  # report the activation scale, not the negated ranking key
-    return {
-        str(n): NeuronDescription(neuron=str(n), stats=st, top=t, bottom=b)
-        for n, st, t, b in zip(ns, stats, top, low)
-    }
+    out = [NeuronDescription(neuron=str(n), stats=st, top=t, bottom=b) for n, st, t, b in zip(ns, stats, top, low)]
+    return out[0] if single else NeuronResults(out)

@@ -3,62 +3,78 @@ check that it did.
 
 * concepts, one interface (:class:`Concept`: ``name``, ``kind``, ``layer``, ``neurons`` or
   ``direction``, ``contribution(attr, context)``): supervised neuron sets from probes
-  (:class:`SupervisedConcepts`, Dalvi et al. 2019), latent clusters (:func:`latent_concepts`,
-  Dalvi et al. 2022 ConceptX / NxPlain) and concept activation vectors (:func:`learn_cavs`,
-  :func:`tcav`, :func:`concept_cavs`, Kim et al. 2018; as explanation concepts their null is random
-  directions with as much activation along them, :func:`scale_matched_directions`);
-* :func:`explain` — per prediction: each concept's share of the layer's neuron attribution, its
-  z-score / p-value against random concepts of the same size, ablation effect of the top concepts
-  (:mod:`finegrain.intervene`), and :func:`ablation_agreement` (Spearman over a batch);
+  (:class:`NeuronConcept` via :class:`SupervisedConcepts`, Dalvi et al. 2019), latent clusters
+  (:class:`LatentConcept` via :func:`latent_concepts`, Dalvi et al. 2022 ConceptX / NxPlain) and
+  concept activation vectors (:class:`DirectionConcept` via :func:`learn_cavs`, :func:`concept_cavs`;
+  :func:`tcav`, Kim et al. 2018; as explanation concepts their null is random directions with as much
+  activation along them, :func:`scale_matched_directions`); a :class:`ConceptSet` is a list of them;
+* :func:`explain` — per prediction a :class:`PredictionExplanation`: each concept's share of the
+  layer's neuron attribution, its z-score / p-value against random concepts of the same size,
+  ablation effect of the top concepts (:mod:`finegrain.intervene`), and :func:`ablation_agreement`
+  (Spearman over a batch);
 * :func:`explain_dataset` — which concepts the model relies on for each output class;
 * :func:`explain_section_html` — HTML fragment with per-concept token highlighting for the report;
-* :func:`default_concepts` — supervised + latent concepts of a layer from the built-in generated
-  corpus (store extracted on the fly and cached), as used by ``finegrain explain``.
+* :func:`default_concepts` — supervised + latent + direction concepts of a layer from the built-in
+  generated corpus (store extracted on the fly; cached under ``cache_dir`` when given), as used by
+  ``finegrain explain``.
+
+(Compositional explanations of single neurons — formulas over row concepts — are
+:mod:`finegrain.describe`'s :class:`~finegrain.describe.NeuronFormula` / :class:`~finegrain.describe.ConceptMasks`.)
 """
 
-from __future__ import annotations
+import importlib
 
-from finegrain.explain.cli import default_concepts
-from finegrain.explain.concepts import (
-    Concept,
-    ConceptError,
-    ConceptSet,
-    DirectionConcept,
-    LatentConcept,
-    LayerContext,
-    NeuronConcept,
-    SupervisedConcepts,
-    latent_concepts,
-    layer_spectrum,
-    random_concepts,
-    scale_matched_directions,
-)
-from finegrain.explain.explain import (
-    ConceptScore,
-    DatasetExplanation,
-    Explanation,
-    ablation_agreement,
-    explain,
-    explain_dataset,
-    explain_section_html,
-    layer_context,
-)
-from finegrain.explain.tcav import (
-    CAVSet,
-    TCAVResult,
-    cavs_from_store,
-    concept_cavs,
-    learn_cav,
-    learn_cavs,
-    mean_difference_direction,
-    store_spectrum,
-    tcav,
-)
+# the API and the module that defines it: imported on first use, so that a command line
+# that only parses arguments (``finegrain --help``) does not load torch, zarr or scikit-learn
+_API = {
+    "ConceptError": "finegrain.errors",
+    "Concept": "finegrain.explain.concepts",
+    "ConceptSet": "finegrain.explain.concepts",
+    "DirectionConcept": "finegrain.explain.concepts",
+    "LatentConcept": "finegrain.explain.concepts",
+    "LayerContext": "finegrain.explain.concepts",
+    "NeuronConcept": "finegrain.explain.concepts",
+    "SupervisedConcepts": "finegrain.explain.concepts",
+    "latent_concepts": "finegrain.explain.concepts",
+    "layer_spectrum": "finegrain.explain.concepts",
+    "layer_view": "finegrain.explain.concepts",
+    "random_concepts": "finegrain.explain.concepts",
+    "scale_matched_directions": "finegrain.explain.concepts",
+    "DEFAULT_PROPERTIES": "finegrain.explain.defaults",
+    "default_cache_dir": "finegrain.explain.defaults",
+    "default_concepts": "finegrain.explain.defaults",
+    "negation_cues": "finegrain.explain.defaults",
+    "ConceptScore": "finegrain.explain.predictions",
+    "DatasetExplanation": "finegrain.explain.predictions",
+    "PredictionExplanation": "finegrain.explain.predictions",
+    "ablation_agreement": "finegrain.explain.predictions",
+    "explain": "finegrain.explain.predictions",
+    "explain_dataset": "finegrain.explain.predictions",
+    "explain_section_html": "finegrain.explain.predictions",
+    "layer_context": "finegrain.explain.predictions",
+    "CAVSet": "finegrain.explain.cavs",
+    "TCAVResult": "finegrain.explain.cavs",
+    "cav_probe": "finegrain.explain.cavs",
+    "cavs_from_store": "finegrain.explain.cavs",
+    "concept_cavs": "finegrain.explain.cavs",
+    "learn_cav": "finegrain.explain.cavs",
+    "learn_cavs": "finegrain.explain.cavs",
+    "mean_difference_direction": "finegrain.explain.cavs",
+    "store_spectrum": "finegrain.explain.cavs",
+    "tcav": "finegrain.explain.cavs",
+}
 
-__all__ = [
-    "CAVSet", "Concept", "ConceptError", "ConceptScore", "ConceptSet", "DatasetExplanation", "DirectionConcept",
-    "Explanation", "LatentConcept", "LayerContext", "NeuronConcept", "SupervisedConcepts", "TCAVResult",
-    "ablation_agreement", "cavs_from_store", "concept_cavs", "default_concepts", "explain", "explain_dataset",
-    "explain_section_html", "latent_concepts", "layer_context", "layer_spectrum", "learn_cav", "learn_cavs",
-    "mean_difference_direction", "random_concepts", "store_spectrum", "tcav", "scale_matched_directions",
-]
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
+
+__all__ = sorted(_API)

@@ -14,7 +14,7 @@ chance (z-score, empirical p-value).
   et al. 2022, *Discovering Latent Concepts Learned in BERT*; ConceptX / NxPlain): a word carries
   the concept when its representation falls in the cluster, and the concept's mass is the
   attribution of those words (all units);
-* concept activation vectors (:mod:`finegrain.explain.tcav`, Kim et al. 2018): the mass is the
+* concept activation vectors (:mod:`finegrain.explain.cavs`, Kim et al. 2018): the mass is the
   gradient x activation carried by the component of the activation along the CAV,
   ``sum_t (g_t . v)(a_t . v)``, against random directions along which the activations are as large
   (:func:`scale_matched_directions`).
@@ -22,13 +22,37 @@ chance (z-score, empirical p-value).
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from finegrain.errors import ConceptError
+from finegrain.errors import ConceptError, LayerError, ParameterError
+from finegrain.intervene import Hook, Mean, Zero
 from finegrain.neurons import Neuron
+from finegrain.probe import LinearProbe
+from finegrain.rank import probe_weight_ranking
+from finegrain.store import ActivationStore
+from finegrain.store.view import StoreView, View
+
+
+def layer_view(source, layer: str | None = None) -> View:
+    """The view of exactly ``layer``'s columns of a view or store (``None``: the view's one layer)."""
+    if isinstance(source, ActivationStore | str | os.PathLike):
+        source = StoreView(source)
+    if not isinstance(source, View):
+        raise ParameterError(f"expected a store view or an ActivationStore, got {type(source).__name__}")
+    layers = source.index.layers
+    if layer is None:
+        if len(layers) != 1:
+            raise ParameterError(f"the view has layers {layers}; pick one with layer=")
+        return source
+    if layer not in layers:
+        raise LayerError(f"layer {layer!r} is not in the view (it has {', '.join(layers)})")
+    return source if layers == [layer] else source.select(columns=source.index.layer_columns(layer))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,7 +60,8 @@ from finegrain.neurons import Neuron
 class LayerContext:
     """What concepts need besides the attribution: per-example activations and gradients of the
     target at the layer (``[B, T, D]``, zero at padding), the real-token mask ``[B, T]`` and the
-    word index of each token (``None`` for special tokens)."""
+    word index of each token (``None`` for special tokens); ``f_x`` the target's value on each input and
+    ``target`` the target itself."""
 
     layer: str
     attr: np.ndarray
@@ -46,6 +71,8 @@ class LayerContext:
     token_word_ids: list[list[int | None]] = field(default_factory=list)
     words: list[list[str]] = field(default_factory=list)
     tokens: list[list[str]] = field(default_factory=list)
+    f_x: np.ndarray | None = None
+    target: object = None
     _word_cluster: dict = field(default_factory=dict, repr=False)
 
     def word_vectors(self, b: int) -> np.ndarray:
@@ -200,14 +227,10 @@ class NeuronConcept(Concept):
         return per_unit @ M.T
 
     def ablation(self, adapter, batch_mask, layer_mean, context, rows=None):
-        from finegrain.intervene import Mean, Zero
-
         pos = None
         m = self.token_mask(np.zeros((len(context.token_word_ids), batch_mask.shape[1], 1)), context) \
             if context is not None else None
         if m is not None:
-            import torch
-
             pos = torch.as_tensor(m if rows is None else m[list(rows)])
         if layer_mean is None:
             return Zero(list(self.neurons), positions=pos)
@@ -284,10 +307,6 @@ class LatentConcept(Concept):
         return m
 
     def ablation(self, adapter, batch_mask, layer_mean, context, rows=None):
-        import torch
-
-        from finegrain.intervene import Mean, Zero
-
         pos = torch.as_tensor(self.positions(context, batch_mask.shape[1], rows))
         if layer_mean is None:
             return Zero(self.layer, positions=pos)
@@ -362,11 +381,6 @@ class DirectionConcept(Concept):
         self._need(context)
         return (context.grads @ self.direction) * (context.acts @ self.direction)
 
-    def directional_derivatives(self, context: LayerContext) -> np.ndarray:
-        """``[B]``: derivative of the target when every token moves along the CAV (Kim et al. 2018)."""
-        self._need(context)
-        return (context.grads @ self.direction).sum(1)
-
     def null_directions(self, n_random: int, rng: np.random.Generator) -> np.ndarray:
         """``[n, D]`` unit directions of the null (``n <= n_random`` with given random directions)."""
         D = len(self.direction)
@@ -384,10 +398,6 @@ class DirectionConcept(Concept):
         return (gp * ap).sum(1)
 
     def ablation(self, adapter, batch_mask, layer_mean, context, rows=None):
-        import torch
-
-        from finegrain.intervene import Hook
-
         v = torch.as_tensor(self.direction, dtype=torch.float32)
         mu = None if layer_mean is None else float(np.asarray(layer_mean) @ self.direction)
 
@@ -519,11 +529,11 @@ class SupervisedConcepts:
                  skip_labels: Iterable[str] = ("_", "O"), max_rows: int | None = 20000, probe_kw: dict | None = None,
                  tokens: str = "active", seed: int = 0):
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise ParameterError(f"k must be >= 1, got {k}")
         if selection not in ("signed", "abs"):
-            raise ValueError(f"selection must be 'signed' or 'abs', got {selection!r}")
+            raise ParameterError(f"selection must be 'signed' or 'abs', got {selection!r}")
         if tokens not in ("active", "all"):
-            raise ValueError(f"tokens must be 'active' or 'all', got {tokens!r}")
+            raise ParameterError(f"tokens must be 'active' or 'all', got {tokens!r}")
         self.k, self.selection, self.standardize, self.tokens = int(k), selection, standardize, tokens
         self.min_count, self.skip_labels, self.max_rows = int(min_count), set(skip_labels), max_rows
         self.probe_kw = dict(probe_kw or {})
@@ -532,56 +542,52 @@ class SupervisedConcepts:
         self.accuracy: dict[str, float] = {}
 
     @classmethod
-    def from_store(cls, store, properties: Sequence[str], layer: str, k: int = 20, **kw) -> ConceptSet:
-        """Concepts ``property=label`` for every label of ``properties`` (columns of ``store``)."""
-        return cls(k=k, **kw).fit(store, properties, layer)
+    def from_store(cls, source, properties: Sequence[str], layer: str | None = None, k: int = 20, **kw) -> ConceptSet:
+        """Concepts ``property=label`` for every label of ``properties`` (label columns of a view or store)."""
+        return cls(k=k, **kw).fit(source, properties, layer)
 
-    def fit(self, store, properties: Sequence[str], layer: str) -> ConceptSet:
-        from finegrain.probe import LinearProbe
-
-        if layer not in store.layers:
-            raise ConceptError(f"layer {layer!r} is not in the store (has {', '.join(store.layers)})")
-        n_rows = len(store.words)
+    def fit(self, source, properties: Sequence[str], layer: str | None = None) -> ConceptSet:
+        """Probe ``layer`` of a view (or store) for each property. The probes are fit in memory on at most
+        ``max_rows`` rows (a random subset, the same for the same seed): features are standardised first,
+        which needs them all."""
+        view = layer_view(source, layer)
+        layer = view.index.layers[0]
+        n_rows = len(view)
         rows = None
         if self.max_rows is not None and n_rows > self.max_rows:
             rows = np.sort(np.random.default_rng(self.seed).choice(n_rows, self.max_rows, replace=False))
-        X = store.matrix([layer], rows=rows).astype(np.float32)
+        sub = view if rows is None else view.subset(rows)
+        X = np.asarray(sub.materialize(), dtype=np.float32)
         mu, sd = X.mean(0), X.std(0) + 1e-6
         if self.standardize:
             X = (X - mu) / sd
         else:
             mu, sd = np.zeros_like(mu), np.ones_like(sd)
-        words = np.asarray([str(w) for w in np.asarray(store.words).tolist()])
-        if rows is not None:
-            words = words[rows]
+        words = np.asarray([str(w) for w in np.asarray(sub.words).tolist()])
+        neurons = view.index.neurons()
         out = ConceptSet()
         for prop in properties:
-            y = np.asarray([str(v) for v in np.asarray(store.labels(prop)).tolist()])
-            if rows is not None:
-                y = y[rows]
-            kw = {"epochs": 10, "progress": False, "device": "cpu", "seed": self.seed, **self.probe_kw}
+            y = np.asarray([str(v) for v in np.asarray(sub.labels(prop)).tolist()])
+            kw = {"progress": False, "device": "cpu", "random_state": self.seed, **self.probe_kw}
             probe = LinearProbe(**kw).fit(X, y)
             self.probes[prop] = probe
             self.accuracy[prop] = float(probe.score(X, y))
             W = np.asarray(probe.coef_, dtype=np.float64)
             classes = [str(c) for c in probe.classes_]
-            if self.selection == "abs":
-                from finegrain.rank import probe_weight_ranking
-
-                ranking = probe_weight_ranking(probe, [Neuron(layer, u) for u in range(W.shape[1])])
+            ranking = probe_weight_ranking(probe, neurons) if self.selection == "abs" else None
             for ci, lab in enumerate(classes):
                 if lab in self.skip_labels or int((y == lab).sum()) < self.min_count:
                     continue
-                if self.selection == "abs":
+                if ranking is not None:
                     ns = ranking.top_per_class(lab, self.k)
                 else:
                     others = np.delete(W, ci, axis=0)
                     score = W[ci] - (others.mean(0) if len(others) else 0.0)
                     order = np.argsort(-score, kind="stable")[: self.k]
-                    ns = [Neuron(layer, int(u)) for u in order if score[u] > 0]
+                    ns = [neurons[int(u)] for u in order if score[u] > 0]
                 if not ns:
                     continue
-                ex = [w for w, _ in _most_common(words[y == lab], 10)]
+                ex = [w for w, _ in Counter(words[y == lab].tolist()).most_common(10)]
                 det = _ProbeDetector(probe, mu, sd, ci) if self.tokens == "active" else None
                 out.append(NeuronConcept(f"{prop}={lab}", layer, ns, ex,
                                          {"property": prop, "label": lab, "probe_accuracy": self.accuracy[prop],
@@ -599,12 +605,6 @@ class _ProbeDetector:
         B, T, D = acts.shape
         X = ((acts.reshape(-1, D) - self.mu) / self.sd).astype(np.float32)
         return (np.asarray(self.probe.decision_function(X)).reshape(B * T, -1).argmax(1) == self.index).reshape(B, T)
-
-
-def _most_common(words: np.ndarray, k: int) -> list[tuple[str, int]]:
-    from collections import Counter
-
-    return Counter(words.tolist()).most_common(k)
 
 
 def latent_concepts(model, n_words: int = 10) -> ConceptSet:

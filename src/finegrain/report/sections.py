@@ -110,8 +110,7 @@ averaged over top-k% bins, deletion/insertion areas, and the cost in model evalu
 
 def concept_section(head, cfg, layer: str = "layer.3") -> dict:
     """Concept-by-concept explanations of example predictions of the sentiment head (finegrain.explain)."""
-    from finegrain.explain import explain, explain_section_html
-    from finegrain.explain.cli import default_concepts
+    from finegrain.explain import default_concepts, explain, explain_section_html
 
     concepts = default_concepts(head, layer, seed=cfg.seed)
     exps = explain(head, EXAMPLES[:2], "pred", concepts, layer, n_random=300)
@@ -128,26 +127,28 @@ def mediation_section(cfg, lm: str = "textgenrnn", professions=("nurse", "mechan
                       template: str = "The {} said that") -> dict:
     """Causal mediation (Vig et al. 2020) of gender bias in a language model: the embedded character
     LSTM by default (an encoder like MiniLM has no continuation probabilities)."""
-    from finegrain.mediation import Mediation, MediationResult
+    from finegrain.mediation import Mediation
     from finegrain.models import load_model
     from finegrain.viz import png_data_uri
 
     model = load_model(lm, device="cpu")
     med = Mediation(model, positions="last").fit([template], list(professions))
     layers = [name for name in model.layers() if name != "embedding"]
-    layer_rows = []
+    layer_rows, layer_effs = [], []
     for lay in layers:
         e = med.layer_effect(lay)
+        layer_effs.append(e)
         layer_rows.append([lay, float(e.nie[0]), float(e.nde[0])])
     neuron_layer = layers[-2] if len(layers) > 1 else layers[-1]
     effects = med.neuron_effects(neuron_layer)
     te = med.total_effect()
-    result = MediationResult(te=te, examples=[], effects=[effects], positions="last")
+    result = med.result([*layer_effs, effects])  # with the plausibility caveats
     with tempfile.TemporaryDirectory() as d:
         png = result.heatmap(Path(d) / "nie.png", kind="neuron", top=40)
         img = f'<img class="plot" alt="natural indirect effects" src="{png_data_uri(png)}">'
     top = [[_nlink(f"{neuron_layer}:{u}"), float(v)] for u, v in effects.top(8)]
-    html_out = f"""<section id="mediation"><h2>Causal mediation of gender bias ({_e(model.name)})</h2>
+    caveats = "".join(f'<p class="caveat"><b>Caveat:</b> {_e(c)}</p>' for c in result.caveats)
+    html_out = f"""<section id="mediation"><h2>Causal mediation of gender bias ({_e(model.name)})</h2>{caveats}
 <p>Vig et al. (2020): y = p(anti-stereotypical pronoun) / p(stereotypical pronoun) after
 &ldquo;{_e(template.format('…'))}&rdquo; for {_e(', '.join(professions))}; which pronoun is stereotypical
 is the model's own preference. The set-gender intervention replaces the profession by man/woman. Total effect
@@ -155,4 +156,4 @@ TE = {te:+.4f}. NIE sets a mediator to its value under the intervened input; NDE
 while the input is intervened (at the last position).</p>
 {_table(['mediator (whole layer)', 'NIE', 'NDE'], layer_rows)}
 <h3>Single neurons of {_e(neuron_layer)}</h3>{_table(['neuron', 'NIE'], top)}{img}</section>"""
-    return {"html": html_out, "te": te, "layers": layer_rows}
+    return {"html": html_out, "te": te, "layers": layer_rows, "caveats": result.caveats}

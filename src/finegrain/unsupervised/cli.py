@@ -11,19 +11,21 @@ def _csv(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
 
-def _write_json(path: str | None, obj) -> None:
+def _write(path: str | None, result) -> None:
     if path:
-        Path(path).write_text(json.dumps(obj, indent=1))
+        result.to_json(path)
         print(f"wrote {path}")
 
 
 def _correlate(args) -> None:
+    # heavy: imported when the command runs
+    from finegrain.errors import ParameterError
     from finegrain.store import ActivationStore
     from finegrain.unsupervised import cross_model_correlation
 
     if len(args.stores) < 2:
-        raise ValueError("correlate needs at least two stores")
-    stores = [ActivationStore(p) for p in args.stores]
+        raise ParameterError("correlate needs at least two stores")
+    stores = [ActivationStore(p).view() for p in args.stores]
     res = cross_model_correlation(
         stores,
         layers=_csv(args.layers),
@@ -38,16 +40,19 @@ def _correlate(args) -> None:
         for method, r in by_method.items():
             top = ", ".join(f"{n} ({s:.3f})" for n, s in zip(r.neurons[: args.top], r.scores[: args.top]))
             print(f"{model} {method}: {top}")
-    _write_json(args.out, res.to_dict())
+    _write(args.out, res)
 
 
 def _similarity(args) -> None:
+    # heavy: imported when the command runs
+    from finegrain.errors import ParameterError
+    from finegrain.results import write_text_atomic
     from finegrain.store import ActivationStore
     from finegrain.unsupervised import similarity_matrices
 
     if not 1 <= len(args.stores) <= 2:
-        raise ValueError("similarity takes one or two stores")
-    stores = [ActivationStore(p) for p in args.stores]
+        raise ParameterError("similarity takes one or two stores")
+    stores = [ActivationStore(p).view() for p in args.stores]
     methods = _csv(args.method) or ["cka"]
     res = similarity_matrices(
         stores if len(stores) == 2 else stores[0],
@@ -64,15 +69,18 @@ def _similarity(args) -> None:
             p = Path(args.plot)
             path = p if len(res) == 1 else p.with_name(f"{p.stem}.{m}{p.suffix or '.png'}")
             print(f"wrote {mat.plot(path)}")
-    _write_json(args.out, {m: mat.to_dict() for m, mat in res.items()})
+    if args.out:
+        write_text_atomic(args.out, json.dumps({m: mat.to_dict() for m, mat in res.items()}, indent=1))
+        print(f"wrote {args.out}")
 
 
 def _redundancy(args) -> None:
+    # heavy: imported when the command runs
     from finegrain.store import ActivationStore
     from finegrain.unsupervised import analyze_redundancy
 
     rep = analyze_redundancy(
-        ActivationStore(args.store),
+        ActivationStore(args.store).view(),
         args.label,
         layers=_csv(args.layers),
         threshold=args.threshold,
@@ -87,10 +95,11 @@ def _redundancy(args) -> None:
         + ", ".join(str(n) for n in rep.selected_neurons[:50])
         + (" ..." if rep.n_needed > 50 else "")
     )
-    _write_json(args.out, rep.to_dict())
+    _write(args.out, rep)
 
 
 def _concepts(args) -> None:
+    # heavy: imported when the command runs
     from finegrain.store import ActivationStore
     from finegrain.unsupervised import LatentConcepts
 
@@ -105,7 +114,7 @@ def _concepts(args) -> None:
         dedupe=args.dedupe,
         max_tokens=args.max_tokens or None,
         purity_threshold=args.purity,
-    ).fit(store, args.layer, label_columns=cols)
+    ).fit(store.view(layers=[args.layer]), args.layer, label_columns=cols)
     print(lc.summary(max_clusters=args.show))
     if args.out:
         lc.to_json(args.out)

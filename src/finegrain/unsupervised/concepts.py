@@ -9,13 +9,16 @@ cluster *aligns* with a label when its purity is ``>= purity_threshold`` (90%).
 
 Token selection follows the paper: optionally cap the number of occurrences kept per word type
 (``max_per_type``) and optionally ``dedupe`` (one vector per word type: the mean of its kept
-occurrences, labelled with its majority label). Only the selected rows are loaded. New vectors are
-assigned to the nearest centroid (``predict``), e.g. to say which concept a token falls into.
+occurrences, labelled with its majority label). Only the selected rows are loaded (clustering needs
+them in memory; the words and labels come from the view's index columns). New vectors are assigned to
+the nearest centroid (``predict``), e.g. to say which concept a token falls into.
+
+Each cluster is a :class:`LatentCluster`; :func:`finegrain.explain.latent_concepts` turns them into
+explanation concepts (:class:`finegrain.explain.LatentConcept`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -23,7 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.cluster import AgglomerativeClustering, KMeans
 
+from finegrain.errors import NotFittedError, ParameterError
+from finegrain.results import Result
 from finegrain.unsupervised.correlation import Representation
 
 MAX_AGGLOMERATIVE = 30000
@@ -43,8 +49,9 @@ class LabelAlignment:
 
 
 @dataclass
-class Concept:
-    """One latent concept (cluster)."""
+class LatentCluster:
+    """One latent concept: a cluster of a layer's word representations, its most frequent words and its
+    alignment with each label column."""
 
     id: int
     size: int
@@ -58,10 +65,10 @@ class Concept:
         return {col: a.majority for col, a in self.alignment.items() if a.aligned}
 
 
-class LatentConcepts:
-    """Cluster a layer's word representations into latent concepts.
+class LatentConcepts(Result):
+    """Cluster a layer's word representations into latent concepts (:class:`LatentCluster`).
 
-    >>> lc = LatentConcepts(n_clusters=50).fit(store, "layer.6", label_columns=["pos"])
+    >>> lc = LatentConcepts(n_clusters=50).fit(store.view(layers=["layer.6"]), label_columns=["pos"])
     >>> lc.clusters[0].top_words(), lc.clusters[0].alignment["pos"]
     >>> lc.predict(vectors)          # nearest-centroid concept id per vector
     """
@@ -78,13 +85,13 @@ class LatentConcepts:
         seed: int = 0,
     ):
         if n_clusters < 1:
-            raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
+            raise ParameterError(f"n_clusters must be >= 1, got {n_clusters}")
         if method not in ("agglomerative", "kmeans"):
-            raise ValueError(f"method must be 'agglomerative' (Ward) or 'kmeans', got {method!r}")
+            raise ParameterError(f"method must be 'agglomerative' (Ward) or 'kmeans', got {method!r}")
         if max_per_type is not None and max_per_type < 1:
-            raise ValueError(f"max_per_type must be >= 1 or None, got {max_per_type}")
+            raise ParameterError(f"max_per_type must be >= 1 or None, got {max_per_type}")
         if not 0 < purity_threshold <= 1:
-            raise ValueError(f"purity_threshold must be in (0, 1], got {purity_threshold}")
+            raise ParameterError(f"purity_threshold must be in (0, 1], got {purity_threshold}")
         self.n_clusters = int(n_clusters)
         self.method = method
         self.max_per_type = max_per_type
@@ -96,7 +103,7 @@ class LatentConcepts:
         self.layer: str | None = None
         self.label_columns: list[str] = []
         self.centroids: np.ndarray | None = None
-        self.clusters: list[Concept] = []
+        self.clusters: list[LatentCluster] = []
         self.rows: np.ndarray = np.zeros(0, dtype=int)
         self.words_: list[str] = []
         self.labels_: np.ndarray = np.zeros(0, dtype=int)
@@ -111,35 +118,35 @@ class LatentConcepts:
         words: Sequence[str] | None = None,
         labels: dict[str, Sequence[str]] | None = None,
     ) -> LatentConcepts:
-        """Fit on ``layer`` of a store (its words and label columns are used), or on a
+        """Fit on ``layer`` of a store view or store (its words and label columns are used), or on a
         ``[rows, d]`` array with ``words`` (and optional ``labels`` = ``{column: per-row labels}``)."""
         if n_clusters is not None:
             if n_clusters < 1:
-                raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
+                raise ParameterError(f"n_clusters must be >= 1, got {n_clusters}")
             self.n_clusters = int(n_clusters)
         rep = Representation(source, None if layer is None else [layer])
         if len(rep.layers) != 1:
-            raise ValueError(f"pick one layer to cluster (layer=...); have {rep.layers}")
+            raise ParameterError(f"pick one layer to cluster (layer=...); have {rep.layers}")
         self.layer = rep.layers[0]
-        if rep.store is not None:
-            all_words = _strings(rep.store.words)
+        if rep.view is not None:
+            all_words = as_strings(rep.view.words) if words is None else as_strings(words)
             cols = list(label_columns)
-            all_labels = {c: _strings(rep.store.labels(c)) for c in cols}
+            all_labels = {c: as_strings(rep.view.labels(c)) for c in cols}
         else:
             if words is None:
-                raise ValueError("fitting on an array needs words=[one word per row]")
-            all_words = _strings(words)
+                raise ParameterError("fitting on an array needs words=[one word per row]")
+            all_words = as_strings(words)
             labels = dict(labels or {})
             cols = list(label_columns) or list(labels)
             missing = [c for c in cols if c not in labels]
             if missing:
-                raise ValueError(f"no labels given for column(s) {missing}")
-            all_labels = {c: _strings(labels[c]) for c in cols}
+                raise ParameterError(f"no labels given for column(s) {missing}")
+            all_labels = {c: as_strings(labels[c]) for c in cols}
         if len(all_words) != rep.n_rows:
-            raise ValueError(f"{len(all_words)} words for {rep.n_rows} rows")
+            raise ParameterError(f"{len(all_words)} words for {rep.n_rows} rows")
         for c, lab in all_labels.items():
             if len(lab) != rep.n_rows:
-                raise ValueError(f"label column {c!r} has {len(lab)} labels for {rep.n_rows} rows")
+                raise ParameterError(f"label column {c!r} has {len(lab)} labels for {rep.n_rows} rows")
         self.label_columns = cols
 
         rows = self._select_rows(all_words)
@@ -149,9 +156,9 @@ class LatentConcepts:
         if self.dedupe:
             X, w, labs, rows = _dedupe(X, w, labs, rows)
         if len(X) < self.n_clusters:
-            raise ValueError(f"{len(X)} tokens selected but n_clusters={self.n_clusters}; lower n_clusters")
+            raise ParameterError(f"{len(X)} tokens selected but n_clusters={self.n_clusters}; lower n_clusters")
         if self.method == "agglomerative" and len(X) > MAX_AGGLOMERATIVE:
-            raise ValueError(
+            raise ParameterError(
                 f"Ward clustering of {len(X)} tokens needs O(n^2) memory; lower max_tokens / max_per_type "
                 "or use method='kmeans'"
             )
@@ -181,15 +188,11 @@ class LatentConcepts:
         if self.n_clusters == 1:
             return np.zeros(len(X), dtype=int)
         if self.method == "kmeans":
-            from sklearn.cluster import KMeans
-
             km = KMeans(n_clusters=self.n_clusters, n_init=4, random_state=self.seed)
             return km.fit_predict(X).astype(int)
-        from sklearn.cluster import AgglomerativeClustering
-
         return AgglomerativeClustering(n_clusters=self.n_clusters, linkage="ward").fit_predict(X).astype(int)
 
-    def _describe(self, assign: np.ndarray, words: np.ndarray, labs: dict[str, np.ndarray]) -> list[Concept]:
+    def _describe(self, assign: np.ndarray, words: np.ndarray, labs: dict[str, np.ndarray]) -> list[LatentCluster]:
         totals = {c: Counter(v.tolist()) for c, v in labs.items()}
         out = []
         for k in range(self.n_clusters):
@@ -210,13 +213,13 @@ class LatentConcepts:
                 al[c] = LabelAlignment(
                     str(maj), purity, str(best), best_p, best_r, best_f1, purity >= self.purity_threshold
                 )
-            out.append(Concept(k, size, [(str(a), int(b)) for a, b in wc], al))
+            out.append(LatentCluster(k, size, [(str(a), int(b)) for a, b in wc], al))
         return out
 
     # -- use -----------------------------------------------------------------------------
     def _fitted(self) -> np.ndarray:
         if self.centroids is None:
-            raise RuntimeError("LatentConcepts is not fitted; call fit() or load from JSON first")
+            raise NotFittedError("LatentConcepts is not fitted; call fit() or load from JSON first")
         return self.centroids
 
     def predict(self, vectors: np.ndarray) -> np.ndarray:
@@ -224,14 +227,14 @@ class LatentConcepts:
         C = self._fitted()
         V = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
         if V.shape[1] != C.shape[1]:
-            raise ValueError(f"vectors have {V.shape[1]} dims but the concepts were fit on {C.shape[1]}")
+            raise ParameterError(f"vectors have {V.shape[1]} dims but the concepts were fit on {C.shape[1]}")
         d2 = (V**2).sum(1)[:, None] - 2 * V @ C.T + (C**2).sum(1)[None, :]
         return d2.argmin(axis=1)
 
     def alignment_summary(self, column: str) -> dict:
         """Share of clusters aligned with a label of ``column`` and which labels have a cluster."""
         if column not in self.label_columns:
-            raise KeyError(f"no alignment for {column!r}; fitted with {self.label_columns}")
+            raise ParameterError(f"no alignment for {column!r}; fitted with {self.label_columns}")
         aligned = [c for c in self.clusters if c.alignment[column].aligned]
         return {
             "column": column,
@@ -260,9 +263,18 @@ class LatentConcepts:
             )
         return "\n".join(lines)
 
+    def table(self) -> str:
+        return self.summary()
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        from finegrain.viz.describe import plot_latent_concepts  # heavy (matplotlib): imported only to draw
+
+        return plot_latent_concepts(self, path)
+
     # -- persistence -----------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
+            "type": type(self).__name__,
             "format": "finegrain-latent-concepts",
             "version": 1,
             "params": {
@@ -284,22 +296,20 @@ class LatentConcepts:
             "assignments": [int(a) for a in self.labels_],
         }
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        text = json.dumps(self.to_dict())
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+    def to_json(self, path: str | os.PathLike | None = None, indent: int | None = None) -> str:
+        """The fitted clusters as JSON (written atomically to ``path`` when given)."""
+        return super().to_json(path, indent=indent)
 
     @classmethod
-    def from_dict(cls, d: dict) -> LatentConcepts:
+    def from_dict(cls, d) -> LatentConcepts:
         if d.get("format") != "finegrain-latent-concepts":
-            raise ValueError("not a finegrain latent-concepts JSON document")
+            raise ParameterError("not a finegrain latent-concepts JSON document")
         obj = cls(**d["params"])
         obj.layer = d["layer"]
         obj.label_columns = list(d["label_columns"])
         obj.centroids = np.asarray(d["centroids"], dtype=np.float64)
         obj.clusters = [
-            Concept(
+            LatentCluster(
                 c["id"],
                 c["size"],
                 [(str(w), int(n)) for w, n in c["words"]],
@@ -312,16 +322,8 @@ class LatentConcepts:
         obj.labels_ = np.asarray(d.get("assignments", []), dtype=int)
         return obj
 
-    @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> LatentConcepts:
-        """Load from a JSON string or a path to a JSON file."""
-        s = str(text_or_path)
-        if not s.lstrip().startswith("{"):
-            s = Path(s).read_text()
-        return cls.from_dict(json.loads(s))
 
-
-def _strings(values) -> np.ndarray:
+def as_strings(values) -> np.ndarray:
     """A fixed-width ``str`` array (stores hand back numpy ``StringDType`` arrays)."""
     values = values.tolist() if isinstance(values, np.ndarray) else list(values)
     return np.asarray([str(v) for v in values], dtype=str)

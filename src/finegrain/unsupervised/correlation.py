@@ -1,7 +1,7 @@
 """Streaming second-order statistics and cross-model neuron correlation (Bau et al. 2019).
 
-Everything here is computed in one pass over row chunks of the inputs (``ActivationStore.iter_chunks``
-style reads), in float64, with memory ``O(d^2)`` for ``d`` neurons and never ``O(rows)``.
+Everything here is computed in one pass over row chunks of the inputs (store views, read block by block;
+in-memory arrays), in float64, with memory ``O(d^2)`` for ``d`` neurons and never ``O(rows)``.
 
 Bau et al. 2019, *Identifying and Controlling Important Neurons in Neural Machine Translation*:
 
@@ -15,28 +15,36 @@ Bau et al. 2019, *Identifying and Controlling Important Neurons in Neural Machin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from finegrain.errors import AlignmentError
+from finegrain.errors import AlignmentError, LayerError, ParameterError
 from finegrain.neurons import Neuron
+from finegrain.results import Result
 from finegrain.store import ActivationStore
+from finegrain.store.view import StoreView, View
 
 DEFAULT_CHUNK_ROWS = 4096
 
 
 # ----------------------------------------------------------------------------------------------
-# Inputs: stores, arrays, or {layer: array} dicts, all read chunk by chunk
+# Inputs: views (stores), arrays, or {layer: array} dicts, all read chunk by chunk
 # ----------------------------------------------------------------------------------------------
 class Representation:
-    """One model's activations: an ``ActivationStore`` (optionally restricted to ``layers``), a
-    ``[rows, d]`` array (its neurons are addressed ``name:unit``) or a ``{layer: [rows, d]}`` dict."""
+    """One model's activations, read in row chunks: a store view (:class:`StoreView` /
+    :class:`ArrayView`; a whole :class:`ActivationStore` is viewed as one), optionally restricted to
+    ``layers``; a ``[rows, d]`` array (its neurons are addressed ``name:unit``); or a
+    ``{layer: [rows, d]}`` dict."""
 
     def __init__(self, source, layers: Sequence[str] | str | None = None, name: str | None = None):
         if isinstance(source, Representation):
             self.__dict__.update(source.__dict__)
+            self._sub = {}
             if layers is not None:
                 self.layers = self._pick(layers)
             if name is not None:
@@ -44,16 +52,20 @@ class Representation:
             return
         if isinstance(layers, str):
             layers = [layers]
-        self.store: ActivationStore | None = None
+        self.view: View | None = None
         self.arrays: dict[str, np.ndarray] | None = None
-        if isinstance(source, ActivationStore):
-            self.store = source
-            self.sizes = dict(source.layers)
-            self.n_rows = source.n_rows
-            default_name = source.path.name.removesuffix(".fgstore")
+        self._sub: dict[tuple[str, ...], View] = {}
+        if isinstance(source, ActivationStore | str | os.PathLike):
+            source = StoreView(source)
+        if isinstance(source, View):
+            self.view = source
+            index = source.index
+            self.sizes = {lay: int(index.sizes[lay]) for lay in index.layers}
+            self.n_rows = len(source)
+            default_name = Path(source.path).name.removesuffix(".fgstore") if isinstance(source, StoreView) else "x"
         elif isinstance(source, Mapping):
             if not source:
-                raise ValueError("empty {layer: array} mapping")
+                raise ParameterError("empty {layer: array} mapping")
             self.arrays = {str(k): _as_2d(v, k) for k, v in source.items()}
             self.sizes = {k: v.shape[1] for k, v in self.arrays.items()}
             rows = {v.shape[0] for v in self.arrays.values()}
@@ -71,15 +83,20 @@ class Representation:
         self.name = name or default_name
         self.layers = list(self.sizes) if layers is None else self._pick(layers)
         if self.n_rows == 0:
-            raise ValueError(f"representation {self.name!r} has no rows")
+            raise ParameterError(f"representation {self.name!r} has no rows")
+
+    @property
+    def store_view(self) -> StoreView | None:
+        """The store view behind this representation, if it reads a store."""
+        return self.view if isinstance(self.view, StoreView) else None
 
     def _pick(self, layers: Sequence[str] | str) -> list[str]:
         layers = [layers] if isinstance(layers, str) else list(layers)
         unknown = [lay for lay in layers if lay not in self.sizes]
         if unknown:
-            raise KeyError(f"{self.name}: unknown layer(s) {unknown}; have {list(self.sizes)}")
+            raise LayerError(f"{self.name}: unknown layer(s) {unknown}; have {list(self.sizes)}")
         if not layers:
-            raise ValueError(f"{self.name}: no layers selected")
+            raise ParameterError(f"{self.name}: no layers selected")
         return layers
 
     def __repr__(self) -> str:
@@ -90,28 +107,39 @@ class Representation:
 
     def neurons(self, layers: Sequence[str] | None = None) -> list[Neuron]:
         layers = list(layers or self.layers)
-        if self.store is not None:  # a store may hold only some units of a layer
-            return self.store.neuron_index(layers).neurons()
+        if self.view is not None:  # a view may hold only some units of a layer, in any order
+            index = self.view.index
+            return [n for lay in layers for n in index.neurons(index.layer_columns(lay))]
         return [Neuron(lay, u) for lay in layers for u in range(self.sizes[lay])]
+
+    def _layer_view(self, layers: Sequence[str]) -> View:
+        """The view of exactly these layers' columns (made once: a store then reads only those layers)."""
+        key = tuple(layers)
+        if key not in self._sub:
+            index = self.view.index
+            cols = [c for lay in layers for c in index.layer_columns(lay)]
+            self._sub[key] = self.view if cols == list(range(index.total)) else self.view.select(columns=cols)
+        return self._sub[key]
 
     def read(self, rows: slice, layers: Sequence[str] | None = None) -> np.ndarray:
         """Rows ``rows`` of the given layers, concatenated, as float64."""
         layers = list(layers or self.layers)
-        if self.store is not None:
-            return self.store.matrix(layers, rows=rows, dtype=np.float64)
+        if self.view is not None:
+            return np.asarray(self._layer_view(layers).read(rows.start, rows.stop), dtype=np.float64)
         assert self.arrays is not None
         parts = [np.asarray(self.arrays[lay][rows], dtype=np.float64) for lay in layers]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     @property
     def sent_ids(self) -> np.ndarray | None:
-        return None if self.store is None else self.store.sent_ids
+        return None if self.view is None else np.asarray(self.view.sent_ids)
 
     def load(self, layers: Sequence[str] | None = None, rows=None, dtype=np.float32) -> np.ndarray:
         """Load (a row subset of) the matrix into memory: only for the methods that need it."""
         layers = list(layers or self.layers)
-        if self.store is not None:
-            return self.store.matrix(layers, rows=rows, dtype=dtype)
+        if self.view is not None:
+            v = self._layer_view(layers)
+            return np.asarray(v.materialize() if rows is None else v.subset(np.sort(rows)).materialize(), dtype=dtype)
         assert self.arrays is not None
         sel = slice(None) if rows is None else rows
         return np.concatenate([np.asarray(self.arrays[lay][sel], dtype=dtype) for lay in layers], axis=1)
@@ -120,21 +148,17 @@ class Representation:
 def _as_2d(arr, name) -> np.ndarray:
     a = np.asarray(arr)
     if a.ndim != 2:
-        raise ValueError(f"{name}: expected a [rows, neurons] matrix, got shape {a.shape}")
+        raise ParameterError(f"{name}: expected a [rows, neurons] matrix, got shape {a.shape}")
     if not np.issubdtype(a.dtype, np.number):
-        raise ValueError(f"{name}: expected a numeric matrix, got dtype {a.dtype}")
+        raise ParameterError(f"{name}: expected a numeric matrix, got dtype {a.dtype}")
     return a
-
-
-def as_representation(source, layers: Sequence[str] | str | None = None, name: str | None = None):
-    return Representation(source, layers=layers, name=name)
 
 
 def check_aligned(*sources) -> None:
     """Raise :class:`AlignmentError` unless all inputs hold the same rows.
 
-    Row counts must agree; for stores the sentence ids and word positions must agree too (two stores
-    extracted from the same corpus at the same level do)."""
+    Row counts must agree; for store views the level and the sentence ids and word positions of the rows
+    must agree too (two stores extracted from the same corpus at the same level do)."""
     reps = [s if isinstance(s, Representation) else Representation(s) for s in sources]
     if len(reps) < 2:
         return
@@ -145,13 +169,14 @@ def check_aligned(*sources) -> None:
                 f"{first.name!r} has {first.n_rows} rows but {other.name!r} has {other.n_rows}: rows must be "
                 "aligned (activations of the same corpus, same level); re-extract both on one corpus"
             )
-        if first.store is not None and other.store is not None:
-            if first.store.level != other.store.level:
+        a_view, b_view = first.store_view, other.store_view
+        if a_view is not None and b_view is not None:
+            if a_view.level != b_view.level:
                 raise AlignmentError(
-                    f"{first.name!r} is {first.store.level}-level but {other.name!r} is {other.store.level}-level"
+                    f"{first.name!r} is {a_view.level}-level but {other.name!r} is {b_view.level}-level"
                 )
             for col in ("sent_id", "word_pos"):
-                a, b = first.store.index(col), other.store.index(col)
+                a, b = a_view.column(col), b_view.column(col)
                 if not np.array_equal(a, b):
                     bad = int(np.flatnonzero(a != b)[0])
                     raise AlignmentError(
@@ -166,7 +191,7 @@ def iter_aligned(
 ) -> Iterator[tuple[slice, list[np.ndarray]]]:
     """Stream ``(row_slice, [block of each group])`` over aligned representations (float64 blocks)."""
     if chunk_rows <= 0:
-        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+        raise ParameterError(f"chunk_rows must be positive, got {chunk_rows}")
     check_aligned(*{id(r): r for r, _ in groups}.values())
     n = groups[0][0].n_rows
     for start in range(0, n, chunk_rows):
@@ -196,20 +221,20 @@ class BlockMoments:
         self.cross: dict[tuple[int, int], np.ndarray] = {}
         for i, j in pairs:
             if not (0 <= i < len(self.dims) and 0 <= j < len(self.dims)):
-                raise IndexError(f"pair {(i, j)} out of range for {len(self.dims)} groups")
+                raise ParameterError(f"pair {(i, j)} out of range for {len(self.dims)} groups")
             key = (min(i, j), max(i, j))
             self.cross[key] = np.zeros((self.dims[key[0]], self.dims[key[1]]))
 
     def update(self, blocks: Sequence[np.ndarray]) -> None:
         if len(blocks) != len(self.dims):
-            raise ValueError(f"expected {len(self.dims)} blocks, got {len(blocks)}")
+            raise ParameterError(f"expected {len(self.dims)} blocks, got {len(blocks)}")
         k = blocks[0].shape[0]
         if k == 0:
             return
         centred, delta = [], []
         for i, b in enumerate(blocks):
             if b.shape != (k, self.dims[i]):
-                raise ValueError(f"block {i} has shape {b.shape}, expected {(k, self.dims[i])}")
+                raise ParameterError(f"block {i} has shape {b.shape}, expected {(k, self.dims[i])}")
             b = np.asarray(b, dtype=np.float64)
             mu = b.mean(axis=0)
             centred.append(b - mu)
@@ -225,7 +250,7 @@ class BlockMoments:
 
     def _need(self) -> None:
         if self.n < 2:
-            raise ValueError(f"need at least 2 rows for second-order statistics, have {self.n}")
+            raise ParameterError(f"need at least 2 rows for second-order statistics, have {self.n}")
 
     def scatter(self, i: int, j: int) -> np.ndarray:
         """Centred scatter ``S_ij`` (``n`` times the covariance)."""
@@ -234,7 +259,7 @@ class BlockMoments:
             return self.cross[(i, j)]
         if (j, i) in self.cross:
             return self.cross[(j, i)].T
-        raise KeyError(f"block {(i, j)} was not accumulated (pairs: {sorted(self.cross)})")
+        raise ParameterError(f"block {(i, j)} was not accumulated (pairs: {sorted(self.cross)})")
 
     def cov(self, i: int, j: int) -> np.ndarray:
         return self.scatter(i, j) / self.n
@@ -262,8 +287,6 @@ def accumulate(
 ) -> BlockMoments | tuple[BlockMoments, BlockMoments]:
     """One pass over aligned groups. With ``row_mask`` returns ``(moments of rows where the mask is
     False, moments where it is True)`` (e.g. train / held-out)."""
-    from tqdm.auto import tqdm
-
     pairs = list(pairs)
     dims = [rep.dim(layers) for rep, layers in groups]
     mom = BlockMoments(dims, pairs)
@@ -285,18 +308,41 @@ def accumulate(
 # ----------------------------------------------------------------------------------------------
 # Neuron-by-neuron correlation
 # ----------------------------------------------------------------------------------------------
+def _neurons(items) -> list[Neuron]:
+    return [Neuron.parse(n) for n in items]
+
+
 @dataclass
-class NeuronCorrelation:
+class NeuronCorrelation(Result):
     """Pearson correlations ``corr[i, j]`` between ``neurons_a[i]`` and ``neurons_b[j]``."""
 
     corr: np.ndarray
     neurons_a: list[Neuron]
     neurons_b: list[Neuron]
 
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d["corr"] = np.asarray(d["corr"], dtype=np.float64).reshape(len(d["neurons_a"]), len(d["neurons_b"]))
+        d["neurons_a"], d["neurons_b"] = _neurons(d["neurons_a"]), _neurons(d["neurons_b"])
+        return d
+
     def best_match(self) -> list[tuple[Neuron, Neuron, float]]:
         """For each neuron of A: its most |correlated| neuron of B and that correlation."""
         j = np.abs(self.corr).argmax(axis=1)
         return [(n, self.neurons_b[k], float(self.corr[i, k])) for i, (n, k) in enumerate(zip(self.neurons_a, j))]
+
+    def table(self, k: int = 20) -> str:
+        best = sorted(self.best_match(), key=lambda t: -abs(t[2]))[:k]
+        lines = [f"Pearson correlation of {len(self.neurons_a)} x {len(self.neurons_b)} neurons; best matches:"]
+        lines += [f"  {str(a):<22} {str(b):<22} {r:+.3f}" for a, b, r in best]
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        from finegrain.viz import plot_matrix  # heavy (matplotlib): imported only to draw
+
+        return plot_matrix(self.corr, path, title="Pearson correlation", vmin=-1, vmax=1, center=0.0,
+                           row_labels=[str(n) for n in self.neurons_a] if len(self.neurons_a) <= 40 else None,
+                           col_labels=[str(n) for n in self.neurons_b] if len(self.neurons_b) <= 40 else None)
 
 
 def correlation_matrix(
@@ -323,7 +369,7 @@ def correlation_matrix(
 # Rankings (Bau et al. 2019)
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class CorrelationRanking:
+class CorrelationRanking(Result):
     """Neurons of one model ordered best first by ``scores`` (descending)."""
 
     neurons: list[Neuron]
@@ -334,7 +380,13 @@ class CorrelationRanking:
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=np.float64)
         if len(self.neurons) != len(self.scores):
-            raise ValueError(f"{len(self.neurons)} neurons but {len(self.scores)} scores")
+            raise ParameterError(f"{len(self.neurons)} neurons but {len(self.scores)} scores")
+
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d["neurons"] = _neurons(d["neurons"])
+        d["scores"] = np.asarray([np.nan if v is None else v for v in d["scores"]], dtype=np.float64)
+        return d
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -346,7 +398,7 @@ class CorrelationRanking:
         return float(self.scores[self.neurons.index(Neuron.parse(neuron))])
 
     def to_ranking(self):
-        """Convert to ``finegrain.rank.Ranking`` (imported lazily so this module does not need it)."""
+        """Convert to ``finegrain.rank.Ranking`` (imported here: finegrain.rank is not needed otherwise)."""
         from finegrain.rank import Ranking
 
         return Ranking(
@@ -359,11 +411,22 @@ class CorrelationRanking:
     def to_dict(self, k: int | None = None) -> dict:
         k = len(self) if k is None else k
         return {
+            "type": type(self).__name__,
             "method": self.method,
             "model": self.model,
             "neurons": [str(n) for n in self.neurons[:k]],
             "scores": [float(s) for s in self.scores[:k]],
         }
+
+    def table(self, k: int = 20) -> str:
+        lines = [f"{self.method} ranking of {self.model} ({len(self)} neurons; Bau et al. 2019)"]
+        lines += [f"  {i + 1:>3} {str(n):<24} {s:.4f}" for i, (n, s) in enumerate(zip(self.neurons[:k], self.scores))]
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        from finegrain.viz.describe import plot_score_curves  # heavy (matplotlib): imported only to draw
+
+        return plot_score_curves({f"{self.model} {self.method}": self.scores}, path, ylabel=self.method)
 
 
 def _ranking(neurons: list[Neuron], scores: np.ndarray, method: str, model: str) -> CorrelationRanking:
@@ -372,10 +435,15 @@ def _ranking(neurons: list[Neuron], scores: np.ndarray, method: str, model: str)
     return CorrelationRanking([neurons[i] for i in order], scores[order], method, model)
 
 
+def _pair_key(pair: tuple[str, str]) -> str:
+    return f"{pair[0]}|{pair[1]}"
+
+
 @dataclass
-class CrossModelCorrelation:
+class CrossModelCorrelation(Result):
     """Result of :func:`cross_model_correlation`: per model, a ranking per method, plus the
-    per-neuron best |corr| against each other model (``max_corr[(m, m')]``, unordered neurons)."""
+    per-neuron best |corr| against each other model (``max_corr[(m, m')]``, unordered neurons) and the
+    LinReg held-out R^2 (``linreg_r2[(m, m')]``: ``m``'s neurons predicted from ``m'``)."""
 
     names: list[str]
     neurons: dict[str, list[Neuron]]
@@ -385,13 +453,45 @@ class CrossModelCorrelation:
 
     def ranking(self, model: str, method: str = "maxcorr") -> CorrelationRanking:
         if model not in self.rankings:
-            raise KeyError(f"unknown model {model!r}; have {self.names}")
+            raise ParameterError(f"unknown model {model!r}; have {self.names}")
         if method not in self.rankings[model]:
-            raise KeyError(f"no {method!r} ranking; have {list(self.rankings[model])}")
+            raise ParameterError(f"no {method!r} ranking; have {list(self.rankings[model])}")
         return self.rankings[model][method]
 
     def to_dict(self, k: int | None = None) -> dict:
-        return {m: {meth: r.to_dict(k) for meth, r in d.items()} for m, d in self.rankings.items()}
+        """JSON data; ``k`` keeps only the top ``k`` neurons of each ranking."""
+        return {
+            "type": type(self).__name__,
+            "names": list(self.names),
+            "neurons": {m: [str(n) for n in ns] for m, ns in self.neurons.items()},
+            "rankings": {m: {meth: r.to_dict(k) for meth, r in d.items()} for m, d in self.rankings.items()},
+            "max_corr": {_pair_key(p): [float(x) for x in v] for p, v in self.max_corr.items()},
+            "linreg_r2": {_pair_key(p): [float(x) for x in v] for p, v in self.linreg_r2.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d) -> CrossModelCorrelation:
+        def pairs(x):
+            return {tuple(k.split("|", 1)): np.asarray(v, dtype=np.float64) for k, v in (x or {}).items()}
+
+        return cls(list(d["names"]), {m: _neurons(ns) for m, ns in d["neurons"].items()},
+                   {m: {meth: CorrelationRanking.from_dict(r) for meth, r in by.items()}
+                    for m, by in d["rankings"].items()},
+                   pairs(d.get("max_corr")), pairs(d.get("linreg_r2")))
+
+    def table(self, k: int = 10) -> str:
+        lines = [f"cross-model neuron correlation of {', '.join(self.names)} (Bau et al. 2019)"]
+        for model, by in self.rankings.items():
+            for method, r in by.items():
+                top = ", ".join(f"{n} ({s:.3f})" for n, s in zip(r.neurons[:k], r.scores[:k]))
+                lines.append(f"{model} {method}: {top}")
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        from finegrain.viz.describe import plot_score_curves  # heavy (matplotlib): imported only to draw
+
+        return plot_score_curves({f"{m} {meth}": r.scores for m, by in self.rankings.items() for meth, r in by.items()},
+                                 path, ylabel="score")
 
 
 METHODS = ("maxcorr", "mincorr", "linreg")
@@ -409,9 +509,9 @@ def cross_model_correlation(
     progress: bool = False,
 ) -> CrossModelCorrelation:
     """MaxCorr / MinCorr / LinReg rankings of every model's neurons against the other models
-    (Bau et al. 2019). ``sources``: two or more aligned stores / arrays / ``{layer: array}`` dicts (or
-    layers of one model passed as separate inputs). ``layers``: one list for every store, or one list
-    per source.
+    (Bau et al. 2019). ``sources``: two or more aligned store views (or stores) / arrays /
+    ``{layer: array}`` dicts (or layers of one model passed as separate inputs). ``layers``: one list for
+    every source, or one list per source.
 
     LinReg fits ``neuron ~ other model's representation`` by ridge regression (penalty ``ridge`` times
     the mean feature variance) from streamed normal equations on a train part and scores ``R^2`` on
@@ -421,14 +521,14 @@ def cross_model_correlation(
     Memory: the full scatter of the concatenation of all models' neurons, ``O((sum d)^2)``.
     """
     if len(sources) < 2:
-        raise ValueError("cross-model correlation needs at least two models")
+        raise ParameterError("cross-model correlation needs at least two models")
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ValueError(f"unknown method(s) {bad}; choose from {METHODS}")
+        raise ParameterError(f"unknown method(s) {bad}; choose from {METHODS}")
     if not 0 <= holdout < 1:
-        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+        raise ParameterError(f"holdout must be in [0, 1), got {holdout}")
     if ridge < 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge}")
+        raise ParameterError(f"ridge must be >= 0, got {ridge}")
     per_source = _per_source_layers(layers, len(sources))
     names = list(names) if names is not None else None
     reps = [Representation(s, per_source[i], None if names is None else names[i]) for i, s in enumerate(sources)]
@@ -436,7 +536,7 @@ def cross_model_correlation(
         _dedupe_names(reps)
     names = [r.name for r in reps]
     if len(set(names)) != len(names):
-        raise ValueError(f"model names must be unique, got {names}")
+        raise ParameterError(f"model names must be unique, got {names}")
     M = len(reps)
     check_aligned(*reps)
     want_lin = "linreg" in methods
@@ -486,7 +586,7 @@ def _per_source_layers(layers, n: int) -> list:
     layers = list(layers)
     if layers and all(not isinstance(x, str) for x in layers):
         if len(layers) != n:
-            raise ValueError(f"got {len(layers)} layer lists for {n} sources")
+            raise ParameterError(f"got {len(layers)} layer lists for {n} sources")
         return layers
     return [layers] * n
 
@@ -494,8 +594,8 @@ def _per_source_layers(layers, n: int) -> list:
 def _dedupe_names(reps: list[Representation]) -> None:
     seen: dict[str, int] = {}
     for i, r in enumerate(reps):
-        if r.store is None or r.name in seen:
-            r.name = f"m{i}" if r.store is None else f"{r.name}#{i}"
+        if r.store_view is None or r.name in seen:
+            r.name = f"m{i}" if r.store_view is None else f"{r.name}#{i}"
         seen[r.name] = i
 
 
@@ -510,7 +610,7 @@ def _holdout_mask(rep: Representation, frac: float, seed: int) -> np.ndarray:
     uniq = np.unique(sids)
     held = rng.permutation(uniq)[: max(1, int(round(frac * len(uniq))))]
     if len(held) == len(uniq):
-        raise ValueError("holdout leaves no training sentences; lower holdout")
+        raise ParameterError("holdout leaves no training sentences; lower holdout")
     return np.isin(sids, held)
 
 

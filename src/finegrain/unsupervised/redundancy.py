@@ -11,21 +11,30 @@ Transformer Models*).
    ``sum_c |w_cj|`` (standardised features) and keep the smallest top-ranked prefix whose dev accuracy
    is ``>= (1 - delta_neuron) *`` the selected layer's accuracy.
 
-Correlations are streamed (memory O(d^2)); the probes load the (optionally subsampled) rows they
-train on. Splits are by sentence for stores.
+The probes are finegrain's :class:`~finegrain.probe.LinearProbe` (the probes of probing, so the
+accuracies here compare with a probing run). Correlations are streamed (memory O(d^2)); the probes load
+the (optionally subsampled, ``max_rows``) rows they train on, since every probe of the layer and neuron
+selection is fit on the same standardised matrix. Splits are by sentence for store views.
 """
 
 from __future__ import annotations
 
-import warnings
+import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from scipy.cluster.hierarchy import fcluster
+from scipy.cluster.hierarchy import linkage as sp_linkage
+from scipy.spatial.distance import squareform
 
+from finegrain.errors import ParameterError
 from finegrain.neurons import Neuron
+from finegrain.probe import LinearProbe
+from finegrain.results import Result
 from finegrain.store import split_by_sentence
-from finegrain.unsupervised.concepts import _strings
+from finegrain.unsupervised.concepts import as_strings
 from finegrain.unsupervised.correlation import (
     DEFAULT_CHUNK_ROWS,
     BlockMoments,
@@ -35,13 +44,20 @@ from finegrain.unsupervised.correlation import (
 
 
 @dataclass
-class NeuronClusters:
+class NeuronClusters(Result):
     """Correlation clusters of neurons: ``labels[i]`` is the cluster of ``neurons[i]``."""
 
     neurons: list[Neuron]
     labels: np.ndarray
     representatives: list[Neuron]
     threshold: float
+
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d["neurons"] = [Neuron.parse(n) for n in d["neurons"]]
+        d["representatives"] = [Neuron.parse(n) for n in d["representatives"]]
+        d["labels"] = np.asarray(d["labels"], dtype=np.int64)
+        return d
 
     @property
     def n_clusters(self) -> int:
@@ -61,31 +77,34 @@ class NeuronClusters:
         return int(self.labels[self.neurons.index(Neuron.parse(neuron))])
 
     def to_dict(self) -> dict:
-        return {
-            "threshold": self.threshold,
-            "n_neurons": len(self.neurons),
-            "n_clusters": self.n_clusters,
-            "n_redundant": self.n_redundant,
-            "representatives": [str(n) for n in self.representatives],
-            "clusters": {str(k): [str(n) for n in v] for k, v in self.clusters().items() if len(v) > 1},
-        }
+        return {**super().to_dict(), "n_neurons": len(self.neurons), "n_clusters": self.n_clusters,
+                "n_redundant": self.n_redundant,
+                "clusters": {str(k): [str(n) for n in v] for k, v in self.clusters().items() if len(v) > 1}}
+
+    def table(self, k: int = 20) -> str:
+        multi = sorted((v for v in self.clusters().values() if len(v) > 1), key=len, reverse=True)
+        lines = [f"{len(self.neurons)} neurons in {self.n_clusters} correlation clusters (cut at 1 - |corr| = "
+                 f"{self.threshold}); {self.n_redundant} redundant (Dalvi et al. 2020)"]
+        lines += [f"  {len(v):>3}: {', '.join(str(n) for n in v[:8])}{' ...' if len(v) > 8 else ''}" for v in multi[:k]]
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        from finegrain.viz.describe import plot_cluster_sizes  # heavy (matplotlib): imported only to draw
+
+        return plot_cluster_sizes(self, path)
 
 
 def cluster_from_correlation(
     corr: np.ndarray, neurons: Sequence[Neuron], threshold: float = 0.3, linkage: str = "average"
 ) -> NeuronClusters:
     """Cluster neurons given their correlation matrix (distance ``1 - |corr|``)."""
-    from scipy.cluster.hierarchy import fcluster
-    from scipy.cluster.hierarchy import linkage as sp_linkage
-    from scipy.spatial.distance import squareform
-
     if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be in [0, 1] (a 1 - |corr| distance), got {threshold}")
+        raise ParameterError(f"threshold must be in [0, 1] (a 1 - |corr| distance), got {threshold}")
     if linkage not in ("average", "complete", "single"):
-        raise ValueError(f"linkage must be 'average', 'complete' or 'single', got {linkage!r}")
+        raise ParameterError(f"linkage must be 'average', 'complete' or 'single', got {linkage!r}")
     n = len(neurons)
     if corr.shape != (n, n):
-        raise ValueError(f"correlation matrix {corr.shape} does not match {n} neurons")
+        raise ParameterError(f"correlation matrix {corr.shape} does not match {n} neurons")
     a = np.abs(corr)
     if n == 1:
         labels = np.zeros(1, dtype=int)
@@ -114,7 +133,8 @@ def cluster_neurons(
     linkage: str = "average",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> NeuronClusters:
-    """Correlation clustering of all neurons of ``layers`` (Dalvi et al. 2020), correlations streamed."""
+    """Correlation clustering of all neurons of ``layers`` of a store view, store or ``{layer: array}``
+    (Dalvi et al. 2020), correlations streamed."""
     rep = Representation(source, layers)
     mom = accumulate([(rep, None)], [(0, 0)], chunk_rows)
     assert isinstance(mom, BlockMoments)
@@ -124,33 +144,22 @@ def cluster_neurons(
 # ----------------------------------------------------------------------------------------------
 # Probes
 # ----------------------------------------------------------------------------------------------
-def _fit_probe(X: np.ndarray, y: np.ndarray, C: float, seed: int):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    mu, sd = X.mean(0), X.std(0)
-    sd[sd == 0] = 1.0
-    clf = LogisticRegression(C=C, max_iter=300, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit((X - mu) / sd, y)
-    return clf, mu, sd
+def default_probe(seed: int = 0) -> LinearProbe:
+    """The probe of the layer and neuron selection: finegrain's :class:`LinearProbe` with its defaults."""
+    return LinearProbe(progress=False, device="cpu", random_state=seed)
 
 
-def _accuracy(model, X: np.ndarray, y: np.ndarray) -> float:
-    clf, mu, sd = model
-    return float((clf.predict((X - mu) / sd) == y).mean()) if len(y) else float("nan")
-
-
-def probe_accuracy(Xtr, ytr, Xdev, ydev, C: float = 1.0, seed: int = 0) -> tuple[float, object]:
-    """Dev accuracy of a standardised multinomial logistic-regression probe and the fitted probe."""
-    model = _fit_probe(Xtr, ytr, C, seed)
-    return _accuracy(model, Xdev, ydev), model
+def probe_accuracy(Xtr, ytr, Xdev, ydev, probe: LinearProbe | None = None, seed: int = 0) -> tuple[float, object]:
+    """Dev accuracy of a probe (a clone of ``probe``, default :func:`default_probe`) trained on
+    ``(Xtr, ytr)``, and the fitted probe."""
+    clf = default_probe(seed) if probe is None else probe.clone()
+    clf.fit(Xtr, ytr)
+    return (float(clf.score(Xdev, ydev)) if len(ydev) else float("nan")), clf
 
 
 @dataclass
-class RedundancyReport:
-    """What :func:`analyze_redundancy` found (accuracies on dev; ``test_*`` on the test split)."""
+class RedundancyReport(Result):
+    """What :func:`analyze_redundancy` found (accuracies on dev; ``test`` on the test split)."""
 
     label: str
     n_neurons: int
@@ -174,12 +183,23 @@ class RedundancyReport:
     def n_needed(self) -> int:
         return len(self.selected_neurons)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ranking"] = [str(n) for n in self.ranking]
-        d["selected_neurons"] = [str(n) for n in self.selected_neurons]
-        d["n_needed"] = self.n_needed
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d["ranking"] = [Neuron.parse(n) for n in d["ranking"]]
+        d["selected_neurons"] = [Neuron.parse(n) for n in d["selected_neurons"]]
+        d["curve"] = [(int(k), float(a)) for k, a in d.get("curve", [])]
         return d
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "n_needed": self.n_needed}
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        from finegrain.viz.describe import plot_redundancy  # heavy (matplotlib): imported only to draw
+
+        return plot_redundancy(self, path)
+
+    def table(self) -> str:
+        return self.summary()
 
     def summary(self) -> str:
         lines = [
@@ -211,34 +231,38 @@ def analyze_redundancy(
     delta_neuron: float = 0.01,
     splits: Sequence[float] = (0.7, 0.15, 0.15),
     max_rows: int | None = 20000,
-    C: float = 1.0,
+    probe: LinearProbe | None = None,
     seed: int = 0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     clusters: NeuronClusters | None = None,
 ) -> RedundancyReport:
     """The full Dalvi et al. 2020 pipeline: CC -> LSelect -> FSelect (see module docstring).
 
-    ``source``: a store or ``{layer: array}``; ``label``: a label column of the store or one label per
-    row. ``layers`` are in bottom-to-top order (default: the source's order). ``max_rows`` caps the
-    rows the probes train/evaluate on (whole sentences for stores)."""
+    ``source``: a store view (or store) or ``{layer: array}``; ``label``: a label column of the view, one
+    label per row, or ``None`` for the view's own label (``store.view(label=...)``). ``layers`` are in
+    bottom-to-top order (default: the source's order). ``max_rows`` caps the rows the probes
+    train/evaluate on (whole sentences for store views). ``probe``: the classifier cloned for every
+    fit (default :func:`default_probe`); features are standardised on the training split first."""
     for name, v in (("delta_layer", delta_layer), ("delta_neuron", delta_neuron)):
         if not 0 <= v < 1:
-            raise ValueError(f"{name} is a fraction in [0, 1) (0.01 = 1%), got {v}")
+            raise ParameterError(f"{name} is a fraction in [0, 1) (0.01 = 1%), got {v}")
     if len(splits) != 3:
-        raise ValueError(f"splits must be (train, dev, test) fractions, got {splits}")
+        raise ParameterError(f"splits must be (train, dev, test) fractions, got {splits}")
     rep = Representation(source, layers)
-    if isinstance(label, str):
-        if rep.store is None:
-            raise ValueError("a label column name needs a store; pass one label per row for arrays")
-        y_all = _strings(rep.store.labels(label))
-        label_name = label
+    if label is None or isinstance(label, str):
+        if rep.view is None:
+            raise ParameterError("a label column name needs a store view; pass one label per row for arrays")
+        if label is None and not rep.view.has_labels:
+            raise ParameterError("the view has no label: pass label= (a label column) or make the view with label=")
+        y_all = as_strings(rep.view.labels(label))
+        label_name = label or rep.view.label
     else:
-        y_all = _strings(label)
+        y_all = as_strings(label)
         label_name = "labels"
         if len(y_all) != rep.n_rows:
-            raise ValueError(f"{len(y_all)} labels for {rep.n_rows} rows")
+            raise ParameterError(f"{len(y_all)} labels for {rep.n_rows} rows")
     if len(np.unique(y_all)) < 2:
-        raise ValueError(f"label {label_name!r} has fewer than 2 classes")
+        raise ParameterError(f"label {label_name!r} has fewer than 2 classes")
 
     if clusters is None:
         clusters = cluster_neurons(rep, threshold=threshold, chunk_rows=chunk_rows)
@@ -258,13 +282,17 @@ def analyze_redundancy(
     y = y_all[rows]
     index = {n: k for k, n in enumerate(rep.neurons())}
 
+    # standardised on the training split, so that weight masses compare across units of any scale
+    mu, sd = X[itr].mean(0), X[itr].std(0)
+    sd[sd == 0] = 1.0
+    X = ((X - mu) / sd).astype(np.float32)
     Xtr, Xdv, Xte = X[itr], X[idv], X[ite]
     del X
     ytr, ydv, yte = y[itr], y[idv], y[ite]
 
     def run(cols):
-        acc, model = probe_accuracy(Xtr[:, cols], ytr, Xdv[:, cols], ydv, C, seed)
-        return acc, model, _accuracy(model, Xte[:, cols], yte)
+        acc, model = probe_accuracy(Xtr[:, cols], ytr, Xdv[:, cols], ydv, probe, seed)
+        return acc, model, float(model.score(Xte[:, cols], yte)) if len(yte) else float("nan")
 
     all_cols = list(range(Xtr.shape[1]))
     oracle, _, oracle_test = run(all_cols)
@@ -284,8 +312,7 @@ def analyze_redundancy(
     if chosen is None:
         chosen = max(layer_acc, key=layer_acc.__getitem__)
     cand = reps_by_layer[chosen]
-    clf = models[chosen][0]
-    weight = np.abs(np.atleast_2d(clf.coef_)).sum(axis=0)
+    weight = np.abs(np.atleast_2d(models[chosen].coef_)).sum(axis=0)
     order = np.argsort(-weight, kind="stable")
     ranking = [cand[i] for i in order]
     target = (1 - delta_neuron) * layer_acc[chosen]

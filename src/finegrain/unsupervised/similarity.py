@@ -24,10 +24,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from finegrain.errors import ParameterError
+from finegrain.results import Result
 from finegrain.store import ActivationStore
+from finegrain.store.view import View
 from finegrain.unsupervised.correlation import (
     DEFAULT_CHUNK_ROWS,
     BlockMoments,
@@ -160,7 +164,7 @@ def similarity_from_moments(
         return _svcca(Sxx, Syy, Sxy, variance, white(i, Sxx, variance), white(j, Syy, variance))
     if method == "pwcca":
         return _pwcca(Sxx, Syy, Sxy, 1e-10, white(i, Sxx, None), white(j, Syy, None))
-    raise ValueError(f"unknown similarity method {method!r}; choose from {SIMILARITY_METHODS}")
+    raise ParameterError(f"unknown similarity method {method!r}; choose from {SIMILARITY_METHODS}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,8 +180,8 @@ def representation_similarity(
     symmetric: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> float:
-    """Similarity of two aligned representations (arrays, ``{layer: array}`` or stores restricted to
-    ``layers_x`` / ``layers_y``), streamed in one pass. ``method`` in :data:`SIMILARITY_METHODS`."""
+    """Similarity of two aligned representations (arrays, ``{layer: array}``, store views or stores,
+    restricted to ``layers_x`` / ``layers_y``), streamed in one pass. ``method`` in :data:`SIMILARITY_METHODS`."""
     _check_method(method)
     rx, ry = Representation(x, layers_x, "x"), Representation(y, layers_y, "y")
     mom = accumulate([(rx, None), (ry, None)], [(0, 0), (1, 1), (0, 1)], chunk_rows)
@@ -212,14 +216,14 @@ def pwcca(x, y, **kw) -> float:
 
 def _check_method(method: str) -> None:
     if method not in SIMILARITY_METHODS:
-        raise ValueError(f"unknown similarity method {method!r}; choose from {SIMILARITY_METHODS}")
+        raise ParameterError(f"unknown similarity method {method!r}; choose from {SIMILARITY_METHODS}")
 
 
 # ----------------------------------------------------------------------------------------------
 # Layer-by-layer matrices
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class SimilarityMatrix:
+class SimilarityMatrix(Result):
     """``values[i, j]`` = similarity of ``rows[i]`` (of model ``names[0]``) and ``cols[j]`` (of
     model ``names[-1]``)."""
 
@@ -229,7 +233,13 @@ class SimilarityMatrix:
     method: str
     names: tuple[str, str]
 
-    def __str__(self) -> str:
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d["values"] = np.asarray([[np.nan if v is None else v for v in r] for r in d["values"]], dtype=np.float64)
+        d["names"] = tuple(d["names"])
+        return d
+
+    def table(self) -> str:
         w = max(8, *(len(c) for c in self.cols))
         lw = max(len(r) for r in self.rows)
         head = " " * (lw + 1) + " ".join(f"{c:>{w}}" for c in self.cols)
@@ -238,42 +248,16 @@ class SimilarityMatrix:
             lines.append(f"{r:<{lw}} " + " ".join(f"{v:>{w}.3f}" for v in vals))
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
-        return {
-            "method": self.method,
-            "names": list(self.names),
-            "rows": self.rows,
-            "cols": self.cols,
-            "values": self.values.tolist(),
-        }
+    def __str__(self) -> str:
+        return self.table()
 
-    def plot(self, path: str | os.PathLike, title: str | None = None) -> str:
-        """Heatmap PNG of the matrix."""
-        import matplotlib
+    def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
+        """Heatmap PNG of the matrix (through :func:`finegrain.viz.plot_matrix`)."""
+        from finegrain.viz import plot_matrix  # heavy (matplotlib): imported only to draw
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        nr, nc = self.values.shape
-        fig, ax = plt.subplots(figsize=(1.2 + 0.6 * nc, 1.0 + 0.55 * nr), dpi=120)
-        im = ax.imshow(self.values, vmin=0.0, vmax=1.0, cmap="viridis", origin="upper")
-        ax.set_xticks(range(nc), self.cols, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(nr), self.rows, fontsize=8)
-        ax.set_xlabel(self.names[1])
-        ax.set_ylabel(self.names[0])
-        if nr * nc <= 400:
-            for i in range(nr):
-                for j in range(nc):
-                    v = self.values[i, j]
-                    ax.text(
-                        j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="black" if v > 0.6 else "white"
-                    )
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        ax.set_title(title or f"{self.method}: {self.names[0]} vs {self.names[1]}", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-        return str(path)
+        return plot_matrix(self.values, path, row_labels=self.rows, col_labels=self.cols, vmin=0.0, vmax=1.0,
+                           title=title or f"{self.method}: {self.names[0]} vs {self.names[1]}",
+                           xlabel=self.names[1], ylabel=self.names[0], annotate=self.values.size <= 400)
 
 
 def _is_many(sources) -> bool:
@@ -293,22 +277,22 @@ def similarity_matrices(
 ) -> dict[str, SimilarityMatrix]:
     """Similarity of every pair of layers, for several methods from a single streamed pass.
 
-    ``sources``: one model (a store or ``{layer: array}`` dict: all pairs of its layers) or a list of
-    two aligned models (layers of A x layers of B). ``layers`` selects A's layers (and B's unless
+    ``sources``: one model (a store view, a store or a ``{layer: array}`` dict: all pairs of its layers)
+    or a list of two aligned models (layers of A x layers of B). ``layers`` selects A's layers (and B's unless
     ``layers_b`` is given; default: every layer). Memory: the scatter blocks of every needed pair.
     """
     for m in methods:
         _check_method(m)
     if not methods:
-        raise ValueError("no similarity method given")
+        raise ParameterError("no similarity method given")
     srcs = list(sources) if _is_many(sources) else [sources]
     if not 1 <= len(srcs) <= 2:
-        raise ValueError(f"give one or two models, got {len(srcs)}")
+        raise ParameterError(f"give one or two models, got {len(srcs)}")
     for s in srcs:
-        if not isinstance(s, (ActivationStore, Mapping, Representation)):
-            raise TypeError(
-                "similarity_matrix needs layered inputs: an ActivationStore or a {layer: array} dict "
-                f"(got {type(s).__name__}); for two plain arrays use representation_similarity"
+        if not isinstance(s, ActivationStore | View | Mapping | Representation):
+            raise ParameterError(
+                "similarity_matrix needs layered inputs: a store view, an ActivationStore or a {layer: array} "
+                f"dict (got {type(s).__name__}); for two plain arrays use representation_similarity"
             )
     reps = [Representation(s, None, None if names is None else names[k]) for k, s in enumerate(srcs)]
     la = list(layers) if layers is not None else list(reps[0].sizes)

@@ -15,25 +15,34 @@ neuron concepts plus the ``unassigned`` neurons' contribution equal the layer's 
 
 from __future__ import annotations
 
-import json
+import html
 import math
+import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
-from finegrain.explain.concepts import Concept, ConceptError, ConceptSet, LatentConcept, LayerContext
+from finegrain.attribute import ClassTarget, neuron_attribution, parse_target
+from finegrain.attribute._core import as_word_lists, eval_mode, prepare
+from finegrain.errors import ConceptError, ParameterError
+from finegrain.explain.concepts import Concept, ConceptSet, LatentConcept, LayerContext, layer_view
+from finegrain.intervene import intervene, mean_values
+from finegrain.neurons import Neuron
+from finegrain.results import Result, ResultList
+from finegrain.store import ActivationStore
+from finegrain.store.view import View
 
 
 # ---------------------------------------------------------------------------------------------
 def layer_context(adapter, texts, target, layer: str, method: str | None = "grad_x_act", batch_size: int = 16,
                   n_steps: int = 20, baseline: str | int = "pad") -> LayerContext:
     """Activations, gradients of ``target`` and neuron attributions (``method``; ``None``: only
-    activations and gradients) at ``layer`` for ``texts``, aligned per token."""
-    from finegrain.attribute import neuron_attribution, parse_target
-    from finegrain.attribute._core import as_word_lists, eval_mode, prepare
-
+    activations and gradients) at ``layer`` for ``texts``, aligned per token. The model is run in eval
+    mode and handed back in the mode it had."""
     words, _ = as_word_lists(texts)
     target = parse_target(target, adapter)
     adapter.check_layer(layer)
@@ -77,19 +86,24 @@ def layer_context(adapter, texts, target, layer: str, method: str | None = "grad
                                 n_steps=n_steps, batch_size=batch_size)
         attr = np.zeros_like(A)
         attr[:, : la.scores.shape[1]] = la.scores[:, :T]
-    ctx = LayerContext(layer, attr, A, G, M, wids, wl, toks)
-    ctx.f_x = np.asarray(fx)  # type: ignore[attr-defined]
-    return ctx
+    return LayerContext(layer, attr, A, G, M, wids, wl, toks, f_x=np.asarray(fx), target=target)
 
 
 # ---------------------------------------------------------------------------------------------
+def _nan(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
 @dataclass
-class ConceptScore:
-    """One concept in one explanation (``null_mean`` / ``null_std``: of the random concepts' masses)."""
+class ConceptScore(Result):
+    """One concept in one prediction's explanation: its attribution ``contribution``, the ``z`` and
+    one-sided ``p`` of its mass against random concepts of the same size (``null_mean`` / ``null_std``:
+    of their masses), the change of the target when it is ablated, the tokens it sits on and its
+    per-word contributions."""
 
     name: str
-    kind: str
-    contribution: float
+    kind: str = field()  # a field, not Result.kind (the class's label) inherited as its default
+    contribution: float = field()
     z: float
     p: float
     null_mean: float
@@ -101,14 +115,29 @@ class ConceptScore:
     words: list[str]
     description: str
 
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        for k in ("contribution", "z", "p", "null_mean", "null_std"):
+            d[k] = _nan(d.get(k))
+        return d
+
     @property
     def significant(self) -> bool:
         return self.p < 0.05
 
+    def table(self) -> str:
+        z = "nan" if not np.isfinite(self.z) else f"{self.z:.2f}"
+        ab = "" if self.ablation_effect is None else f", ablation effect {self.ablation_effect:.4g}"
+        return (f"{self.name} ({self.kind}): contribution {self.contribution:.4g}, z {z}, p {self.p:.3g}{ab}; "
+                f"tokens {' '.join(self.tokens) or '-'}; {self.description}")
+
 
 @dataclass
-class Explanation:
-    """The concepts that carried one prediction at one layer (best first)."""
+class PredictionExplanation(Result):
+    """The concepts that carried one prediction at one layer (best first): :func:`explain`'s result.
+
+    ``target`` = ``f_x`` on this input; ``total`` is the layer's attribution, of which the neuron concepts
+    and ``unassigned`` make up all when the concepts are disjoint."""
 
     text: str
     words: list[str]
@@ -122,6 +151,12 @@ class Explanation:
     n_random: int
     ablation: str | None
     meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d["concepts"] = [ConceptScore.from_dict(c) for c in d.get("concepts", [])]
+        d["f_x"], d["total"] = _nan(d.get("f_x")), _nan(d.get("total"))
+        return d
 
     def top(self, k: int = 5) -> list[ConceptScore]:
         return self.concepts[:k]
@@ -168,30 +203,16 @@ class Explanation:
             lines.append(f"Spearman(contribution, ablation effect) over {n} ablated concepts: {sp:.3f}")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return json.loads(json.dumps(d, default=_json_default))
+    def plot(self, path: str | os.PathLike) -> Path:
+        from finegrain.viz.describe import plot_prediction_explanation  # heavy (matplotlib): only to draw
 
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
+        return plot_prediction_explanation(self, path)
 
     def html(self, k: int = 5) -> str:
         return explain_section_html([self], k=k)
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
 def _spearman(pairs) -> tuple[float, float]:
-    from scipy.stats import spearmanr
-
     x, y = np.asarray(pairs, dtype=float).T
     if np.allclose(x, x[0]) or np.allclose(y, y[0]):
         return float("nan"), float("nan")
@@ -200,22 +221,30 @@ def _spearman(pairs) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------
+def _layer_mean_of_view(view: View) -> np.ndarray:
+    """Mean activation of every unit of the view's one layer, streamed block by block."""
+    layer = view.index.layers[0]
+    if view.index.layer_units(layer) != list(range(view.n_features)):
+        raise ConceptError(f"mean ablation needs every unit of {layer} in the reference view, in order")
+    total, n = np.zeros(view.n_features), 0
+    for block in view.blocks():
+        total += block.X.sum(0, dtype=np.float64)
+        n += len(block.X)
+    if n == 0:
+        raise ConceptError("the reference view has no rows")
+    return total / n
+
+
 def _layer_mean(adapter, layer, reference, ctx: LayerContext) -> np.ndarray:
     if reference is None:
         return ctx.acts[ctx.mask].mean(0)
-    if hasattr(reference, "matrix"):
-        return reference.matrix([layer]).mean(0)
-    from finegrain.intervene import mean_values
-    from finegrain.neurons import Neuron
-
+    if isinstance(reference, ActivationStore | View):
+        return _layer_mean_of_view(layer_view(reference, layer))
     return mean_values(adapter, [Neuron(layer, u) for u in range(adapter.check_layer(layer))], list(reference))
 
 
 def _ablation_effects(adapter, words, target, concepts: Sequence[Concept], ctx, layer_mean, batch_size,
                       baseline) -> dict[str, np.ndarray]:
-    from finegrain.attribute._core import eval_mode, prepare
-    from finegrain.intervene import intervene
-
     out = {c.name: np.full(len(words), np.nan) for c in concepts}
     with eval_mode(adapter.model):
         for s in range(0, len(words), batch_size):
@@ -261,7 +290,7 @@ def explain(
 ):
     """Explain ``target`` on ``texts`` by ``concepts`` at ``layer``.
 
-    Returns one :class:`Explanation` per text (a single one for a single string). Each concept's
+    Returns one :class:`PredictionExplanation` per text (a single one for a single string). Each concept's
     attribution mass ``|contribution|`` is compared with the masses of ``n_random`` random concepts
     of the same size (random neuron sets / random words of the sentence / random directions with
     as much activation along them, see :class:`DirectionConcept`): ``z`` = (mass - mean) / std of
@@ -273,19 +302,18 @@ def explain(
     ``n_steps``; relative to the pad-token input, so a concept whose units merely differ from their
     state under that baseline gets credit on every input: check specificity against control
     inputs). ``ablation``: ``"zero"``,
-    ``"mean"`` (layer mean over ``reference``: an ActivationStore or texts; default the inputs) or
+    ``"mean"`` (layer mean over ``reference``: a store view, a store or texts; default the inputs) or
     ``None``; the top ``n_ablate`` concepts of each example are ablated. ``partition=True`` makes the
     neuron concepts disjoint so that they and the unassigned neurons decompose the layer's total.
+    The null draws come from a local generator seeded with ``seed``; the model is handed back in the
+    training mode it had.
     """
-    from finegrain.attribute import parse_target
-    from finegrain.attribute._core import as_word_lists
-
     if sort not in ("z", "contribution"):
-        raise ValueError(f"sort must be 'z' or 'contribution', got {sort!r}")
+        raise ParameterError(f"sort must be 'z' or 'contribution', got {sort!r}")
     if ablation not in (None, "zero", "mean"):
-        raise ValueError(f"ablation must be 'zero', 'mean' or None, got {ablation!r}")
+        raise ParameterError(f"ablation must be 'zero', 'mean' or None, got {ablation!r}")
     if n_random < 10:
-        raise ValueError(f"n_random must be >= 10 for a usable null distribution, got {n_random}")
+        raise ParameterError(f"n_random must be >= 10 for a usable null distribution, got {n_random}")
     concepts = ConceptSet(concepts)
     if not concepts:
         raise ConceptError("explain needs at least one concept")
@@ -372,16 +400,16 @@ def explain(
         unassigned = None
         if disjoint:
             unassigned = float(total[b] - sum(contrib[n][b] for n in neuron_names))
-        out.append(Explanation(" ".join(ctx.words[b]), list(ctx.words[b]), str(target), float(ctx.f_x[b]), layer,
-                               method, float(total[b]), rows, unassigned, n_random, ablation,
-                               {"sort": sort, "partition": partition}))
-    return out[0] if single else out
+        out.append(PredictionExplanation(" ".join(ctx.words[b]), list(ctx.words[b]), str(target), float(ctx.f_x[b]),
+                                         layer, method, float(total[b]), rows, unassigned, n_random, ablation,
+                                         {"sort": sort, "partition": partition}))
+    return out[0] if single else ResultList(out)
 
 
-def ablation_agreement(explanations: Sequence[Explanation]) -> dict:
+def ablation_agreement(explanations: Sequence[PredictionExplanation] | PredictionExplanation) -> dict:
     """Spearman rank correlation between attributed contributions and ablation effects, pooled over
     every ablated (example, concept) pair of ``explanations``."""
-    if isinstance(explanations, Explanation):
+    if isinstance(explanations, PredictionExplanation):
         explanations = [explanations]
     pairs = [(c.contribution, c.ablation_effect) for e in explanations for c in e.concepts
              if c.ablation_effect is not None]
@@ -393,9 +421,9 @@ def ablation_agreement(explanations: Sequence[Explanation]) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class DatasetExplanation:
+class DatasetExplanation(Result):
     """Which concepts a model relies on for each output class: per class and concept the mean
-    contribution and z, and how often the concept is among the top ``k`` and significant."""
+    contribution and z, and how often the concept is among the top ``k`` and significant (``share``)."""
 
     layer: str
     method: str
@@ -404,9 +432,15 @@ class DatasetExplanation:
     agreement: dict
     k: int
 
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d["classes"] = {c: {n: {k: _nan(v) for k, v in st.items()} for n, st in by.items()}
+                        for c, by in d.get("classes", {}).items()}
+        return d
+
     def top(self, cls: str, k: int = 5, by: str = "share") -> list[tuple[str, dict]]:
         items = self.classes[str(cls)].items()
-        return sorted(items, key=lambda kv: (-kv[1][by], -abs(kv[1]["mean_z"])))[:k]
+        return sorted(items, key=lambda kv: (-kv[1][by], -abs(np.nan_to_num(kv[1]["mean_z"]))))[:k]
 
     def table(self, k: int = 5) -> str:
         lines = [f"concepts relied on per predicted class ({self.method} at {self.layer}; share = fraction of "
@@ -421,21 +455,16 @@ class DatasetExplanation:
             lines.append(f"Spearman(contribution, ablation effect) = {a['spearman']:.3f} over {a['n']} pairs")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self), default=_json_default))
-
 
 def explain_dataset(adapter, texts: Sequence[str], concepts: Sequence[Concept], layer: str | None = None,
                     labels: Sequence | None = None, k: int = 5, **kw) -> DatasetExplanation:
     """Explain the predicted class of every text and aggregate per class (``labels``: group by these
     instead of the predicted class). ``kw`` goes to :func:`explain`."""
-    from finegrain.attribute import ClassTarget
-
     texts = list(texts)
     exps = explain(adapter, texts, ClassTarget("pred"), concepts, layer, top_k=0, **kw)
     if labels is None:
         labels = _predicted(adapter, texts)
-    groups: dict[str, list[Explanation]] = {}
+    groups: dict[str, list[PredictionExplanation]] = {}
     for e, y in zip(exps, labels):
         groups.setdefault(str(y), []).append(e)
     classes = {}
@@ -453,27 +482,26 @@ def explain_dataset(adapter, texts: Sequence[str], concepts: Sequence[Concept], 
                               ablation_agreement(exps), k)
 
 
-@torch.no_grad()
 def _predicted(adapter, texts: list[str], batch_size: int = 32) -> list[str]:
     out = []
     labels = (getattr(adapter, "head_info", None) or {}).get("labels")
-    for s in range(0, len(texts), batch_size):
-        b = adapter.encode([t.split() for t in texts[s : s + batch_size]])
-        lg = adapter.score_fn(adapter.forward(b))
-        out += [int(i) for i in lg.argmax(-1).cpu()]
+    with eval_mode(adapter.model), torch.no_grad():
+        for s in range(0, len(texts), batch_size):
+            b = adapter.encode([t.split() for t in texts[s : s + batch_size]])
+            lg = adapter.score_fn(adapter.forward(b))
+            out += [int(i) for i in lg.argmax(-1).cpu()]
     return [labels[i] if labels and i < len(labels) else str(i) for i in out]
 
 
 # ---------------------------------------------------------------------------------------------
-def explain_section_html(explanations: Sequence[Explanation] | Explanation, k: int = 5,
+def explain_section_html(explanations: Sequence[PredictionExplanation] | PredictionExplanation, k: int = 5,
                          title: str = "Concept explanations") -> str:
     """Self-contained HTML fragment: for each explanation a table of its top ``k`` concepts and a
-    word heatmap per concept (the concept's attribution mass at each word)."""
-    from html import escape
+    word heatmap per concept (the concept's attribution mass at each word). Every text is escaped."""
+    from finegrain.viz import heatmap_html  # heavy (matplotlib comes with finegrain.viz): only for HTML
 
-    from finegrain.viz import heatmap_html
-
-    if isinstance(explanations, Explanation):
+    escape = html.escape
+    if isinstance(explanations, PredictionExplanation):
         explanations = [explanations]
     parts = [f'<section class="fg-explain"><h2>{escape(title)}</h2>']
     for e in explanations:
@@ -491,7 +519,7 @@ def explain_section_html(explanations: Sequence[Explanation] | Explanation, k: i
             ab = "" if c.ablation_effect is None else f"{c.ablation_effect:.4g}"
             z = f"{c.z:.2f}" if math.isfinite(c.z) else "nan"
             parts.append(f'<tr style="border-top:1px solid #ddd"><td>{i + 1}</td><td>{escape(c.name)}</td>'
-                         f"<td>{c.kind}</td><td>{c.contribution:.4g}</td><td>{z}</td><td>{c.p:.3g}</td>"
+                         f"<td>{escape(c.kind)}</td><td>{c.contribution:.4g}</td><td>{z}</td><td>{c.p:.3g}</td>"
                          f"<td>{ab}</td><td>{escape(' '.join(c.tokens))}</td><td>{escape(c.description)}</td></tr>")
         parts.append("</table>")
         if top:
