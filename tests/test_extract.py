@@ -246,3 +246,130 @@ def test_lstm_char_model_extraction_aligns_words(tmp_path):
     _, cache = m.run_with_cache(b, ["lstm.2.cell"])
     # "ab cde ." : the last characters of the words are at positions 1, 5 and 7
     np.testing.assert_allclose(store["lstm.2.cell"][:3], cache["lstm.2.cell"][0, [1, 5, 7]].numpy(), atol=1e-6)
+
+
+# -- issue 16: tokenless words, windows in running text, training mode, token-level stores ---------------
+def test_a_batch_of_tokenless_words_gives_zero_rows_recorded_in_the_metadata(tiny_bert, tmp_path, caplog):
+    """Every word of a batch tokenizing to nothing (BERT's normaliser drops zero-width spaces) used to
+    crash with "index_add_(): Expected dtype int32/int64 for index but got: Float"."""
+    zw = "\u200b"
+    corpus = Corpus.from_words([[zw, zw + zw], ["ab", zw, "c"]])
+    for agg in ("first", "last", "mean"):
+        with caplog.at_level("WARNING", logger="finegrain.extraction"):
+            store = extract(tiny_bert, corpus, tmp_path / f"{agg}.fgstore", aggregation=agg, batch_size=1,
+                            layers=["layer.1"], progress=False)
+        X = store["layer.1"][:]
+        assert store.n_rows == 5 and not X[[0, 1, 3]].any() and X[[2, 4]].any()
+        assert store.meta["tokenless_words"] == 3 and store.meta["tokenless_rows"] == [0, 1, 3]
+        assert "produced no model token" in caplog.text
+    assert "3 word(s) produced no model token" in store.info()
+
+
+def _sentencepiece_adapter():
+    """A tiny GPT-2 with a SentencePiece-style BPE tokenizer (``▁`` marks a space), built offline."""
+    from tokenizers import SentencePieceBPETokenizer
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    from finegrain.models.hf import HFAdapter
+
+    sp = SentencePieceBPETokenizer()
+    sp.train_from_iterator(["the cat sat on the mat", "the dogs run in the park"] * 20, vocab_size=120,
+                           special_tokens=["<unk>", "<pad>"], show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=sp._tokenizer, unk_token="<unk>", pad_token="<pad>",
+                                  model_max_length=32)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=32, bos_token_id=None,
+                     eos_token_id=None)
+    return HFAdapter(GPT2Model(cfg), tok, name="tiny-sentencepiece", device="cpu")
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "sentencepiece"])
+def test_sentences_over_the_window_budget_are_windowed_in_running_text(kind, tmp_path):
+    """Windows used to be planned from each word's tokens counted alone, which misses byte-level BPE's
+    leading-space token: 27 words estimated at 64 tokens were 75, and extraction failed."""
+    from finegrain.extraction import _plan_units
+    from finegrain.testing import tiny_bert, tiny_gpt2
+
+    model = {"bpe": tiny_gpt2, "wordpiece": tiny_bert, "sentencepiece": _sentencepiece_adapter}[kind]()
+    rng = random.Random(5)
+    words = ["zq", "the", "cat", "xv", "sat", "on", "unbelievable", "mat", "!"] * 9
+    rng.shuffle(words)
+    assert model.token_count(words) > model.max_length
+    if kind == "bpe":  # the failure: words counted alone underestimate the running text
+        assert sum(model.token_count([w]) for w in words) < model.token_count(words)
+    units = _plan_units(model, [words, ["the", "cat"]], model.max_length)
+    windows = [u for u in units if u.sent == 0]
+    assert windows[0].start == 0 and windows[-1].stop == len(words) and len(windows) > 1
+    for a, b in zip(windows, windows[1:]):
+        assert a.stop == b.start
+    for u in windows:
+        assert u.n_tokens == model.token_count(words[u.start : u.stop]) <= model.max_length
+        if u.stop < len(words):  # each window is as long as fits
+            assert model.token_count(words[u.start : u.stop + 1]) > model.max_length
+    store = extract(model, Corpus.from_words([words, ["the", "cat"]]), tmp_path / "w.fgstore", layers=["layer.1"],
+                    progress=False)
+    assert store.n_rows == len(words) + 2 and np.isfinite(store["layer.1"][:]).all()
+    w0 = windows[0]
+    ref = extract(model, Corpus.from_words([words[w0.start : w0.stop]]), tmp_path / "r.fgstore", layers=["layer.1"],
+                  progress=False)
+    np.testing.assert_allclose(store["layer.1"][: w0.stop], ref["layer.1"][:], atol=1e-5)
+
+
+def test_extract_hands_the_model_back_in_its_training_mode(tiny_bert, tmp_path, monkeypatch):
+    """extract() used to leave the model in eval mode."""
+    tiny_bert.model.train()
+    tiny_bert.model.encoder.layer[0].eval()  # a mixed state is restored as it was
+    corpus = Corpus.from_texts(["ab cd", "e f g"])
+    extract(tiny_bert, corpus, tmp_path / "a.fgstore", progress=False)
+    assert tiny_bert.model.training and not tiny_bert.model.encoder.layer[0].training
+    assert tiny_bert.model.encoder.layer[1].training
+
+    def boom(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(StoreWriter, "write", boom)
+    with pytest.raises(OSError, match="No space"):
+        extract(tiny_bert, corpus, tmp_path / "b.fgstore", progress=False)
+    assert tiny_bert.model.training and not tiny_bert.model.encoder.layer[0].training
+
+
+def test_token_level_store_has_one_row_per_model_token(tiny_bert, tmp_path):
+    """aggregation="token": one row per (non-special) token, the token in the word column, its word in
+    token_word; the values are the model's own hidden states at those tokens."""
+    sents = [["ab", "c"], ["xyz"], ["Hi", "there", "!"]]
+    corpus = Corpus([Sentence(s, labels={"pos": [f"P{i}" for i in range(len(s))]}) for s in sents])
+    store = extract(tiny_bert, corpus, tmp_path / "t.fgstore", aggregation="token", layers=["layer.1"],
+                    progress=False, buffer_sentences=2, batch_size=2)
+    assert store.level == "token" and store.meta["aggregation"] == "token"
+    n_chars = sum(len(w) for s in sents for w in s)
+    assert store.n_rows == n_chars  # charpiece: every character is one subword, [CLS]/[SEP] are left out
+    assert list(store.words[:3]) == ["a", "##b", "c"] and store.sentence(1) == ["x", "##y", "##z"]
+    assert list(store.index("token_word")[:3]) == [0, 0, 1] and list(store.index("word_pos")[:3]) == [0, 1, 2]
+    assert list(store.labels("pos")[:3]) == ["P0", "P0", "P1"]
+    row = 0
+    for s in sents:
+        b = tiny_bert.encode([s])
+        _, cache = tiny_bert.run_with_cache(b, ["layer.1"])
+        n = sum(len(w) for w in s)
+        np.testing.assert_allclose(store["layer.1"][row : row + n], cache["layer.1"][0, 1 : 1 + n].numpy(), atol=2e-5)
+        row += n
+
+
+def test_token_level_store_of_a_character_lstm_has_one_row_per_character(tmp_path, capsys):
+    """For character models one row per character, spaces included (Karpathy-style heatmaps in one call);
+    a space belongs to the word after it. Also from the command line: --aggregation token."""
+    from finegrain.models.lstm import LSTMAdapter
+
+    torch.manual_seed(0)
+    vocab = ["<pad>", "<s>", " "] + list("abcdefghijklmnopqrstuvwxyz.")
+    emb, lstm, head = torch.nn.Embedding(len(vocab), 8), torch.nn.LSTM(8, 6, num_layers=1, batch_first=True), \
+        torch.nn.Linear(6, len(vocab))
+    m = LSTMAdapter.from_modules(emb, lstm, head, vocab, level="char", bos="<s>")
+    sents = [["ab", "cde", "."], ["xyz"]]
+    store = extract(m, Corpus.from_words(sents), tmp_path / "c.fgstore", aggregation="token", layers=["lstm.1"],
+                    progress=False)
+    assert store.sentence(0) == list("ab cde .") and store.sentence(1) == list("xyz")
+    assert list(store.index("token_word")[:8]) == [0, 0, 1, 1, 1, 1, 2, 2]
+    b = m.encode([sents[0]])
+    _, cache = m.run_with_cache(b, ["lstm.1"])
+    np.testing.assert_allclose(store["lstm.1"][:8], cache["lstm.1"][0, 1:9].numpy(), atol=1e-6)  # <s> left out

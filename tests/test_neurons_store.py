@@ -190,3 +190,40 @@ def test_lazy_writer_creates_the_store_on_first_write(tmp_path):
     w.write({"l": X}, np.arange(4), np.zeros(4), list("abcd"))
     assert not (stale / "junk").exists()
     np.testing.assert_array_equal(w.commit()["l"][:], X)
+
+
+def test_switches_are_parameters_read_at_call_time(tmp_path, monkeypatch):
+    """FINEGRAIN_DIRECT_IO and FINEGRAIN_ONEDNN are defaults of parameters, read at each call (issue 17)."""
+    from finegrain.models import kernels
+
+    monkeypatch.setenv("FINEGRAIN_DIRECT_IO", "0")
+    assert not StoreWriter(tmp_path / "a.fgstore", {"l": 2}, 4, lazy=True)._files.direct
+    assert StoreWriter(tmp_path / "b.fgstore", {"l": 2}, 4, lazy=True, direct_io=True)._files.direct == \
+        hasattr(os, "O_DIRECT")
+    monkeypatch.setenv("FINEGRAIN_DIRECT_IO", "1")
+    assert StoreWriter(tmp_path / "c.fgstore", {"l": 2}, 4, lazy=True)._files.direct == hasattr(os, "O_DIRECT")
+    assert not StoreWriter(tmp_path / "d.fgstore", {"l": 2}, 4, lazy=True, direct_io=False)._files.direct
+    monkeypatch.setenv("FINEGRAIN_ONEDNN", "0")
+    assert not kernels.onednn_usable() and not kernels.onednn_enabled()
+    monkeypatch.setenv("FINEGRAIN_ONEDNN", "1")
+    assert kernels.onednn_enabled() and not kernels.onednn_usable(enabled=False)
+
+
+def test_store_arrays_slice_like_zarr(tmp_path):
+    X, store = _write(tmp_path / "s.fgstore", n=10, chunk_rows=4)
+    a = store["l"]
+    assert a.shape == (10, 3) and a.dtype == np.float32 and a.chunks == (4, 3) and len(a) == 10
+    np.testing.assert_array_equal(a[3], X[3])
+    np.testing.assert_array_equal(a[-1], X[-1])
+    np.testing.assert_array_equal(a[2:9:3], X[2:9:3])
+    np.testing.assert_array_equal(a[[7, 1, 7]], X[[7, 1, 7]])
+    np.testing.assert_array_equal(a[X[:, 0] > 0], X[X[:, 0] > 0])
+    np.testing.assert_array_equal(a[:, 1], X[:, 1])
+    np.testing.assert_array_equal(a.get_orthogonal_selection((np.arange(10), np.array([2, 0]))), X[:, [2, 0]])
+    np.testing.assert_array_equal(np.asarray(a), X)
+    out = a[0:2]
+    out[:] = 0  # a copy: the reader's cached chunk is untouched
+    np.testing.assert_array_equal(a[0:2], X[0:2])
+    with pytest.raises(IndexError):
+        a[[10]]
+    np.testing.assert_array_equal(store.index("word_pos"), np.arange(10) % 2)

@@ -7,8 +7,15 @@ the unit of resumption: an interrupted run restarts at the first unwritten buffe
 
 Subword tokens are aggregated to words (``first``/``last``/``mean``) through the tokenizer's own
 word alignment (``word_ids``), so any tokenizer (WordPiece, byte-level BPE, SentencePiece) is
-handled without string matching. Sentences longer than the model's maximum length are split into
-consecutive windows of whole words; nothing is truncated silently.
+handled without string matching; ``aggregation="token"`` keeps one row per model token instead (one
+per character, spaces included, for character models). Sentences longer than the model's maximum
+length are split into consecutive windows of whole words, measured as the tokenizer encodes them in
+running text; nothing is truncated silently.
+
+A word that produces no model token (e.g. only zero-width spaces, which BERT's normaliser removes) has
+a row of zeros: the store keeps one row per word so that rows stay aligned with the corpus and its
+labels, a warning names how many, and the store's metadata records them (``tokenless_words``,
+``tokenless_rows``) so that analyses can leave them out.
 """
 
 from __future__ import annotations
@@ -28,13 +35,15 @@ from tqdm.auto import tqdm
 
 import finegrain
 from finegrain.data.corpus import Corpus
-from finegrain.models.base import Batch, ModelAdapter, ModelError
+from finegrain.errors import ParameterError
+from finegrain.models.base import Batch, ModelAdapter, ModelError, preserved_state
 from finegrain.models.kernels import onednn_linears
 from finegrain.store import ActivationStore, StoreWriter
 
 log = logging.getLogger(__name__)
 
-AGGREGATIONS = ("first", "last", "mean")
+AGGREGATIONS = ("first", "last", "mean", "token")
+TOKENLESS_ROWS_KEPT = 1000  # rows of tokenless words listed in the metadata (their count is always there)
 POOLINGS = ("cls", "mean", "last")
 PRECISIONS = ("float32", "bfloat16", "float16")
 DTYPES = ("auto", "float32", "float16")
@@ -78,7 +87,12 @@ def _fingerprint(model, corpus: Corpus, layers, aggregation, pooling, dtype, pre
 
 
 def _plan_units(model: ModelAdapter, sentences: Sequence[Sequence[str]], max_tokens: int) -> list[_Unit]:
-    """Split sentences into units that fit the model; measure token counts for length sorting."""
+    """Split sentences into units that fit the model; measure token counts for length sorting.
+
+    A sentence over ``max_tokens`` becomes consecutive windows of whole words, each checked with the
+    tokenizer on exactly the text the model will see: a word's tokens depend on its context (byte-level
+    BPE's leading-space token, SentencePiece's ``▁``, WordPiece's ``##`` continuation), so counting each
+    word alone underestimates windows (27 words counted as 64 GPT-2 tokens were 75)."""
     units: list[_Unit] = []
     counter = getattr(model, "token_count", None)
     counts = model.token_counts(sentences) if hasattr(model, "token_counts") else None
@@ -90,23 +104,91 @@ def _plan_units(model: ModelAdapter, sentences: Sequence[Sequence[str]], max_tok
         if n <= max_tokens:
             units.append(_Unit(i, 0, len(words), n))
             continue
-        # windows of whole words; a single over-long word is an error, not a silent truncation
-        start = 0
-        overhead = counter([])
-        while start < len(words):
-            stop, used = start, overhead
-            while stop < len(words):
-                w = counter([words[stop]]) - overhead
-                if used + w > max_tokens:
-                    break
-                used += w
-                stop += 1
-            if stop == start:
-                raise ModelError(f"sentence {i}: word {words[start]!r} alone exceeds {max_tokens} tokens")
-            units.append(_Unit(i, start, stop, used))
-            start = stop
+        units.extend(_windows(model, counter, words, i, max_tokens))
         log.info("sentence %d (%d tokens) split into windows for max length %d", i, n, max_tokens)
     return units
+
+
+def _windows(model, counter, words: Sequence[str], sent: int, max_tokens: int) -> list[_Unit]:
+    """Windows of whole words of one sentence, each at most ``max_tokens`` tokens as encoded."""
+    overhead = counter([])
+    # a word's cost in running text: the tokens it adds after another word (one batched call), an
+    # estimate for planning; every window is then measured exactly and shrunk or grown to fit
+    probe = [["a", w] for w in words]
+    base = counter(["a"])
+    est = [c - base for c in (model.token_counts(probe) if hasattr(model, "token_counts")
+                              else [counter(p) for p in probe])]
+    units: list[_Unit] = []
+    start = 0
+    while start < len(words):
+        stop, used = start, overhead
+        while stop < len(words) and (stop == start or used + est[stop] <= max_tokens):
+            used += est[stop]
+            stop += 1
+        real = counter(words[start:stop])
+        while real > max_tokens and stop - start > 1:
+            over = real - max_tokens
+            avg = max(1.0, (real - overhead) / (stop - start))
+            stop = max(start + 1, stop - max(1, int(-(-over // avg))))
+            real = counter(words[start:stop])
+        if real > max_tokens:
+            raise ModelError(f"sentence {sent}: word {words[start]!r} alone is {real} tokens, over the model's "
+                             f"maximum of {max_tokens}; finegrain windows sentences at word boundaries only")
+        while stop < len(words):  # the estimate may have been pessimistic: take every word that fits
+            nxt = counter(words[start : stop + 1])
+            if nxt > max_tokens:
+                break
+            stop, real = stop + 1, nxt
+        units.append(_Unit(sent, start, stop, real))
+        start = stop
+    return units
+
+
+def _special_tokens(model: ModelAdapter) -> set[str]:
+    """Token strings a token-level store leaves out: the tokenizer's special tokens (``[CLS]``,
+    ``<|endoftext|>``, ...) and a character model's begin-of-text token. A special token typed in the
+    text itself belongs to a word (its offsets say so) and is kept."""
+    specials = set(getattr(getattr(model, "tokenizer", None), "all_special_tokens", None) or [])
+    bos = getattr(model, "bos", None)
+    if isinstance(bos, str):
+        specials.add(bos)
+    return specials
+
+
+def _kept_tokens(batch: Batch, b: int, specials: set[str], mask: list[int]) -> list[int]:
+    """Positions of sentence ``b`` that are rows of a token-level store: real tokens (attention mask 1)
+    that belong to a word or are not special (spaces of character models, BPE's lone ``Ġ``)."""
+    wid, toks = batch.word_ids[b], batch.tokens[b] if batch.tokens else None
+    return [t for t, w in enumerate(wid)
+            if mask[t] and (w is not None or toks is None or toks[t] not in specials)]
+
+
+def _unit_token_rows(model: ModelAdapter, sentences, units: Sequence[_Unit], specials: set[str]) -> list[int]:
+    """Rows of a token-level store of each unit: its token count less the special tokens the tokenizer
+    adds (exact for tokenizers with ``token_count``), else counted from the encoding itself."""
+    counter = getattr(model, "token_count", None)
+    if counter is not None:
+        overhead = counter([])
+        return [u.n_tokens - overhead for u in units]
+    out: list[int] = []
+    for k0 in range(0, len(units), 64):
+        group = units[k0 : k0 + 64]
+        batch = model.encode([sentences[u.sent][u.start : u.stop] for u in group])
+        mask = batch.attention_mask.tolist()
+        out.extend(len(_kept_tokens(batch, b, specials, mask[b])) for b in range(len(group)))
+    return out
+
+
+def token_rows_per_sentence(model: ModelAdapter, sentences: Sequence[Sequence[str]], max_tokens: int) -> list[int]:
+    """Rows of each sentence in a token-level store (``aggregation="token"``), windows included."""
+    specials = _special_tokens(model)
+    rows = [0] * len(sentences)
+    for k0 in range(0, len(sentences), 512):
+        part = sentences[k0 : k0 + 512]
+        units = _plan_units(model, part, max_tokens)
+        for u, r in zip(units, _unit_token_rows(model, part, units, specials)):
+            rows[k0 + u.sent] += r
+    return rows
 
 
 def _token_map(batch: Batch, units: Sequence[_Unit], base_rows: Sequence[int], aggregation: str, device):
@@ -129,8 +211,46 @@ def _token_map(batch: Batch, units: Sequence[_Unit], base_rows: Sequence[int], a
                 continue
             src.append(b * T + t)
             dst.append(out0 + w)
-    return (torch.tensor(src, device=device), torch.tensor(dst, device=device), len(dest),
-            np.asarray(dest, dtype=np.int64))
+    # int64 even when empty: a batch whose words all tokenize to nothing has no (src, dst) pair at all
+    return (torch.tensor(src, dtype=torch.long, device=device), torch.tensor(dst, dtype=torch.long, device=device),
+            len(dest), np.asarray(dest, dtype=np.int64))
+
+
+def _token_rows_map(batch: Batch, units: Sequence[_Unit], bases: Sequence[int], expected: Sequence[int],
+                    specials: set[str]):
+    """Token-level rows of a batch: ``(src, dest, words, tokens)`` with ``src`` flat token indices into
+    ``[B*T]``, ``dest`` buffer rows, ``words`` the sentence word each token belongs to (a token of no
+    word, such as a space, is given to the word after it, else the one before) and the token texts."""
+    T = len(batch.word_ids[0])
+    mask = batch.attention_mask.tolist()
+    src: list[int] = []
+    dest: list[int] = []
+    words: list[int] = []
+    tokens: list[str] = []
+    for b, (u, base, n) in enumerate(zip(units, bases, expected)):
+        keep = _kept_tokens(batch, b, specials, mask[b])
+        if len(keep) != n:
+            raise ModelError(f"sentence {u.sent}: {len(keep)} tokens encoded where {n} were planned; the "
+                             f"model's token_count() disagrees with its encode()")
+        wid = batch.word_ids[b]
+        owner = [wid[t] for t in keep]
+        nxt = None
+        for j in range(len(owner) - 1, -1, -1):  # no word: the next word's
+            if owner[j] is None:
+                owner[j] = nxt
+            else:
+                nxt = owner[j]
+        prev = None
+        for j in range(len(owner)):  # trailing tokens of no word: the previous word's
+            if owner[j] is None:
+                owner[j] = prev
+            prev = owner[j]
+        src.extend(b * T + t for t in keep)
+        dest.extend(range(base, base + len(keep)))
+        words.extend(u.start + (w if w is not None else 0) for w in owner)
+        toks = batch.tokens[b] if batch.tokens else [""] * T
+        tokens.extend(str(toks[t]) for t in keep)
+    return src, np.asarray(dest, dtype=np.int64), words, tokens
 
 
 def _aggregate(act: torch.Tensor, src, dst, n_out: int, counts) -> torch.Tensor:
@@ -186,6 +306,7 @@ class ExtractionPlan:
     dtype: str
     precision: str = "float32"
     units: dict[str, list[int]] = field(default_factory=dict)  # layers that keep only these units
+    onednn: bool | None = None  # oneDNN linears for float32 on CPU (None: FINEGRAIN_ONEDNN, default on)
 
     def autocast(self, device: torch.device):
         """The forward's autocast context: mixed precision (bfloat16 / float16 matmuls, float32
@@ -198,7 +319,8 @@ class ExtractionPlan:
         """float32 on CPU: the model's linear layers through oneDNN (~1.2x faster forward, see
         ``models.kernels``); a driver opens it around its whole loop so that weights are packed once
         (the block inside :func:`compute_buffer` then leaves them as they are)."""
-        return onednn_linears(model.model, rows_hint=batch_size * 32, enabled=self.precision == "float32")
+        enabled = False if self.precision != "float32" else self.onednn
+        return onednn_linears(model.model, rows_hint=batch_size * 32, enabled=enabled)
 
     @property
     def np_dtype(self):
@@ -211,10 +333,12 @@ class ExtractionPlan:
 
 def plan_extraction(
     facts: dict, corpus: Corpus, aggregation: str = "mean", pooling: str | None = None, dtype: str = "float32",
-    max_length: int | None = None, precision: str = "float32", neurons=None,
+    max_length: int | None = None, precision: str = "float32", neurons=None, rows_per_sent=None,
+    onednn: bool | None = None,
 ) -> ExtractionPlan:
     """Validate the options and lay out the rows of the store (``facts`` from :func:`model_facts`).
-    With ``neurons``, the store holds only those units (and their layers)."""
+    With ``neurons``, the store holds only those units (and their layers). ``rows_per_sent``: rows of
+    each sentence of a token-level store (:func:`token_rows_per_sentence`; they depend on the tokenizer)."""
     _check_options(aggregation, pooling, precision, dtype)
     units: dict[str, list[int]] = {}
     if neurons is not None:
@@ -222,8 +346,18 @@ def plan_extraction(
         facts = {**facts, "layer_names": layers, "sizes": {lay: facts["all_sizes"][lay] for lay in layers}}
     layer_names = list(facts["layer_names"])
     sizes = {lay: len(units[lay]) if lay in units else int(facts["sizes"][lay]) for lay in layer_names}
-    level = "sentence" if pooling else "word"
-    n_rows = len(corpus) if pooling else corpus.n_words
+    tokens = aggregation == "token" and not pooling
+    level = "sentence" if pooling else "token" if tokens else "word"
+    if pooling:
+        rows = np.ones(len(corpus), dtype=np.int64)
+    elif tokens:
+        if rows_per_sent is None or len(rows_per_sent) != len(corpus):
+            raise ParameterError("a token-level store (aggregation='token') needs the tokenizer's rows per "
+                                 "sentence (token_rows_per_sentence); extract() computes them")
+        rows = np.asarray(rows_per_sent, dtype=np.int64)
+    else:
+        rows = np.array([len(s.words) for s in corpus.sentences], dtype=np.int64)
+    n_rows = int(rows.sum())
     if dtype == "auto":  # float16 halves the disk and the reads; below the threshold exactness wins
         dtype = "float16" if n_rows * sum(sizes.values()) * 4 > AUTO_FLOAT16_BYTES else "float32"
     meta = {
@@ -242,25 +376,30 @@ def plan_extraction(
     }
     if units:
         meta["units"] = units
-    rows_per_sent = np.ones(len(corpus), dtype=np.int64) if pooling else np.array(
-        [len(s.words) for s in corpus.sentences], dtype=np.int64
-    )
+    if tokens:
+        meta["index_columns"] = ["token_word"]
     return ExtractionPlan(
         layer_names=layer_names,
         sizes=sizes,
         level=level,
         n_rows=n_rows,
         label_cols=list(corpus.sentence_label_columns if pooling else corpus.label_columns),
-        max_tokens=min(max_length or facts["max_length"], facts["max_length"]),
+        max_tokens=max_tokens(facts, max_length),
         meta=meta,
-        rows_per_sent=rows_per_sent,
-        sent_start=np.concatenate([[0], np.cumsum(rows_per_sent)]),
+        rows_per_sent=rows,
+        sent_start=np.concatenate([[0], np.cumsum(rows)]),
         aggregation=aggregation,
         pooling=pooling,
         dtype=dtype,
         precision=precision,
         units=units,
+        onednn=onednn,
     )
+
+
+def max_tokens(facts: dict, max_length: int | None = None) -> int:
+    """The window budget: ``max_length`` if given, never more than the model's maximum."""
+    return int(min(max_length or facts["max_length"], facts["max_length"]))
 
 
 def neuron_units(facts: dict, neurons) -> tuple[list[str], dict[str, list[int]]]:
@@ -286,38 +425,58 @@ def neuron_units(facts: dict, neurons) -> tuple[list[str], dict[str, list[int]]]
 
 def _check_options(aggregation: str, pooling: str | None, precision: str, dtype: str = "auto") -> None:
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        raise ParameterError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        raise ParameterError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if pooling is not None and pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS} or None, got {pooling!r}")
+        raise ParameterError(f"pooling must be one of {POOLINGS} or None, got {pooling!r}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ParameterError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def compute_buffer(
     model: ModelAdapter, plan: ExtractionPlan, sentences: Sequence[Sequence[str]], batch_size: int = 32,
-    on_sentences=None,
+    on_sentences=None, extras: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Activations ``{layer: [rows, size]}`` of one buffer of sentences (word lists), rows in order.
 
     This is the one code path for every engine: the same buffer gives the same batches, hence the
     same values, whether it runs in ``extract`` or in a Ray actor. ``on_sentences(n)`` reports progress.
+    ``extras`` (a dict, filled in): ``"tokenless"``, buffer rows of words that produced no token (their
+    rows are zero); for token-level plans ``"token_word"`` (the word of each row) and ``"tokens"``.
     """
     layer_names, sizes, pooling = plan.layer_names, plan.sizes, plan.pooling
     np_dtype, torch_dtype = plan.np_dtype, plan.torch_dtype
-    rows_per_sent = [1 if pooling else len(w) for w in sentences]
+    token_level = plan.level == "token"
+    units = _plan_units(model, sentences, plan.max_tokens)
+    specials = _special_tokens(model) if token_level else set()
+    unit_rows = _unit_token_rows(model, sentences, units, specials) if token_level else None
+    if token_level:
+        rows_per_sent = [0] * len(sentences)
+        for u, r in zip(units, unit_rows):
+            rows_per_sent[u.sent] += r
+    else:
+        rows_per_sent = [1 if pooling else len(w) for w in sentences]
     local_start = np.concatenate([[0], np.cumsum(rows_per_sent, dtype=np.int64)])
     n_buf = int(local_start[-1])
     buf = {lay: np.empty((n_buf, sizes[lay]), dtype=np_dtype) for lay in layer_names}
-    units = _plan_units(model, sentences, plan.max_tokens)
+    unit_base = []  # token level: the first buffer row of each unit (windows of a sentence follow each other)
+    if token_level:
+        nxt = local_start[:-1].copy()
+        for u, r in zip(units, unit_rows):
+            unit_base.append(int(nxt[u.sent]))
+            nxt[u.sent] += r
+    token_word = np.zeros(n_buf, dtype=np.int64) if token_level else None
+    tokens: list[str] = [""] * n_buf if token_level else []
+    tokenless: list[int] = []
     order = sorted(range(len(units)), key=lambda k: units[k].n_tokens)
     pooled_parts: dict[int, list[dict[str, torch.Tensor]]] = {}
     keep = {lay: torch.as_tensor(u, device=model.device) for lay, u in plan.units.items()}
     # one autocast region for the whole buffer, so that its cache of low-precision weights is reused
     with plan.fast_linears(model, batch_size), plan.autocast(model.device):
         for k0 in range(0, len(order), batch_size):
-            group = [units[k] for k in order[k0 : k0 + batch_size]]
+            ks = order[k0 : k0 + batch_size]
+            group = [units[k] for k in ks]
             batch = model.encode([sentences[u.sent][u.start : u.stop] for u in group])
             with torch.inference_mode():
                 _, cache = model.run_with_cache(batch, layer_names)
@@ -328,15 +487,23 @@ def compute_buffer(
                     pooled = _pool(cache[lay], batch.attention_mask, pooling).cpu()
                     for b, u in enumerate(group):
                         pooled_parts.setdefault(u.sent, []).append({lay: pooled[b]})
+            elif token_level:
+                src, dest, words, toks = _token_rows_map(batch, group, [unit_base[k] for k in ks],
+                                                         [unit_rows[k] for k in ks], specials)
+                token_word[dest] = words
+                for r, t in zip(dest.tolist(), toks):
+                    tokens[r] = t
+                idx = torch.as_tensor(src, dtype=torch.long, device=cache[layer_names[0]].device)
+                for lay in layer_names:
+                    flat = cache[lay].reshape(-1, cache[lay].shape[-1])
+                    buf[lay][dest] = flat.index_select(0, idx).float().to(torch_dtype).cpu().numpy()
             else:
                 base = [int(local_start[u.sent]) for u in group]
                 device = cache[layer_names[0]].device
                 src, dst, n_out, dest = _token_map(batch, group, base, plan.aggregation, device)
                 counts = torch.zeros(n_out, device=device).index_add_(0, dst, torch.ones(len(dst), device=device))
                 if bool((counts == 0).any()):
-                    empty = [w for w, c in zip(dest, counts.tolist()) if c == 0]
-                    log.warning("%d word(s) produced no tokens (e.g. buffer row %d); their rows are zero",
-                                len(empty), int(empty[0]))
+                    tokenless.extend(int(r) for r in dest[(counts == 0).cpu().numpy()])
                 counts = counts[:, None].clamp_min(1) if plan.aggregation == "mean" else None
                 for lay in layer_names:
                     vec = _aggregate(cache[lay].float(), src, dst, n_out, counts)
@@ -349,11 +516,19 @@ def compute_buffer(
                 parts = [p[lay] for p in pooled_parts[i] if lay in p]
                 # a sentence split into windows is pooled as the mean of its windows
                 buf[lay][i] = torch.stack(parts).mean(0).numpy().astype(np_dtype)
+    if tokenless:
+        log.warning("%d word(s) produced no model token (e.g. buffer row %d); their rows are zero",
+                    len(tokenless), tokenless[0])
+    if extras is not None:
+        extras["tokenless"] = sorted(tokenless)
+        if token_level:
+            extras["token_word"], extras["tokens"] = token_word, tokens
     return buf
 
 
-def buffer_index(plan: ExtractionPlan, sents: Sequence, b0: int) -> dict:
-    """Index columns (``sent_id``, ``word_pos``, ``words``, ``labels``) of sentences ``b0..``."""
+def buffer_index(plan: ExtractionPlan, sents: Sequence, b0: int, extras: dict | None = None) -> dict:
+    """Index columns (``sent_id``, ``word_pos``, ``words``, ``labels``; token level: ``extra``) of
+    sentences ``b0..`` (token level: ``extras`` of :func:`compute_buffer` for those sentences)."""
     b1 = b0 + len(sents)
     label_cols = plan.label_cols
     if plan.pooling:
@@ -362,6 +537,21 @@ def buffer_index(plan: ExtractionPlan, sents: Sequence, b0: int) -> dict:
             "word_pos": np.full(b1 - b0, -1),
             "words": [s.text for s in sents],
             "labels": {c: [s.sent_labels[c] for s in sents] for c in label_cols},
+        }
+    if plan.level == "token":
+        if extras is None or "token_word" not in extras:
+            raise ParameterError("a token-level buffer's index needs the extras of compute_buffer")
+        counts = plan.rows_per_sent[b0:b1]
+        sent_of_row = np.repeat(np.arange(len(sents)), counts)
+        word = np.asarray(extras["token_word"], dtype=np.int64)
+        return {
+            "sent_id": sent_of_row + b0,
+            # the token's position among its sentence's rows: (sent_id, word_pos) still indexes sentence()
+            "word_pos": np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, np.int64),
+            "words": list(extras["tokens"]),
+            "labels": {c: [sents[i].labels[c][w] for i, w in zip(sent_of_row.tolist(), word.tolist())]
+                       for c in label_cols},
+            "extra": {"token_word": word},
         }
     return {
         "sent_id": np.repeat(np.arange(b0, b1), plan.rows_per_sent[b0:b1]),
@@ -388,11 +578,17 @@ def extract(
     chunk_rows: int = 8192,
     precision: str = "float32",
     neurons=None,
+    onednn: bool | None = None,
+    direct_io: bool | None = None,
 ) -> ActivationStore:
     """Run ``model`` over ``corpus`` and write the activations of ``layers`` to ``path``.
 
-    ``aggregation`` turns subword tokens into word rows (``first``/``last``/``mean``); with
-    ``pooling`` (``cls``/``mean``/``last``) the store has one row per sentence instead.
+    ``aggregation`` turns subword tokens into word rows (``first``/``last``/``mean``), or keeps one row
+    per model token (``"token"``: one row per character, spaces included, for character models; the
+    store's ``word`` column is then the token, ``word_pos`` its position among its sentence's tokens
+    and the index column ``token_word`` the word it belongs to, a space going to the word after it;
+    special tokens such as ``[CLS]`` are left out). With ``pooling`` (``cls``/``mean``/``last``) the store
+    has one row per sentence instead.
     ``layers``: list of layer names, ``"hidden"`` (embeddings + every layer output) or ``"all"``.
     ``dtype`` is how activations are stored (``"auto"``: float32, or float16 when a float32 store would
     exceed 2 GiB, i.e. for large corpora); ``precision`` how the forward computes them:
@@ -400,17 +596,38 @@ def extract(
     model under autocast, about twice as fast, at the cost of ~3 (bf16) or ~4 (fp16) significant digits.
     ``neurons`` (addresses such as ``["layer.3:117", "layer.5.mlp:12"]``): keep only these units; the
     store's layers are then theirs (``layers`` is ignored) and its neuron index names the real units.
+    ``onednn``: float32 CPU linears through oneDNN (default: ``FINEGRAIN_ONEDNN``, on unless ``0``);
+    ``direct_io``: chunk files written with ``O_DIRECT`` (default: ``FINEGRAIN_DIRECT_IO``, on unless ``0``).
+
+    A word that produces no model token (e.g. only zero-width spaces) gets a row of zeros, counted in
+    the store's metadata (``tokenless_words``, and the first rows in ``tokenless_rows``). One process
+    writes a store at a time: a second extraction into the same ``path`` fails at once. The model is
+    handed back in the training mode it came in, also on error.
     """
     _check_options(aggregation, pooling, precision, dtype)
     if not isinstance(model, ModelAdapter):
         raise ModelError(f"extract() needs a finegrain model adapter (load_model), got {type(model).__name__}")
     corpus = _as_corpus(corpus)
-    plan = plan_extraction(model_facts(model, layers), corpus, aggregation, pooling, dtype, max_length, precision,
-                           neurons)
+    facts = model_facts(model, layers)
+    rows = None
+    if aggregation == "token" and not pooling:
+        rows = token_rows_per_sentence(model, [s.words for s in corpus.sentences], max_tokens(facts, max_length))
+    plan = plan_extraction(facts, corpus, aggregation, pooling, dtype, max_length, precision, neurons, rows, onednn)
     writer = StoreWriter(
         path, plan.sizes, plan.n_rows, label_columns=plan.label_cols, dtype=plan.dtype, chunk_rows=chunk_rows,
-        meta=plan.meta, resume=resume, overwrite=overwrite, lazy=True,
+        meta=plan.meta, resume=resume, overwrite=overwrite, lazy=True, direct_io=direct_io,
+        index_columns=plan.meta.get("index_columns", ()),
     )
+    try:
+        with preserved_state(model.model):
+            _run(model, corpus, plan, writer, batch_size, buffer_sentences, progress, path)
+        return writer.commit()
+    finally:
+        writer.close()  # the lock: released whatever happened (commit has released it already)
+
+
+def _run(model, corpus: Corpus, plan: ExtractionPlan, writer: StoreWriter, batch_size: int, buffer_sentences: int,
+         progress: bool | None, path) -> None:
     sent_start = plan.sent_start
     # restart at the first buffer not wholly on disk: buffers start at multiples of
     # buffer_sentences, so a resumed run computes exactly the batches of an uninterrupted one
@@ -419,6 +636,13 @@ def extract(
     writer.rewind(int(sent_start[first_sent]))
     if first_sent:
         log.info("resuming %s at sentence %d of %d", path, first_sent, len(corpus))
+    # tokenless words of the buffers already on disk (exact while the list is complete)
+    tokenless = list(writer.meta_value("tokenless_rows", [])) if first_sent else []
+    n_tokenless = int(writer.meta_value("tokenless_words", 0)) if first_sent else 0
+    complete_list = n_tokenless <= len(tokenless)
+    tokenless = [r for r in tokenless if r < sent_start[first_sent]]
+    if complete_list:
+        n_tokenless = len(tokenless)
 
     bar = tqdm(total=len(corpus), initial=first_sent, desc="extract", unit="sent",
                disable=None if progress is None else not progress, smoothing=0.1)
@@ -431,22 +655,38 @@ def extract(
             for b0 in range(first_sent, len(corpus), buffer_sentences):
                 b1 = min(b0 + buffer_sentences, len(corpus))
                 sents = corpus.sentences[b0:b1]
-                buf = compute_buffer(model, plan, [s.words for s in sents], batch_size, on_sentences=bar.update)
+                extras: dict = {}
+                buf = compute_buffer(model, plan, [s.words for s in sents], batch_size, on_sentences=bar.update,
+                                     extras=extras)
+                if extras["tokenless"]:
+                    n_tokenless += len(extras["tokenless"])
+                    room = TOKENLESS_ROWS_KEPT - len(tokenless)
+                    tokenless.extend(int(sent_start[b0]) + r for r in extras["tokenless"][:max(0, room)])
                 pending = _wait(pending)
-                pending = pool.submit(writer.write, buf, **buffer_index(plan, sents, b0))
+                pending = pool.submit(_write_buffer, writer, buf, buffer_index(plan, sents, b0, extras),
+                                      {"tokenless_words": n_tokenless, "tokenless_rows": list(tokenless)}
+                                      if extras["tokenless"] else None)
             _wait(pending)
-        except BaseException:
+        except BaseException as err:
             # keep what was computed: the rows accepted so far go to disk, so a re-run resumes after them
+            # (not after a failed write: the disk is the problem, and the error says so already)
             pool.shutdown(wait=True)
-            try:
-                writer.flush()
-            except Exception as e:  # noqa: BLE001 - the original error matters more
-                log.warning("could not save the partial store's last rows: %s", e)
+            if not isinstance(err, OSError):
+                try:
+                    writer.flush()
+                except Exception as e:  # noqa: BLE001 - the original error matters more
+                    log.warning("could not save the partial store's last rows: %s", e)
             raise
         finally:
             pool.shutdown(wait=True)
             bar.close()
-    return writer.commit()
+
+
+def _write_buffer(writer: StoreWriter, buf: dict, index: dict, meta: dict | None) -> None:
+    """The writer thread's job for one buffer: its rows, then (metadata after data) what it noted."""
+    writer.write(buf, **index)
+    if meta:
+        writer.set_meta(**meta)
 
 
 def _wait(future):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from finegrain.errors import CorpusError
+from finegrain.errors import CorpusError, ParameterError
+
+# C0 and C1 control characters but tab, newline and carriage return: never part of a word of text
+CONTROL_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
 
 
 @dataclass
@@ -94,7 +99,7 @@ class Corpus:
         """How often each label of a label column occurs. ``level`` is ``"word"`` or ``"sentence"``;
         ``None`` means the word column if there is one of that name, else the sentence column."""
         if level not in (None, "word", "sentence"):
-            raise ValueError(f"level must be 'word', 'sentence' or None, got {level!r}")
+            raise ParameterError(f"level must be 'word', 'sentence' or None, got {level!r}")
         if level != "sentence" and column in self.label_columns:
             return Counter(lab for s in self.sentences for lab in s.labels[column])
         if level != "word" and column in self.sentence_label_columns:
@@ -105,13 +110,24 @@ class Corpus:
         )
 
     def validate(self) -> Corpus:
-        """Raise CorpusError on an empty corpus, empty sentences or inconsistent label columns."""
+        """Raise CorpusError on an empty corpus, empty sentences, words that are not text (not strings,
+        empty, or holding control characters such as NUL) or inconsistent label columns."""
         if not self.sentences:
             raise CorpusError(f"{self.name}: empty corpus (no sentences)")
         cols, scols = set(self.label_columns), set(self.sentence_label_columns)
         for s in self.sentences:
             if not s.words:
                 raise CorpusError(f"{self.name}: sentence {s.id} has no words")
+            try:
+                text = "\n".join(s.words)
+            except TypeError:
+                bad = next(w for w in s.words if not isinstance(w, str))
+                raise CorpusError(f"{self.name}: sentence {s.id}: word {bad!r} is a {type(bad).__name__}, "
+                                  f"not a string") from None
+            if _CONTROL.search(text) or "" in s.words:
+                bad = next(w for w in s.words if not w or _CONTROL.search(w))
+                raise CorpusError(f"{self.name}: sentence {s.id}: word {bad!r} is empty or holds a control "
+                                  f"character")
             if set(s.labels) != cols:
                 raise CorpusError(
                     f"{self.name}: sentence {s.id} has label columns {sorted(s.labels)}, expected {sorted(cols)}"

@@ -1,7 +1,10 @@
 """Corpus readers and writers.
 
 Every reader returns a validated :class:`~finegrain.data.corpus.Corpus`; malformed input raises
-:class:`~finegrain.data.corpus.CorpusError` with ``file:line`` in the message.
+:class:`~finegrain.data.corpus.CorpusError` with ``file:line`` in the message, whatever the bytes: a
+byte-order mark (UTF-8, UTF-16, UTF-32) is honoured and stripped in every format, text that is not valid
+UTF-8 is reported at its line and column (not at an offset inside a decoding buffer), and NUL or other
+control characters (a binary file) are refused.
 
 Formats
 -------
@@ -15,12 +18,16 @@ Formats
 
 from __future__ import annotations
 
+import codecs
+import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from finegrain.data.corpus import Corpus, CorpusError, Sentence
+from finegrain.data.corpus import CONTROL_CHARS, Corpus, CorpusError, Sentence
+from finegrain.errors import ParameterError
 
 PathLike = str | os.PathLike
 
@@ -33,23 +40,72 @@ LABEL_FILE_PREFIX = "labels."
 # -- helpers -----------------------------------------------------------------------------------
 
 
+# surrogates are how undecodable bytes arrive (errors="surrogateescape"); control characters mean binary data
+_BAD = re.compile(f"[{CONTROL_CHARS}\ud800-\udfff]")
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _encoding(head: bytes) -> str:
+    """The encoding a file's first bytes announce with a byte-order mark (stripped when decoding); UTF-8
+    without one."""
+    return next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without the newline); a missing file is a CorpusError."""
+    """(1-based line number, line without the newline); any failure is a CorpusError naming the file
+    (and the line, for text that is not UTF-8 or holds control characters)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                yield i, line.rstrip("\n").rstrip("\r")
+        f = open(path, "rb")  # noqa: SIM115 - closed below; the generator owns it
     except FileNotFoundError:
         raise CorpusError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{path}: not UTF-8 text ({e})") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{path}: is a directory, not a corpus file") from None
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read it: {e.strerror or e}") from None
+    with f:
+        try:
+            enc = _encoding(f.read(4))
+            f.seek(0)
+        except OSError as e:
+            raise CorpusError(f"{path}: cannot read it: {e.strerror or e}") from None
+        # line by line with universal newlines; a UTF-8 decoding error is kept in the line (as surrogates)
+        # so that it is reported with its line number, not an offset inside an 8 KB decoding chunk
+        text = io.TextIOWrapper(f, encoding=enc, errors="surrogateescape" if enc.startswith("utf-8") else "strict",
+                                newline=None)
+        i = 0
+        try:
+            for i, line in enumerate(text, 1):
+                line = line.rstrip("\n")
+                m = _BAD.search(line)
+                if m:
+                    raise CorpusError(_bad_char(path, i, line, m.start(), enc))
+                yield i, line
+        except UnicodeDecodeError as e:
+            raise CorpusError(f"{path}:{i + 1}: not valid {enc.upper()} text ({e.reason})") from None
+        except OSError as e:
+            raise CorpusError(f"{path}:{i + 1}: cannot read it: {e.strerror or e}") from None
+
+
+def _bad_char(path: Path, lineno: int, line: str, col: int, enc: str) -> str:
+    c = ord(line[col])
+    if 0xDC80 <= c <= 0xDCFF:
+        return (f"{path}:{lineno}: not UTF-8 text: byte 0x{c - 0xDC00:02X} at column {col + 1} (another encoding, "
+                f"e.g. Latin-1? convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8)")
+    if 0xD800 <= c <= 0xDFFF:
+        return f"{path}:{lineno}: not valid {enc.upper()} text: an unpaired surrogate at column {col + 1}"
+    return (f"{path}:{lineno}: control character U+{c:04X} at column {col + 1}; a corpus is text, and this looks "
+            f"like binary data")
 
 
 def _finish(sentences: list[Sentence], path: Path, name: str | None, meta: dict | None = None) -> Corpus:
     if not sentences:
         raise CorpusError(f"{path}: empty corpus (no sentences found)")
     corpus = Corpus(sentences, name=name or Path(path).stem, meta={"source": str(path), **(meta or {})})
-    return corpus.validate()
+    try:
+        return corpus.validate()
+    except CorpusError as e:  # the corpus's own checks name the corpus; say which file it is
+        raise CorpusError(e if str(path) in str(e) else f"{path}: {e}") from None
 
 
 def _check_column(column: str, available: Sequence[str], path: PathLike) -> None:
@@ -295,7 +351,7 @@ def conll_column_names(n_columns: int) -> list[str]:
     """Column names of a CoNLL-2003-style file with ``n_columns`` columns: the first is the token,
     the last the NER/BIO tag (``token pos chunk ner`` for the original 4-column layout)."""
     if n_columns < 2:
-        raise ValueError("a CoNLL/BIO file needs at least a token and a tag column")
+        raise ParameterError("a CoNLL/BIO file needs at least a token and a tag column")
     named = {2: ["token", "ner"], 3: ["token", "pos", "ner"], 4: ["token", "pos", "chunk", "ner"]}
     return named.get(n_columns, ["token", *[f"col{i}" for i in range(1, n_columns - 1)], "ner"])
 
@@ -326,7 +382,7 @@ def read_conll2003(
     column to BIO.
     """
     if scheme not in ("keep", "bio"):
-        raise ValueError(f"scheme must be 'keep' or 'bio', got {scheme!r}")
+        raise ParameterError(f"scheme must be 'keep' or 'bio', got {scheme!r}")
     path = Path(path)
     wanted = list(columns) if columns is not None else [label]
     sents: list[Sentence] = []

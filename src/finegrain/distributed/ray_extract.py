@@ -41,6 +41,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from finegrain.distributed._ray import init_ray, require_ray, require_ray_data
+from finegrain.errors import ModelError, ParameterError
 
 if TYPE_CHECKING:
     import ray.data
@@ -64,7 +65,7 @@ def _load_model(model, task: str, device: str | None, num_threads: int | None = 
     else:
         adapter = model() if callable(model) and not isinstance(model, ModelAdapter) else model
         if not isinstance(adapter, ModelAdapter):
-            raise TypeError(f"the model factory returned {type(adapter).__name__}, not a finegrain adapter")
+            raise ModelError(f"the model factory returned {type(adapter).__name__}, not a finegrain adapter")
         if device is not None:
             adapter.to(resolve_device(device))
     adapter.model.eval()
@@ -87,12 +88,14 @@ class ExtractWorker:
     a batch (a ``pyarrow.Table`` of shard descriptors) and returns one record per shard."""
 
     def __init__(self, model, plan, path: str, *, task: str = "base", device: str | None = "auto",
-                 num_threads: int | None = None, batch_size: int = 32, buffer_sentences: int = 512):
+                 num_threads: int | None = None, batch_size: int = 32, buffer_sentences: int = 512,
+                 token: str | None = None, direct_io: bool | None = None):
         from finegrain.store import StoreWriter
 
         self.model = _load_model(model, task, device, num_threads)
         self.plan = plan
-        self.writer = StoreWriter.open_partial(path)
+        # the driver's partial store (its owner token): never one another run created meanwhile
+        self.writer = StoreWriter.open_partial(path, token=token, direct_io=direct_io)
         self.batch_size = batch_size
         self.buffer_sentences = buffer_sentences
 
@@ -127,7 +130,7 @@ class ExtractWorker:
                     edges.append((s, {k: v[s - a :] for k, v in buf.items()}))
                 row = b
         if row != r1:
-            raise RuntimeError(f"shard {shard['name']}: produced rows {r0}:{row}, expected {r0}:{r1}")
+            raise ModelError(f"shard {shard['name']}: produced rows {r0}:{row}, expected {r0}:{r1}")
         _save_edges(writer.region_dir / f"{shard['name']}.edges.npz", edges)
         writer.mark_done(shard["name"])
         return {"name": shard["name"], "rows": r1 - r0, "seconds": time.perf_counter() - t0, "pid": os.getpid(),
@@ -175,7 +178,7 @@ def plan_shards(sent_start: np.ndarray, n_sentences: int, buffer_sentences: int,
 def shard_dataset(shards: Sequence[dict], words: Sequence[Sequence[str]], model, plan, path: str | os.PathLike, *,
                   num_workers: int, cpus_per_worker: float, num_gpus: float, task: str = "base",
                   device: str | None = "auto", batch_size: int = 32, buffer_sentences: int = 512,
-                  ) -> ray.data.Dataset:
+                  token: str | None = None, direct_io: bool | None = None) -> ray.data.Dataset:
     """The Ray Data pipeline of :func:`extract_ray` (lazy; nothing runs until it is consumed): one
     shard descriptor per block, mapped by :class:`ExtractWorker` on a pool of ``num_workers`` actors;
     its rows are the per-shard records (``name``, ``rows``, ``seconds``, ``pid``, ``device``)."""
@@ -194,7 +197,8 @@ def shard_dataset(shards: Sequence[dict], words: Sequence[Sequence[str]], model,
         compute=rd.ActorPoolStrategy(size=num_workers, max_tasks_in_flight_per_actor=1),
         fn_constructor_args=(model, plan, os.fspath(path)),
         fn_constructor_kwargs={"task": task, "device": device, "num_threads": max(1, int(cpus_per_worker)),
-                               "batch_size": batch_size, "buffer_sentences": buffer_sentences},
+                               "batch_size": batch_size, "buffer_sentences": buffer_sentences, "token": token,
+                               "direct_io": direct_io},
         num_cpus=cpus_per_worker,
         num_gpus=num_gpus,
     )
@@ -233,6 +237,8 @@ def extract_ray(
     progress: bool | None = None,
     precision: str = "float32",
     neurons=None,
+    onednn: bool | None = None,
+    direct_io: bool | None = None,
 ):
     """:func:`finegrain.extract.extract` with Ray Data: shards of the corpus mapped by a pool of
     ``num_workers`` actors (one model replica each); same store, same rows, same values.
@@ -247,21 +253,22 @@ def extract_ray(
     than workers) if the cluster has GPUs and ``device`` allows CUDA, else 0. ``cpus_per_worker``
     (logical CPUs per actor; the actor runs ``max(1, int(cpus_per_worker))`` torch threads)
     defaults to 1, less if the cluster has fewer CPUs than workers, so that the pool always starts.
-    ``precision``, ``neurons``: as in :func:`~finegrain.extract.extract`.
+    ``precision``, ``neurons``, ``onednn``, ``direct_io``: as in :func:`~finegrain.extract.extract`. The
+    driver holds the store's lock for the whole run (a second writer of ``out`` fails at once); the actors
+    write only into the partial store that carries the driver's owner token. Token-level stores
+    (``aggregation="token"``) need the tokenizer where the index is written: use the local engine.
     """
     from finegrain.extraction import _as_corpus, plan_extraction
-    from finegrain.store import StoreError, StoreWriter
+    from finegrain.store import StoreWriter, check_output
 
     if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        raise ParameterError(f"num_workers must be >= 1, got {num_workers}")
     if buffer_sentences < 1 or batch_size < 1:
-        raise ValueError("batch_size and buffer_sentences must be >= 1")
-    path = Path(out)
-    if path.exists() and not overwrite:
-        raise StoreError(f"{path} already exists (pass overwrite=True to replace it)")
+        raise ParameterError("batch_size and buffer_sentences must be >= 1")
+    if aggregation == "token" and not pooling:
+        raise ParameterError("aggregation='token' is not available with the Ray engine; use the local engine")
+    path = check_output(out, overwrite)  # before starting Ray: a refused output fails at once
     corpus = _as_corpus(corpus)
-    if len(corpus) == 0:
-        raise ValueError("empty corpus")
     ray = init_ray(address)
     require_ray_data()
     resources = ray.cluster_resources()
@@ -272,7 +279,7 @@ def extract_ray(
         cpus_per_worker = min(1.0, (cpus or 1) / num_workers)
     if num_gpus > gpus or (cpus and cpus_per_worker > cpus):
         # Ray Data would wait for such an actor forever
-        raise ValueError(f"an actor asks for {cpus_per_worker:g} CPU(s) and {num_gpus:g} GPU(s); "
+        raise ParameterError(f"an actor asks for {cpus_per_worker:g} CPU(s) and {num_gpus:g} GPU(s); "
                          f"the cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s)")
 
     t0 = time.perf_counter()
@@ -283,11 +290,24 @@ def extract_ray(
     else:
         facts = _model_facts(model, task, layers)
     log.debug("model facts in %.1fs", time.perf_counter() - t0)
-    plan = plan_extraction(facts, corpus, aggregation, pooling, dtype, max_length, precision, neurons)
+    plan = plan_extraction(facts, corpus, aggregation, pooling, dtype, max_length, precision, neurons,
+                           onednn=onednn)
     writer = StoreWriter(
         path, plan.sizes, plan.n_rows, label_columns=plan.label_cols, dtype=plan.dtype, chunk_rows=chunk_rows,
-        meta={**plan.meta, "engine": "ray"}, resume=resume, overwrite=overwrite,
+        meta={**plan.meta, "engine": "ray"}, resume=resume, overwrite=overwrite, direct_io=direct_io,
     )
+    try:
+        return _run_shards(writer, plan, corpus, model, path, num_workers=num_workers,
+                           cpus_per_worker=cpus_per_worker, num_gpus=num_gpus, task=task, device=device,
+                           batch_size=batch_size, buffer_sentences=buffer_sentences, n_shards=n_shards,
+                           resume=resume, progress=progress, direct_io=direct_io)
+    finally:
+        writer.close()  # the lock, whatever happened (a commit has released it already)
+
+
+def _run_shards(writer, plan, corpus, model, path: Path, *, num_workers: int, cpus_per_worker: float,
+                num_gpus: float, task: str, device, batch_size: int, buffer_sentences: int, n_shards: int | None,
+                resume: bool, progress: bool | None, direct_io: bool | None):
     shards = plan_shards(plan.sent_start, len(corpus), buffer_sentences,
                          n_shards or max(4 * num_workers, math.ceil(len(corpus) / buffer_sentences
                                                                     / MAX_BUFFERS_PER_SHARD)))
@@ -304,7 +324,7 @@ def extract_ray(
             ds = shard_dataset(todo, [s.words for s in corpus.sentences], model, lite, path,
                                num_workers=min(num_workers, len(todo)), cpus_per_worker=cpus_per_worker,
                                num_gpus=num_gpus, task=task, device=device, batch_size=batch_size,
-                               buffer_sentences=buffer_sentences)
+                               buffer_sentences=buffer_sentences, token=writer.owner_token, direct_io=direct_io)
             bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="extract[ray]", unit="shard",
                        disable=None if progress is None else not progress)
             records = iter(ds.iter_rows())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from finegrain.models.base import Batch, ModelAdapter, ModelError, resolve_device
 from finegrain.models.hf import TASKS, HFAdapter, attach, load_hf
+from finegrain.models.seq2seq import is_seq2seq, load_seq2seq
 
 EMBEDDED = ("minilm", "textgenrnn")
 
@@ -31,6 +32,7 @@ def load_model(
     task: str = "base",
     device: str = "auto",
     attn_implementation: str | None = None,
+    allow_download: bool = False,
     **kwargs,
 ) -> ModelAdapter:
     """Load a model as a finegrain adapter.
@@ -39,6 +41,9 @@ def load_model(
     * ``"textgenrnn"``: embedded pretrained character LSTM language model;
     * a local directory or a cached Hugging Face name, with ``task`` one of
       ``base``, ``masked-lm``, ``causal-lm``, ``sequence-classification``, ``token-classification``.
+
+    The hub is never contacted unless ``allow_download=True``: a name found neither locally nor in the
+    cache fails at once, suggesting the closest embedded or cached name.
     """
     if name_or_path == "textgenrnn":
         from finegrain.models.textgenrnn import load_textgenrnn
@@ -52,7 +57,10 @@ def load_model(
         return adapter
     if not isinstance(name_or_path, str | os.PathLike):
         raise ModelError(f"load_model expects a name or path, got {type(name_or_path).__name__}")
-    return load_hf(str(name_or_path), task=task, device=device, attn_implementation=attn_implementation, **kwargs)
+    if is_seq2seq(name_or_path):  # a local encoder-decoder checkpoint (T5, BART, Marian, ...)
+        return load_seq2seq(name_or_path, task=task, device=device, attn_implementation=attn_implementation, **kwargs)
+    return load_hf(str(name_or_path), task=task, device=device, attn_implementation=attn_implementation,
+                   allow_download=allow_download, **kwargs)
 
 
 __all__ = [

@@ -4,7 +4,8 @@
 product (``torch.ops.mkldnn._linear_pointwise``, the kernel torch.compile's CPU freezing path emits)
 instead of ``F.linear``'s BLAS call. Where MKL's sgemm takes its generic code path (non-Intel x86
 CPUs) this makes a transformer forward ~1.2x faster; results agree with ``F.linear`` to float32
-rounding (a different summation order). Set ``FINEGRAIN_ONEDNN=0`` to turn it off.
+rounding (a different summation order). ``enabled=False`` turns it off; its default is the
+environment variable ``FINEGRAIN_ONEDNN`` (on unless ``0``), read at each call.
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ from torch import nn
 # weights are prepacked into oneDNN's blocked layout (a copy: another 5% faster) while their total
 # size stays under this; larger models use their own weights in place, so memory does not double
 PACK_BUDGET_BYTES = 512 << 20
-_USABLE: list[bool] = []  # checked once per process
+_USABLE: list[bool] = []  # whether the kernel exists and agrees with F.linear: checked once per process
 
 
-def onednn_usable() -> bool:
-    """Whether oneDNN's linear exists here and matches ``F.linear`` (checked once)."""
+def onednn_enabled(enabled: bool | None = None) -> bool:
+    """``enabled``, or when ``None`` the environment variable ``FINEGRAIN_ONEDNN`` (on unless ``0``),
+    read now (not once per process)."""
+    return os.environ.get("FINEGRAIN_ONEDNN", "1") != "0" if enabled is None else bool(enabled)
+
+
+def onednn_usable(enabled: bool | None = None) -> bool:
+    """Whether oneDNN's linear is switched on (``enabled``, default ``FINEGRAIN_ONEDNN``) and exists
+    here and matches ``F.linear`` (that check is made once)."""
+    if not onednn_enabled(enabled):
+        return False
     if not _USABLE:
-        ok = os.environ.get("FINEGRAIN_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
+        ok = torch.backends.mkldnn.is_available()
         if ok:
             try:
                 g = torch.Generator().manual_seed(0)
@@ -52,15 +62,16 @@ def _onednn_forward(linear: nn.Linear, weight: torch.Tensor, version: int, x: to
 
 
 @contextmanager
-def onednn_linears(module: nn.Module, rows_hint: int = 1024, enabled: bool = True):
+def onednn_linears(module: nn.Module, rows_hint: int = 1024, enabled: bool | None = None):
     """Within the block, float32 CPU ``nn.Linear`` layers of ``module`` compute with oneDNN (weights
     prepacked once on entry, within :data:`PACK_BUDGET_BYTES`); their forwards are restored on exit,
     also on error, and the packed copies freed. Hooks keep working (they wrap ``forward``); a nested
     block leaves the outer one's layers as they are. Inputs that need gradients, other dtypes
-    (autocast) or devices take ``F.linear``. ``rows_hint``: typical rows per call, for the packing."""
+    (autocast) or devices take ``F.linear``. ``rows_hint``: typical rows per call, for the packing.
+    ``enabled``: default ``FINEGRAIN_ONEDNN`` (on unless ``0``), read at the call."""
     patched: list[nn.Linear] = []
     try:
-        if enabled and onednn_usable():
+        if onednn_usable(enabled):
             linears = [m for m in module.modules() if type(m) is nn.Linear and "forward" not in m.__dict__
                        and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"]
             pack = sum(m.weight.numel() * 4 for m in linears) <= PACK_BUDGET_BYTES

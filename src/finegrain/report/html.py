@@ -1,4 +1,11 @@
-"""Self-contained HTML for the report: inline CSS/JS, images as data URIs, data as embedded JSON."""
+"""Self-contained HTML for the report: inline CSS/JS, images as data URIs, data as embedded JSON.
+
+Every string that comes from the user's data (words, label names, which come from file names, label
+values, file, model, layer and head names) is escaped wherever it lands: :func:`html.escape` in text and
+attributes, the page's ``esc()`` in HTML the script builds, and ``\\u`` escapes of ``<``, ``>``, ``&``,
+U+2028 and U+2029 in JSON inside ``<script>`` (so no ``</script>`` or ``<!--`` in the data can end or
+swallow the script). In plots, ``$`` is text, never matplotlib mathtext.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import html
 import json
 import tempfile
 from pathlib import Path
+
+import matplotlib
 
 from finegrain.viz import heatmap_html, png_data_uri
 from finegrain.viz import plots as P
@@ -52,34 +61,36 @@ function color(v, vmax){
   const m = x => Math.round(255 - t * (255 - x));
   return 'rgb(' + m(c[0]) + ',' + m(c[1]) + ',' + m(c[2]) + ')';
 }
-function esc(s){ const d = document.createElement('div'); d.textContent = String(s); return d.innerHTML; }
+// every value from the data goes through esc() before it is part of HTML (text or attribute value)
+const ESC = {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'};
+function esc(s){ return String(s).replace(/[&<>"']/g, c => ESC[c]); }
 function hist(h, edges){
   const W = 320, Hh = 90, n = h.length, mx = Math.max(1, ...h);
   let s = '<svg id="nb-hist" width="' + W + '" height="' + (Hh + 18) + '" role="img" aria-label="histogram">';
   h.forEach((c, i) => { const bh = Math.round(c / mx * Hh);
     s += '<rect x="' + (i * W / n) + '" y="' + (Hh - bh) + '" width="' + (W / n - 1) + '" height="' + bh + '"></rect>'; });
-  s += '<text x="0" y="' + (Hh + 14) + '" font-size="11">' + edges[0] + '</text>';
-  s += '<text x="' + W + '" y="' + (Hh + 14) + '" font-size="11" text-anchor="end">' + edges[1] + '</text></svg>';
+  s += '<text x="0" y="' + (Hh + 14) + '" font-size="11">' + esc(edges[0]) + '</text>';
+  s += '<text x="' + W + '" y="' + (Hh + 14) + '" font-size="11" text-anchor="end">' + esc(edges[1]) + '</text></svg>';
   return s;
 }
 function show(addr){
   const d = DATA.neurons[addr];
   if (!d) { out.innerHTML = '<p class="muted">No data for ' + esc(addr) + '</p>'; return; }
-  const [layer, unit] = addr.split(':');
+  const cut = addr.lastIndexOf(':'), layer = addr.slice(0, cut), unit = addr.slice(cut + 1);
   layerSel.value = layer; unitIn.value = unit; unitIn.max = DATA.layers[layer] - 1;
   let vmax = 0; d.top.forEach(t => t.v.forEach(v => vmax = Math.max(vmax, Math.abs(v))));
   let h = '<h3 id="nb-title">Neuron ' + esc(addr) + '</h3>';
   if (d.formula) h += '<p>Compositional explanation: <span class="formula">' + esc(d.formula) +
-      '</span> (IoU ' + d.iou.toFixed(3) + ')</p>';
-  if (PROPS[addr]) h += '<p>Top-ranked for: ' + PROPS[addr].map(p => '<a class="pill" href="#prop-' + p + '">' + p + '</a>').join(' ') + '</p>';
-  h += '<table><tr><th>mean</th><th>std</th><th>min</th><th>max</th></tr><tr><td class="num">' + d.mean +
-       '</td><td class="num">' + d.std + '</td><td class="num">' + d.min + '</td><td class="num">' + d.max + '</td></tr></table>';
+      '</span> (IoU ' + esc(Number(d.iou).toFixed(3)) + ')</p>';
+  if (PROPS[addr]) h += '<p>Top-ranked for: ' + PROPS[addr].map(p => '<a class="pill" href="#prop-' + esc(p) + '">' + esc(p) + '</a>').join(' ') + '</p>';
+  h += '<table><tr><th>mean</th><th>std</th><th>min</th><th>max</th></tr><tr><td class="num">' + esc(d.mean) +
+       '</td><td class="num">' + esc(d.std) + '</td><td class="num">' + esc(d.min) + '</td><td class="num">' + esc(d.max) + '</td></tr></table>';
   h += hist(d.hist, d.edges);
   h += '<h3>Top-activating words in context</h3><ol id="nb-top">';
   d.top.forEach(t => {
-    h += '<li><b>' + esc(t.w) + '</b> <span class="muted">(' + t.a + ')</span><br>';
-    t.s.forEach((w, i) => { const v = t.v[i] || 0;
-      h += '<span class="tok' + (i === t.p ? ' focus' : '') + '" title="' + v + '" style="background:' + color(v, vmax) + '">' + esc(w) + '</span>'; });
+    h += '<li><b>' + esc(t.w) + '</b> <span class="muted">(' + esc(t.a) + ')</span><br>';
+    t.s.forEach((w, i) => { const v = Number(t.v[i]) || 0;
+      h += '<span class="tok' + (i === t.p ? ' focus' : '') + '" title="' + esc(v) + '" style="background:' + color(v, vmax) + '">' + esc(w) + '</span>'; });
     h += '</li>';
   });
   out.innerHTML = h + '</ol>';
@@ -94,17 +105,21 @@ document.querySelectorAll('a[data-neuron]').forEach(a => a.addEventListener('cli
   show(a.dataset.neuron); document.getElementById('browser').scrollIntoView(); e.preventDefault(); }));
 const PROPS = JSON.parse(document.getElementById('nb-props').textContent);
 const m = location.hash.match(/^#n=(.+)$/);
-show(m ? decodeURIComponent(m[1]) : (DATA.start || Object.keys(DATA.neurons)[0]));
+let first = DATA.start || Object.keys(DATA.neurons)[0];
+if (m) { try { first = decodeURIComponent(m[1]); } catch (e) { /* a malformed link: the default neuron */ } }
+show(first);
 })();
 """
 
 
 def _e(x) -> str:
-    return html.escape(str(x))
+    # lone surrogates (possible in Python strings, not in UTF-8) would make the page unwritable
+    return html.escape(str(x).encode("utf-8", "replace").decode("utf-8"), quote=True)
 
 
 def _plot(fn, *args, **kwargs) -> str:
-    with tempfile.TemporaryDirectory() as d:
+    # user strings (labels, layer names) end up in titles, legends and ticks: "$" is text, not mathtext
+    with tempfile.TemporaryDirectory() as d, matplotlib.rc_context({"text.parse_math": False}):
         path = fn(*args, path=Path(d) / "plot.png", **kwargs)
         return f'<img class="plot" alt="{_e(kwargs.get("title", "plot"))}" src="{png_data_uri(path)}">'
 
@@ -176,7 +191,7 @@ def _probing(probing: dict) -> str:
         curves = {}
         for sel_name in ("top", "random", "bottom"):
             curves[sel_name] = {int(k): float(v) for k, v in zip(abl["ks"], abl["curves"]["retrain"][sel_name])}
-        zero = {f"{s} (zeroed)": {int(k): float(v) for k, v in zip(abl["ks"], abl["curves"]["zero"][s])}
+        zero = {f"{s} (others at {abl.get('fill', 'mean')})": {int(k): float(v) for k, v in zip(abl["ks"], abl["curves"]["keep"][s])}
                 for s in ("top", "random", "bottom")}
         per_class = "".join(
             f"<tr><td>{_e(c)}</td><td>{' '.join(_nlink(n) for n in ns)}</td></tr>" for c, ns in r["per_class_top"].items()
@@ -308,6 +323,13 @@ Generated by finegrain {_e(version)} in {total_s:.0f} s.</p></header>
 <script>{JS}</script></body></html>"""
 
 
+_JSON_IN_SCRIPT = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                                 "\u2029": "\\u2029"})
+
+
 def _json(x) -> str:
-    # "</" must not appear inside a <script> element
-    return json.dumps(x, separators=(",", ":")).replace("</", "<\\/")
+    """JSON for a ``<script>`` element: ``<``, ``>`` and ``&`` as ``\\u`` escapes (so neither ``</script>``
+    nor ``<!--`` from the data can end or swallow the script), and U+2028/9 too (line terminators in
+    older JavaScript). The escapes only ever occur inside JSON strings, which JSON.parse restores."""
+    text = json.dumps(x, separators=(",", ":"), ensure_ascii=True)
+    return text.translate(_JSON_IN_SCRIPT)

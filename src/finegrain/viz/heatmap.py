@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,8 +24,14 @@ NAN_RGB = (224, 224, 224)
 FONT = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monospace"
 
 
+# characters XML 1.0 forbids (a standalone SVG with one is not well formed) and lone surrogates (unwritable
+# as UTF-8): shown as U+FFFD
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _esc(s) -> str:
-    return html.escape(str(s), quote=True)
+    """A user string (word, title, neuron or method name) as HTML/SVG text or attribute value."""
+    return html.escape(_NOT_XML.sub("\ufffd", str(s)), quote=True)
 
 
 def value_rgb(value: float, vmax: float) -> tuple[int, int, int]:

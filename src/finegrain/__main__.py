@@ -1,0 +1,7 @@
+"""``python -m finegrain``: the command line (:func:`finegrain.cli.main`)."""
+
+import sys
+
+from finegrain.cli import main
+
+sys.exit(main())
