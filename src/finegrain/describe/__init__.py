@@ -10,10 +10,11 @@
 Every function takes a store view (or a store) and streams it in row blocks.
 """
 
-import importlib
+from finegrain.lazy import lazy_api
 
 # the API and the module that defines it: imported on first use, so that a command line
 # that only parses arguments (``finegrain --help``) does not load torch, zarr or scikit-learn
+
 _API = {
     "Formula": "finegrain.describe.compositional",
     "FormulaExample": "finegrain.describe.compositional",
@@ -44,17 +45,4 @@ _API = {
     "top_activating": "finegrain.describe.top",
 }
 
-
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
-
-
-__all__ = sorted(_API)
+__getattr__, __dir__, __all__ = lazy_api(__name__, _API)

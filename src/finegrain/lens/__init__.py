@@ -7,10 +7,11 @@
   summary scores and heatmaps.
 """
 
-import importlib
+from finegrain.lazy import lazy_api
 
 # the API and the module that defines it: imported on first use, so that a command line
 # that only parses arguments (``finegrain --help``) does not load torch
+
 _API = {
     "AttentionPatterns": "finegrain.lens.attention",
     "attention_patterns": "finegrain.lens.attention",
@@ -20,17 +21,4 @@ _API = {
     "logit_lens": "finegrain.lens.lens",
 }
 
-
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
-
-
-__all__ = sorted(_API)
+__getattr__, __dir__, __all__ = lazy_api(__name__, _API)

@@ -8,10 +8,11 @@ which component at which position carries the difference between a clean and a c
 * :class:`PatchingResult` — the grid, its table and heatmap (the Result protocol).
 """
 
-import importlib
+from finegrain.lazy import lazy_api
 
 # the API and the module that defines it: imported on first use, so that a command line
 # that only parses arguments (``finegrain --help``) does not load torch
+
 _API = {
     "MEASURES": "finegrain.patching.metric",
     "BoundMetric": "finegrain.patching.metric",
@@ -25,17 +26,4 @@ _API = {
     "components_of": "finegrain.patching.patching",
 }
 
-
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
-
-
-__all__ = sorted(_API)
+__getattr__, __dir__, __all__ = lazy_api(__name__, _API)

@@ -8,6 +8,8 @@ concepts (Dalvi et al. 2022), and, where the attribution / intervention / mediat
 present, explains example predictions. Everything lands in ``OUT/index.html``: no CDN, no server.
 """
 
-from finegrain.report.build import ReportConfig, build_report
+from finegrain.lazy import lazy_api
 
-__all__ = ["ReportConfig", "build_report"]
+# imported on first use: `finegrain --help` must not load matplotlib and torch
+__getattr__, __dir__, __all__ = lazy_api(__name__, {"ReportConfig": "finegrain.report.build",
+                                                    "build_report": "finegrain.report.build"})

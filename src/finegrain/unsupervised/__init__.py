@@ -7,10 +7,11 @@ second-order statistics are streamed over row blocks in float64. Results follow
 :class:`finegrain.results.Result`.
 """
 
-import importlib
+from finegrain.lazy import lazy_api
 
 # the API and the module that defines it: imported on first use, so that a command line
 # that only parses arguments (``finegrain --help``) does not load torch, zarr or scikit-learn
+
 _API = {
     "AlignmentError": "finegrain.errors",
     "LabelAlignment": "finegrain.unsupervised.concepts",
@@ -43,17 +44,4 @@ _API = {
     "svcca": "finegrain.unsupervised.similarity",
 }
 
-
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
-
-
-__all__ = sorted(_API)
+__getattr__, __dir__, __all__ = lazy_api(__name__, _API)
