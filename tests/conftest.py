@@ -11,6 +11,18 @@ import torch  # noqa: E402
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_outside_home(tmp_path_factory):
+    """No test writes to the user's cache: every default cache directory points into a temporary one."""
+    old = os.environ.get("FINEGRAIN_CACHE")
+    os.environ["FINEGRAIN_CACHE"] = str(tmp_path_factory.mktemp("finegrain-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FINEGRAIN_CACHE", None)
+    else:
+        os.environ["FINEGRAIN_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def minilm():
     from finegrain.models import load_model

@@ -6,6 +6,7 @@ import pytest
 
 from finegrain.data import AnnotationError, Corpus, CorpusError, Sentence, annotate
 from finegrain.data.annotate import load_spacy
+from finegrain.errors import ParameterError
 
 pytest.importorskip("spacy")
 try:
@@ -41,9 +42,45 @@ def test_annotate_corpus_is_copied_and_labels_kept():
     assert corpus.label_columns == ["gold"]  # input untouched
 
 
+def test_stand_in_words_are_annotated_but_not_kept():
+    # spaCy sees "10 %" for the Penn Treebank's "N N"; the corpus keeps "N N"
+    c = annotate(
+        ["rates rose to N N", "he paid N dollars"],
+        columns=["upos", "xpos", "dep"],
+        stand_in=lambda ws: ["10" if w == "N" else w for w in ws],
+        progress=False,
+    )
+    assert c.words() == [["rates", "rose", "to", "N", "N"], ["he", "paid", "N", "dollars"]]
+    assert c[0].labels["upos"][3] == "NUM" and c[1].labels["xpos"][2] == "CD"
+    plain = annotate(["he paid N dollars"], columns=["upos"], progress=False)
+    assert plain[0].labels["upos"][2] != "NUM"  # what spaCy makes of a bare "N": the stand-in matters
+    with pytest.raises(ParameterError, match="stand_in returned 1 words"):
+        annotate(["a b"], columns=["upos"], stand_in=lambda ws: ws[:1])
+
+
+def test_only_the_needed_components_run(monkeypatch):
+    nlp = load_spacy()
+    calls = []
+    real_pipe = nlp.pipe
+
+    def pipe(docs, **kw):
+        calls.append(sorted(kw.get("disable", [])))
+        return real_pipe(docs, **kw)
+
+    monkeypatch.setattr(nlp, "pipe", pipe)
+    c = annotate(["The dogs sleep in Paris"], columns=["upos", "ner"], progress=False)
+    assert c[0].labels["ner"][4] == "B-GPE" and c[0].labels["upos"][1] == "NOUN"
+    both = annotate(["The dogs sleep in Paris"], columns=["dep", "lemma"], progress=False)
+    assert both[0].labels["dep"][:3] == ["det", "nsubj", "ROOT"] and both[0].labels["lemma"][1] == "dog"
+    assert calls == [["lemmatizer", "parser"], ["ner"]]
+    assert "parser" in nlp.pipe_names  # switched off per call, not removed from the shared pipeline
+
+
 def test_annotate_errors():
-    with pytest.raises(ValueError, match="unknown annotation columns"):
+    with pytest.raises(ParameterError, match="unknown annotation columns"):
         annotate(["a b"], columns=["upos", "srl"])
+    with pytest.raises(ParameterError, match="batch_size"):
+        annotate(["a b"], batch_size=0)
     with pytest.raises(CorpusError, match="empty corpus"):
         annotate(["", "  "])
     with pytest.raises(CorpusError, match="overwrite"):

@@ -1,12 +1,22 @@
-"""Corpora: types, readers/writers, generated corpora with gold labels, spaCy silver labels."""
+"""Corpora: types, readers/writers, generated corpora with gold labels, embedded real text (Penn
+Treebank with spaCy silver labels, WNUT-16 with gold NER), spaCy silver labels for any corpus."""
 
 # annotate() imports spaCy lazily, so importing it here is cheap; binding the function here also
 # keeps ``finegrain.data.annotate`` the function rather than the submodule.
 from finegrain.data.annotate import AnnotationError, annotate
 from finegrain.data.corpus import Corpus, CorpusError, Sentence
+from finegrain.data.embedded import (
+    EMBEDDED_CORPORA,
+    PTB_COLUMNS,
+    default_cache_dir,
+    ptb_corpus,
+    ptb_sentences,
+    wnut16_corpus,
+)
 from finegrain.data.generate import (
     AGREEMENT_CONDITIONS,
     BUILTIN_CORPORA,
+    GENERATED_CORPORA,
     SENTENCE_COLUMNS,
     WORD_COLUMNS,
     agreement_pairs,
@@ -17,6 +27,7 @@ from finegrain.data.generate import (
     load_lexicon,
     mediation_prompts,
     mediation_templates,
+    parse_builtin_spec,
     professions,
     sentiment_corpus,
 )
@@ -36,6 +47,9 @@ __all__ = [
     "AGREEMENT_CONDITIONS",
     "AnnotationError",
     "BUILTIN_CORPORA",
+    "EMBEDDED_CORPORA",
+    "GENERATED_CORPORA",
+    "PTB_COLUMNS",
     "SENTENCE_COLUMNS",
     "WORD_COLUMNS",
     "Corpus",
@@ -44,6 +58,7 @@ __all__ = [
     "agreement_pairs",
     "annotate",
     "builtin_corpus",
+    "default_cache_dir",
     "detect_format",
     "gender_continuations",
     "gender_substitutes",
@@ -51,7 +66,10 @@ __all__ = [
     "load_lexicon",
     "mediation_prompts",
     "mediation_templates",
+    "parse_builtin_spec",
     "professions",
+    "ptb_corpus",
+    "ptb_sentences",
     "read_conll2003",
     "read_conllu",
     "read_corpus",
@@ -60,5 +78,6 @@ __all__ = [
     "read_text",
     "read_tsv",
     "sentiment_corpus",
+    "wnut16_corpus",
     "write_parallel",
 ]

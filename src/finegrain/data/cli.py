@@ -1,4 +1,8 @@
-"""``finegrain corpus ...`` subcommands: generate, annotate, info."""
+"""``finegrain corpus ...`` subcommands: generate, annotate, info.
+
+Only argument parsing lives here; spaCy is imported by :func:`finegrain.data.annotate` when a command
+annotates.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ def _print_written(written: dict[str, Path]) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    corpus = builtin_corpus(args.name, n_sentences=args.n, seed=args.seed)
+    options = {} if args.cache_dir is None else {"cache_dir": args.cache_dir}
+    corpus = builtin_corpus(args.name, n_sentences=args.n, seed=args.seed, **options)
     written = write_parallel(corpus, args.out)
     if "pairs" in corpus.meta:
         pairs = Path(args.out) / "pairs.jsonl"
@@ -69,10 +74,21 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("corpus", help="generate, annotate and inspect corpora")
     sub = p.add_subparsers(dest="corpus_command", required=True)
 
-    g = sub.add_parser("generate", help="write a built-in generated corpus as NeuroX parallel files")
-    g.add_argument("--name", choices=BUILTIN_CORPORA, default="synthetic")
-    g.add_argument("--n", type=int, default=None, help="sentences (default: 2000; agreement: 900 pairs)")
-    g.add_argument("--seed", type=int, default=0)
+    g = sub.add_parser("generate", help="write a built-in corpus (generated, or embedded real text) as NeuroX files")
+    g.add_argument(
+        "--name",
+        default="synthetic",
+        help=f"one of {', '.join(BUILTIN_CORPORA)}, optionally with options, e.g. ptb:n=5000,split=valid",
+    )
+    g.add_argument(
+        "--n", type=int, default=None, help="sentences (default: 2000; agreement: 900 pairs; ptb: 3000; wnut16: all)"
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the generated corpora")
+    g.add_argument(
+        "--cache-dir",
+        default=None,
+        help="ptb: cache of the spaCy labels (default: $FINEGRAIN_CACHE/corpora, else ~/.cache/finegrain/corpora)",
+    )
     g.add_argument("--out", required=True, type=Path, help="output directory")
     g.set_defaults(func=_generate)
 
