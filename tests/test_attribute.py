@@ -19,6 +19,7 @@ from finegrain.attribute import (
     neuron_attribution,
 )
 from finegrain.attribute._core import prepare
+from finegrain.errors import ParameterError
 from finegrain.models.base import ModelError
 from finegrain.neurons import Neuron, NeuronIndex
 from finegrain.testing import sharpen
@@ -207,7 +208,7 @@ def test_bad_targets_and_layers_raise(clf, tiny_bert):
         neuron_attribution(clf, "the cat", ClassTarget(1), layer="nope")
     with pytest.raises(AttributionError, match="out of range"):
         attribute(clf, "the cat", ClassTarget(1), method="neuron_conductance", neuron="layer.1:99")
-    with pytest.raises(AttributionError, match="unknown attribution method"):
+    with pytest.raises(ParameterError, match="unknown attribution method"):  # an argument, not the model
         attribute(clf, "the cat", ClassTarget(1), method="magic")
     with pytest.raises(TargetError, match="no \\[MASK\\]"):
         from finegrain.testing import tiny_bert as tb

@@ -212,3 +212,108 @@ def test_generate_is_seeded_and_never_pads(adapter):
     assert len(a) == 12 and "<pad>" not in a
     greedy = adapter.generate("ab", 5, temperature=0)
     assert greedy == adapter.generate("ab", 5, temperature=0, seed=9)
+
+
+# -- issue 19, item 4: fused below the first hooked layer, identical values ---------------------
+def _count_stepwise(monkeypatch):
+    calls = []
+    orig = UnrolledLSTM._stepwise
+
+    def counted(self, k, *a, **kw):
+        calls.append(k)
+        return orig(self, k, *a, **kw)
+
+    monkeypatch.setattr(UnrolledLSTM, "_stepwise", counted)
+    return calls
+
+
+@pytest.mark.parametrize("layer", ["embedding", "lstm.1", "lstm.1.cell", "lstm.2", "lstm.2.cell"])
+def test_hooked_paths_equal_the_fused_path(adapter, parts, monkeypatch, layer):
+    batch = adapter.encode(["ab cd", "qa"])
+    with torch.no_grad():
+        fused = adapter.forward(batch).logits
+        steps = _count_stepwise(monkeypatch)
+        with adapter.hooks({layer: lambda a, t: None}):
+            hooked = adapter.forward(batch).logits
+        stepped = list(steps)
+        out, cache = adapter.run_with_cache(batch, ["lstm.1", "lstm.2"])
+    # only the hooked layer steps in Python; layers below and above it run the fused kernel
+    assert stepped == {"embedding": [], "lstm.1": [0], "lstm.1.cell": [0], "lstm.2": [1], "lstm.2.cell": [1]}[layer]
+    torch.testing.assert_close(hooked, fused, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.logits, fused, atol=1e-6, rtol=1e-5)
+    emb, lstm, head = parts
+    ref = nn.LSTM(8, 6, 1, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ref, f"{name}_l0").copy_(getattr(lstm, f"{name}_l0"))
+        h1 = ref(emb(batch.inputs["input_ids"]))[0]
+    torch.testing.assert_close(cache["lstm.1"], h1, atol=1e-6, rtol=1e-5)
+
+
+def test_output_hooks_see_and_replace_the_layer_output(adapter, parts):
+    batch = adapter.encode(["ab cd", "qa"])
+    seen = []
+
+    def record(seq, steps, rows):
+        seen.append((seq.detach().clone(), steps.clone(), rows.clone()))
+
+    with torch.no_grad():
+        _, cache = adapter.run_with_cache(batch, ["lstm.1"])
+        with adapter.output_hooks({"lstm.1": record}):
+            adapter.forward(batch)
+        with adapter.output_hooks({"lstm.2": lambda seq, steps, rows: torch.zeros_like(seq)}):
+            zeroed = adapter.forward(batch).logits
+    (seq, steps, rows), = seen
+    torch.testing.assert_close(seq, cache["lstm.1"])
+    assert steps.tolist() == [list(range(5))] * 2 and rows.tolist() == [0, 1]
+    torch.testing.assert_close(zeroed, parts[2](torch.zeros(2, 5, 6)).expand_as(zeroed))
+    assert not adapter.model.has_hooks()
+    with pytest.raises(ModelError, match="no output hook"), adapter.output_hooks({"lstm.1.cell": record}):
+        pass
+
+
+def _tiny_windows(context="window"):
+    from finegrain.models.textgenrnn import TextgenrnnModel
+
+    torch.manual_seed(3)
+    model = TextgenrnnModel(vocab_size=len(VOCAB), embedding_dim=6, hidden_size=5, window=4, context=context)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    return LSTMAdapter(model, VOCAB, level="char", bos="<s>", unk=0, device="cpu")
+
+
+@pytest.mark.parametrize("layer", ["embedding", "lstm.1", "lstm.2.cell"])
+def test_window_lockstep_equals_the_windows_run_one_by_one(layer):
+    """textgenrnn's windows run in lockstep when hooked: the logits equal the unhooked batched windows,
+    every window calls the hook once per step it contains, and run_with_cache keeps the state of the
+    window ending at each step (the one that predicts the next character)."""
+    ad = _tiny_windows()
+    batch = ad.encode(["abc dq", "ab"])
+    ids = batch.inputs["input_ids"]
+    w = ad.model.window
+    calls = []
+    with torch.no_grad():
+        plain = ad.forward(batch).logits
+        with ad.hooks({layer: lambda a, t: calls.append(t)}):
+            hooked = ad.forward(batch).logits
+        _, cache = ad.run_with_cache(batch, ["lstm.1", "lstm.2"])
+        padded = nn.functional.pad(ids, (w - 1, 0), value=0)
+        for s in range(ids.shape[1]):
+            feats, _ = ad.model.features(padded[:, s : s + w], hooked=False)  # the window ending at s alone
+            h1 = feats[:, -1, 6:11]
+            torch.testing.assert_close(cache["lstm.1"][:, s], h1, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(hooked, plain, atol=1e-6, rtol=1e-5)
+    T = ids.shape[1]
+    assert sorted(calls) == sorted(s for t in range(T) for s in range(max(0, t - w + 1), t + 1))
+
+
+def test_sequence_logprob_word_boundary(adapter):
+    plain = adapter.sequence_logprob("ab", " c")
+    bounded = adapter.sequence_logprob("ab", " c", word_boundary=True)
+    ids = torch.tensor([[3, 4, 2, 5]])
+    with torch.no_grad():
+        logp = torch.log_softmax(adapter.model(ids).logits[0], -1)
+    want = float(plain) + float(torch.logsumexp(logp[-1, adapter.word_boundary_ids()], 0))
+    assert float(bounded) == pytest.approx(want, abs=1e-5) and float(bounded) < float(plain)
+    assert adapter.word_boundary_ids() == [2]  # the space (no punctuation in this vocabulary, no bos)

@@ -407,7 +407,7 @@ def test_the_families_own_tokenizers_align_words():
 
 
 def test_translation_target_describes_itself():
-    from finegrain.attribute.targets import describe_target
+    from finegrain.attribute import describe_target
 
     a = tiny_bart()
     d = describe_target(a, "ab cd", TranslationTarget("xy z", word=1))

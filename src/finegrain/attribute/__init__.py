@@ -2,7 +2,12 @@
 together.
 
 * :func:`attribute` — token/word attributions with Captum methods (IG, saliency, DeepLift, SHAP,
-  ablation, occlusion, layer IG / conductance, neuron conductance) on any :class:`Target`;
+  ablation, occlusion) and layer IG / conductance, neuron conductance through the hook points, on
+  any :class:`Target` and any adapter (transformers, LSTMs such as textgenrnn, users' own modules);
+  every result names its target in words (:class:`TargetDescription`, :func:`describe_target`) and
+  checks completeness;
+* :func:`visualization_records` / :func:`html_heatmap` — Captum-style records (true / predicted /
+  target label, total, words) in HTML and the terminal;
 * :func:`neuron_attribution` — attributions to every unit of a layer, per token, with neuron
   addresses;
 * :func:`integrated_hessians`, :func:`shapley_taylor`, :func:`archipelago` — pairwise interactions;
@@ -11,67 +16,44 @@ together.
 * :func:`train_head` — a linear classification head on frozen MiniLM for a built-in task.
 """
 
-from __future__ import annotations
+import importlib
 
-from finegrain.attribute._core import AttributionError
-from finegrain.attribute.faithfulness import (
-    Faithfulness,
-    comprehensiveness,
-    evaluate_methods,
-    faithfulness,
-    format_table,
-    infidelity,
-    sensitivity,
-    sufficiency,
-)
-from finegrain.attribute.heads import builtin_sentiment, head_adapter, load_head, save_head, train_head
-from finegrain.attribute.interactions import (
-    Interaction,
-    arch_detect,
-    archipelago,
-    archipelago_game,
-    find_relu,
-    integrated_hessians,
-    integrated_hessians_tensor,
-    interactions,
-    merge_pairs,
-    shapley_taylor,
-    shapley_taylor_game,
-    softplus_substitution,
-    sti_total,
-)
-from finegrain.attribute.methods import (
-    METHODS,
-    Attribution,
-    AttributionMethod,
-    LayerAttribution,
-    TensorAttribution,
-    attribute,
-    attribute_tensor,
-    compare_methods,
-    neuron_attribution,
-)
-from finegrain.attribute.render import html_heatmap, interaction_table, save_interaction_png, save_json, text_table
-from finegrain.attribute.targets import (
-    ClassTarget,
-    ContinuationTarget,
-    MaskedTokenTarget,
-    NeuronTarget,
-    NextTokenTarget,
-    SimilarityTarget,
-    Target,
-    TargetError,
-    parse_target,
-)
+# imported on first use, so that a command line that only parses arguments does not load torch (no
+# submodule is named like a function it exports: importing it would shadow the function)
+_API = {
+    **{name: "finegrain.attribute._core" for name in (
+        "DELTA_TOLERANCE", "AttributionError", "CompletenessWarning", "describe_target")},
+    **{name: "finegrain.attribute.metrics" for name in (
+        "Faithfulness", "MethodComparison", "comprehensiveness", "evaluate_methods", "faithfulness", "format_table",
+        "infidelity", "sensitivity", "sufficiency")},
+    **{name: "finegrain.attribute.heads" for name in (
+        "builtin_sentiment", "head_adapter", "load_head", "save_head", "train_head")},
+    **{name: "finegrain.attribute.interaction" for name in (
+        "Interaction", "arch_detect", "archipelago", "archipelago_game", "find_relu", "integrated_hessians",
+        "integrated_hessians_tensor", "interactions", "merge_pairs", "shapley_taylor", "shapley_taylor_game",
+        "softplus_substitution", "sti_total")},
+    **{name: "finegrain.attribute.methods" for name in (
+        "AUTO_STEPS", "METHODS", "Attribution", "AttributionComparison", "AttributionMethod", "LayerAttribution",
+        "TensorAttribution", "attribute", "attribute_tensor", "compare_methods", "neuron_attribution")},
+    **{name: "finegrain.attribute.render" for name in (
+        "VisualizationRecord", "html_heatmap", "interaction_table", "load_json", "records_html", "records_table",
+        "save_interaction_png", "save_json", "text_table", "visualization_records")},
+    **{name: "finegrain.attribute.targets" for name in (
+        "ClassTarget", "ContinuationTarget", "MaskedTokenTarget", "NeuronTarget", "NextTokenTarget",
+        "SimilarityTarget", "Target", "TargetDescription", "TargetError", "class_labels", "parse_target")},
+}
 
-__all__ = [
-    "METHODS", "Attribution", "AttributionError", "AttributionMethod", "ClassTarget", "ContinuationTarget",
-    "Faithfulness", "Interaction", "LayerAttribution", "MaskedTokenTarget", "NeuronTarget", "NextTokenTarget",
-    "SimilarityTarget", "Target", "TargetError", "TensorAttribution", "arch_detect", "archipelago",
-    "archipelago_game", "attribute", "attribute_tensor", "builtin_sentiment", "compare_methods",
-    "comprehensiveness", "evaluate_methods", "faithfulness", "find_relu", "format_table", "head_adapter",
-    "html_heatmap", "infidelity", "integrated_hessians", "integrated_hessians_tensor", "interaction_table",
-    "interactions", "load_head", "merge_pairs", "neuron_attribution", "parse_target", "save_head",
-    "save_interaction_png", "save_json", "sensitivity", "shapley_taylor", "shapley_taylor_game",
-    "softplus_substitution", "sti_total", "sufficiency", "text_table", "train_head",
-]
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
+
+__all__ = sorted(_API)

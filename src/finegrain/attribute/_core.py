@@ -1,40 +1,64 @@
-"""The forward function every attribution method runs: target(model(inputs_embeds)) per row.
+"""The forward function every attribution method runs: target(model(input embeddings)) per row.
 
 ``prepare`` encodes a group of texts, binds the target, builds the token baseline (content tokens
-replaced by pad/mask/unk, special tokens, padding and non-attributable tokens kept) and returns a
-:class:`Prepared` whose ``forward`` is what Captum calls:
+replaced by the baseline token, special tokens, padding and non-attributable tokens kept) and returns
+a :class:`Prepared` whose ``forward`` is what Captum calls:
 ``forward(embeds [rows, T, D], ex_idx [rows], *inputs) -> [rows]``. Every per-example tensor is
 passed as an additional forward argument, so Captum expands it consistently with its own row
 layout (steps x examples, perturbations x examples); ``ex_idx`` tells the target which example each
 row is. The forward counts rows per example (``n_evaluations``).
+
+The embeddings are the input vectors of exactly the positions the model reads, once: transformers
+take them as ``inputs_embeds``; LSTM adapters through ``forward_embeds`` (textgenrnn builds its
+40-character windows from them, so a character's vector is the same variable in every window that
+reads it); any other adapter either implements ``forward_embeds(batch, embeds)`` or has its embedding
+module's single output swapped, which is checked (one call, the expected shape).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import inspect
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from finegrain.attribute.targets import Scorer, Target, TargetError
-from finegrain.models.base import Batch, ModelAdapter, ModelError
+from finegrain.attribute.targets import Scorer, Target, TargetDescription, parse_target
+from finegrain.errors import ParameterError
+from finegrain.models.base import Batch, ModelAdapter, ModelError, preserved_state
+from finegrain.results import Result, ResultList
+
+#: the stated completeness criterion: |delta| <= DELTA_TOLERANCE * |f(x) - f(x')| (+ DELTA_ATOL)
+DELTA_TOLERANCE = 0.01
+#: absolute floor of the criterion (float32 rounding), for gaps near zero
+DELTA_ATOL = 1e-6
+
+BASELINES = ("pad", "zero", "unk", "mask", "space")
 
 
 class AttributionError(ModelError):
-    """Bad method, layer, neuron or argument for an attribution."""
+    """A method, layer or neuron that does not fit the model (e.g. a unit out of range)."""
+
+
+class CompletenessWarning(UserWarning):
+    """Attribution scores that do not add up to the change of the target they explain."""
 
 
 def as_word_lists(texts: str | Sequence[str] | Sequence[Sequence[str]]) -> tuple[list[list[str]], bool]:
     """``(word lists, single)``: a single string is one text."""
     if isinstance(texts, str):
-        return [texts.split()], True
-    out = [t.split() if isinstance(t, str) else list(t) for t in texts]
+        out, single = [texts.split()], True
+    else:
+        out, single = [t.split() if isinstance(t, str) else list(t) for t in texts], False
     if not out or any(not w for w in out):
-        raise AttributionError("attribution needs at least one non-empty text")
-    return out, False
+        raise ParameterError("attribution needs at least one non-empty text")
+    return out, single
 
 
 def embedding_module(adapter: ModelAdapter) -> nn.Module:
@@ -52,24 +76,74 @@ def embedding_module(adapter: ModelAdapter) -> nn.Module:
     raise AttributionError(f"cannot find the input embedding module of {adapter.name}")
 
 
-def baseline_token_id(adapter: ModelAdapter, baseline: str | int) -> int:
-    """Token id used for removed content tokens: ``pad`` (default), ``mask``, ``unk`` or an id."""
+def baseline_token_id(adapter: ModelAdapter, baseline: str | int) -> int | None:
+    """Token id for removed content tokens, or ``None`` for ``"zero"`` (a zero embedding vector).
+
+    ``"pad"`` (default): the tokenizer's pad token, or an LSTM adapter's padding index (for textgenrnn
+    index 0, the symbol of the 39-step empty context that precedes every text in training: the model's
+    own "no character here"; for an ``nn.Embedding(padding_idx=...)`` a zero vector); ``"unk"``,
+    ``"mask"``; ``"space"`` (character models); ``"zero"``; or an id.
+    """
+    if isinstance(baseline, bool) or not isinstance(baseline, int | str):
+        raise ParameterError(f"baseline must be one of {', '.join(BASELINES)} or a token id, got {baseline!r}")
     if isinstance(baseline, int):
         return baseline
+    if baseline.lstrip("-").isdigit():
+        return int(baseline)
+    if baseline not in BASELINES:
+        raise ParameterError(f"unknown baseline {baseline!r}; use {', '.join(BASELINES)} or a token id")
+    if baseline == "zero":
+        return None
+    if baseline == "space":
+        lookup = getattr(adapter, "token_id", None)
+        try:
+            if callable(lookup):
+                return int(lookup(" "))
+            ids = adapter.tokenizer.encode(" ", add_special_tokens=False) if adapter.tokenizer is not None else []
+        except ModelError:
+            ids = []
+        if len(ids) != 1:
+            raise ParameterError(f"{adapter.name} has no single space token; use pad, zero or an id")
+        return int(ids[0])
     tok = adapter.tokenizer
     tid = getattr(tok, f"{baseline}_token_id", None) if tok is not None else None
     if tid is None:
         fallback = getattr(adapter, f"{baseline}_id", None)
         if fallback is not None:
             return int(fallback)
-        raise AttributionError(f"the tokenizer of {adapter.name} has no {baseline!r} token; pass an id")
+        raise ParameterError(f"{adapter.name} has no {baseline!r} token; use baseline='zero' or pass a token id")
     return int(tid)
 
 
 def _is_hf(adapter: ModelAdapter) -> bool:
+    # heavy: finegrain.models.hf imports transformers, which LSTM-only users need not load
     from finegrain.models.hf import HFAdapter
 
     return isinstance(adapter, HFAdapter)
+
+
+def _swap_forward(adapter: ModelAdapter, batch: Batch, embeds: torch.Tensor):
+    """Any other adapter: run it on the ids and swap the embedding module's output. Valid only when
+    the model embeds the ids once, as ``[rows, T, D]``; anything else (windows, several calls) would
+    differentiate another function, so it is refused."""
+    calls = []
+
+    def swap(module, args, output):
+        calls.append(tuple(output.shape))
+        return embeds if len(calls) == 1 and tuple(output.shape) == tuple(embeds.shape) else output
+
+    h = embedding_module(adapter).register_forward_hook(swap)
+    try:
+        out = adapter.forward(batch)
+    finally:
+        h.remove()
+    if calls != [tuple(embeds.shape)]:
+        raise AttributionError(
+            f"{adapter.name}: the embedding module was called {len(calls)} time(s) with outputs {calls[:3]}, not "
+            f"once with {tuple(embeds.shape)}; implement forward_embeds(batch, embeds) on the adapter so that "
+            "attribution differentiates the model's real forward"
+        )
+    return out
 
 
 @dataclass
@@ -87,6 +161,8 @@ class Prepared:
     keys: list[str]
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     counting: bool = True
+    baseline: str = "pad"
+    target_name: str = ""
 
     @property
     def n(self) -> int:
@@ -98,27 +174,30 @@ class Prepared:
         ex = torch.arange(self.n, device=dev) if idx is None else torch.as_tensor(list(idx), device=dev)
         return (ex, *[self.batch.inputs[k][ex] for k in self.keys])
 
+    def model_output(self, embeds: torch.Tensor, ex_idx: torch.Tensor, inputs: dict):
+        adapter = self.adapter
+        if _is_hf(adapter):
+            return adapter.model(inputs_embeds=embeds, **inputs)
+        rows = ex_idx.tolist()
+        ids = inputs.get("input_ids", self.batch.inputs["input_ids"][ex_idx])
+        sub = Batch({**inputs, "input_ids": ids}, [self.batch.word_ids[r] for r in rows],
+                    [self.batch.n_words[r] for r in rows],
+                    inputs.get("attention_mask", self.batch.attention_mask[ex_idx]))
+        fwd = getattr(adapter, "forward_embeds", None)
+        if callable(fwd):
+            need = self.scorer.positions
+            if need is not None and "positions" in inspect.signature(fwd).parameters:
+                # only the predictions the target reads (textgenrnn: one 40-step window each)
+                return fwd(sub, embeds, positions=sorted({p for r in rows for p in need[r]}))
+            return fwd(sub, embeds)
+        return _swap_forward(adapter, sub, embeds)
+
     def forward(self, embeds: torch.Tensor, ex_idx: torch.Tensor, *vals: torch.Tensor) -> torch.Tensor:
         inputs = dict(zip(self.keys, vals))
         if self.counting:
             np.add.at(self.counts, ex_idx.detach().cpu().numpy(), 1)
-        adapter = self.adapter
-        with adapter.hooks(self.scorer.hooks):
-            if _is_hf(adapter):
-                out = adapter.model(inputs_embeds=embeds, **inputs)
-            else:
-                # any other adapter: run it on (expanded) ids and swap the embedding output
-                def swap(module, args, output):
-                    return embeds
-
-                rows = ex_idx.tolist()
-                sub = Batch(inputs, [self.batch.word_ids[r] for r in rows], [self.batch.n_words[r] for r in rows],
-                            inputs.get("attention_mask", self.batch.attention_mask[ex_idx]))
-                h = embedding_module(adapter).register_forward_hook(swap)
-                try:
-                    out = adapter.forward(sub)
-                finally:
-                    h.remove()
+        with self.adapter.hooks(self.scorer.hooks):
+            out = self.model_output(embeds, ex_idx, inputs)
             return self.scorer(out, ex_idx, inputs)
 
     @contextlib.contextmanager
@@ -140,6 +219,9 @@ class Prepared:
                 out.append(self.forward(embeds[s : s + batch_rows], *self.args(idx)).float().cpu())
         return torch.cat(out).numpy()
 
+    def length(self, b: int) -> int:
+        return int(self.batch.attention_mask[b].sum())
+
     def word_mask(self, b: int) -> np.ndarray:
         """``[n_words, T]`` bool: the attributable tokens of each word of example ``b``."""
         wids = self.batch.word_ids[b]
@@ -150,6 +232,10 @@ class Prepared:
             if w is not None and att[t] and w < len(self.words[b]):
                 m[w, t] = True
         return m
+
+    def token_word_ids(self, b: int) -> list[int | None]:
+        """Word of each real token of example ``b`` (``None``: special tokens, spaces, padding)."""
+        return [w if self.attributable[b, t] else None for t, w in enumerate(self.batch.word_ids[b][: self.length(b)])]
 
     def feature_mask(self) -> torch.Tensor:
         """``[B, T, 1]`` word index per token for Captum's feature masks. Non-attributable tokens join
@@ -186,10 +272,14 @@ class Prepared:
         return v
 
     def tokens(self, b: int) -> list[str]:
-        T = int(self.batch.attention_mask[b].sum())
+        T = self.length(b)
         toks = self.batch.tokens[b] if self.batch.tokens else [str(i) for i in
                                                                self.batch.inputs["input_ids"][b].tolist()]
         return list(toks[:T])
+
+    def description(self, b: int):
+        d = self.scorer.descriptions
+        return d[b] if b < len(d) else None
 
 
 def prepare(
@@ -198,9 +288,10 @@ def prepare(
     target: Target,
     baseline: str | int = "pad",
 ) -> Prepared:
-    """Encode ``words``, bind ``target`` and build the token baseline."""
+    """Encode ``words``, bind ``target`` and build the token baseline (see :func:`baseline_token_id`)."""
     if not isinstance(target, Target):
-        raise TargetError(f"target must be a finegrain Target, got {type(target).__name__}")
+        raise ParameterError(f"target must be a finegrain Target, got {type(target).__name__}")
+    base_id = baseline_token_id(adapter, baseline)
     batch, n_prompt = target.encode(adapter, words)
     scorer = target.bind(adapter, batch, n_prompt=n_prompt)
     ids = batch.inputs["input_ids"]
@@ -210,29 +301,133 @@ def prepare(
         for t, w in enumerate(wids):
             if w is not None and w < n_prompt[b] and int(ids[b, t]) not in special and batch.attention_mask[b, t]:
                 att[b, t] = True
-    base_ids = torch.where(att, torch.full_like(ids, baseline_token_id(adapter, baseline)), ids)
     emb = embedding_module(adapter)
+    rows = getattr(emb, "num_embeddings", None)
+    if base_id is not None and rows is not None and not 0 <= base_id < rows:
+        raise ParameterError(f"baseline token id {base_id} is outside the vocabulary of {adapter.name} ({rows} ids)")
+    base_ids = torch.where(att, torch.full_like(ids, 0 if base_id is None else base_id), ids)
     with torch.no_grad():
         embeds = emb(ids).detach()
         base_embeds = emb(base_ids).detach()
+        if base_id is None:
+            base_embeds = torch.where(att.unsqueeze(-1), torch.zeros_like(base_embeds), base_embeds)
     keys = [k for k in batch.inputs if torch.is_tensor(batch.inputs[k]) and (k != "input_ids" or not _is_hf(adapter))]
     p = Prepared(adapter, batch, [list(w[: n_prompt[i]]) for i, w in enumerate(words)], scorer, att, embeds,
-                 base_embeds, base_ids, keys)
+                 base_embeds, base_ids, keys, baseline=str(baseline), target_name=str(target))
     p.counts = np.zeros(len(batch), dtype=np.int64)
     return p
 
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
-    """Eval mode (no dropout) and parameters frozen during attribution; restored afterwards."""
-    was = model.training
-    req = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in req:
-        p.requires_grad_(False)
-    try:
+    """Eval mode (no dropout) and parameters frozen during attribution; the model is handed back in
+    the training mode and with the ``requires_grad`` flags it had (``preserved_state``)."""
+    with preserved_state(model):
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
         yield
-    finally:
-        for p, r in req:
-            p.requires_grad_(r)
-        model.train(was)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Captum's sampling methods (SHAP, Shapley sampling, noise) draw from torch's and numpy's global
+    generators; fork both for the block, seeded, so results are reproducible and the caller's global
+    random streams are left exactly as they were."""
+    if seed is None:
+        yield
+        return
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(int(seed))
+        np.random.set_state(np.random.RandomState(int(seed) % 2**32).get_state())
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+def each_example(adapter: ModelAdapter, texts, target, baseline: str | int = "pad",
+                 progress: bool | None = None, desc: str = "") -> Iterator[Prepared]:
+    """The per-example loop of the game-theoretic and metric functions: parse the target, freeze the
+    model (handed back as it was), and yield one :class:`Prepared` per text, in order."""
+    words, _ = as_word_lists(texts)
+    target = parse_target(target, adapter)
+    with eval_mode(adapter.model):
+        for w in tqdm(words, desc=desc, leave=False, disable=True if progress is False or len(words) < 2 else None):
+            yield prepare(adapter, [w], target, baseline)
+
+
+def is_complete(delta: float | None, gap: float, tolerance: float = DELTA_TOLERANCE,
+                atol: float = DELTA_ATOL) -> bool | None:
+    """The stated completeness criterion ``|delta| <= tolerance * |gap| + atol`` (``None`` without a
+    delta)."""
+    if delta is None or not np.isfinite(delta):
+        return None if delta is None else False
+    return bool(abs(delta) <= tolerance * abs(gap) + atol)
+
+
+def warn_incomplete(rows: Sequence[tuple[str, float | None, float, float]], what: str = "attribution") -> None:
+    """One :class:`CompletenessWarning` for the ``(method, delta, gap, tolerance)`` rows that fail the
+    criterion of :func:`is_complete`."""
+    bad = [r for r in rows if is_complete(r[1], r[2], r[3]) is False]
+    if not bad:
+        return
+    method, delta, gap, tol = max(bad, key=lambda r: abs(r[1]) / max(abs(r[2]), 1e-12))
+    warnings.warn(
+        f"{len(bad)} of {len(rows)} {what} result(s) are not complete: |delta| exceeds {tol:.0%} of "
+        f"|f(x) - f(x')| (worst: {method} delta {delta:.4g} on a gap of {gap:.4g}); their scores do not add up "
+        "to the change they explain",
+        CompletenessWarning, stacklevel=3,
+    )
+
+
+class CheckedResult(Result):
+    """Base of the attribution results that carry a completeness check: their dict adds
+    ``complete`` (the verdict of :func:`is_complete`), and ``_arrays`` / target descriptions are
+    decoded back from JSON."""
+
+    _arrays: ClassVar[dict[str, object]] = {}
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["complete"] = self.complete
+        return d
+
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d = dict(d)
+        for k, dtype in cls._arrays.items():
+            if d.get(k) is not None:
+                d[k] = np.asarray(d[k], dtype=dtype)
+        if isinstance(d.get("description"), dict):
+            d["description"] = TargetDescription.from_dict(d["description"])
+        if isinstance(d.get("descriptions"), list):
+            d["descriptions"] = [TargetDescription.from_dict(x) if isinstance(x, dict) else x
+                                 for x in d["descriptions"]]
+        return d
+
+
+def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes in (0, 1) and weights (summing to 1) of the ``n``-point Gauss-Legendre rule, as Captum's
+    ``gausslegendre`` integrates IG."""
+    if n < 1:
+        raise ParameterError(f"n_steps must be >= 1, got {n}")
+    x, w = np.polynomial.legendre.leggauss(n)
+    return 0.5 * (x + 1), 0.5 * w
+
+
+
+def describe_target(adapter: ModelAdapter, texts, target: Target | str | None = None):
+    """What ``target`` (default: the model's prediction) is on ``texts``, in words, with the model's
+    probabilities: one :class:`~finegrain.attribute.targets.TargetDescription` for a string, a
+    ``ResultList`` for a list. The same descriptions as those carried by attribution results, for
+    explanations and reports."""
+    words, single = as_word_lists(texts)
+    target = parse_target(target, adapter)
+    with torch.no_grad():
+        batch, n_prompt = target.encode(adapter, words)
+        scorer = target.bind(adapter, batch, n_prompt=n_prompt)
+    desc = scorer.descriptions or [TargetDescription(getattr(target, "kind", "target"), str(target), "score")
+                                   for _ in words]
+    return desc[0] if single else ResultList(desc)

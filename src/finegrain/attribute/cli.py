@@ -1,8 +1,21 @@
-"""``finegrain attribute``: word attributions and interactions from the command line."""
+"""``finegrain attribute``: word attributions and interactions from the command line (argument parsing
+only; the work is :func:`finegrain.attribute.attribute` / :func:`finegrain.attribute.interactions`)."""
 
 from __future__ import annotations
 
 import argparse
+
+
+def _steps(value: str):
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps must be 'auto' or a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--steps must be 'auto' or a positive integer, got {value!r}")
+    return n
 
 
 def register(subparsers) -> None:
@@ -10,84 +23,107 @@ def register(subparsers) -> None:
         "attribute",
         help="attribute a prediction to input words (IG, SHAP, ...) or find interacting words",
         description="Word-level attribution of a target (class logit, next/masked token, continuation "
-                    "log-probability, similarity to --pair, neuron activation) with Captum methods, or "
-                    "pairwise interactions (--interactions ih|stii|archipelago).",
+                    "log-probability, similarity to --pair, neuron activation) with Captum methods and layer "
+                    "methods through the model's hook points, or pairwise interactions "
+                    "(--interactions ih|stii|archipelago). Every result names its target in words and is "
+                    "checked for completeness (scores summing to f(x) - f(x')).",
     )
     p.add_argument("--model", default="minilm", help="minilm, textgenrnn or a local HF model path")
     p.add_argument("--task", default="base", help="HF task when loading a path (e.g. sequence-classification)")
+    p.add_argument("--context", default=None, choices=["window", "stream"],
+                   help="textgenrnn: predictions from 40-character windows (default, as trained) or one stream")
     p.add_argument("--head", default=None, help="builtin:sentiment (trained on the fly) or a saved head .pt")
-    p.add_argument("--head-cache", default=None, help="directory to cache trained heads")
+    p.add_argument("--head-cache", default=None,
+                   help="directory to keep trained heads in (default: none, the head is trained each time)")
     p.add_argument("--text", action="append", required=True, help="input text (repeatable)")
+    p.add_argument("--true-label", action="append", default=None,
+                   help="the true label of each --text (repeatable, in order; shown in the records)")
     p.add_argument("--pair", default=None, help="second sentence for --target similarity")
     p.add_argument("--target", default=None,
-                   help="pred | class:K | prob:K | next:TOK | masked:TOK | continuation:TEXT | similarity | "
-                        "neuron:LAYER:UNIT (default: predicted class / token, or similarity with --pair)")
+                   help="pred | class:K | prob:K | next:pred | next:TOK | masked:TOK | continuation:TEXT | "
+                        "similarity | neuron:LAYER:UNIT (default: predicted class / token, or similarity with --pair)")
     p.add_argument("--method", default="ig", help="ig, saliency, input_x_gradient, deeplift, deeplift_shap, "
                    "gradient_shap, kernel_shap, shapley, shapley_exact, feature_ablation, occlusion, layer_ig, "
                    "layer_conductance, neuron_conductance")
     p.add_argument("--interactions", default=None, choices=["ih", "stii", "sti", "archipelago"])
     p.add_argument("--layer", default=None, help="layer for layer_ig / layer_conductance")
     p.add_argument("--neuron", default=None, help="LAYER:UNIT for neuron_conductance")
-    p.add_argument("--baseline", default="pad", help="pad | mask | unk | token id")
-    p.add_argument("--steps", type=int, default=50, help="IG steps (IH: grid side)")
+    p.add_argument("--position", type=int, default=None, help="token of the neuron (default: every real token)")
+    p.add_argument("--baseline", default="pad",
+                   help="pad (default: pad token / an LSTM's padding index) | zero | unk | mask | space | token id")
+    p.add_argument("--steps", type=_steps, default="auto",
+                   help="integration steps, or 'auto' (default: doubled until |delta| <= tolerance x |gap|; IH: 16)")
+    p.add_argument("--delta-tolerance", type=float, default=0.01,
+                   help="completeness criterion as a fraction of |f(x) - f(x')| (default 0.01)")
     p.add_argument("--samples", type=int, default=25, help="samples for sampling methods")
     p.add_argument("--internal-batch-size", type=int, default=256)
+    p.add_argument("--level", default="word", choices=["word", "token"],
+                   help="heatmap units in --html / --png (token: characters of a character model)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="write results as JSON")
-    p.add_argument("--html", default=None, help="write a word heatmap as self-contained HTML")
-    p.add_argument("--png", default=None, help="write the interaction matrix heatmap (with --interactions)")
+    p.add_argument("--html", default=None, help="write the visualisation records as self-contained HTML")
+    p.add_argument("--png", default=None, help="write the heatmap (or, with --interactions, the matrix) as PNG")
     p.set_defaults(func=run)
 
 
 def _adapter(args):
+    # heavy: imported when the command runs
+    from finegrain.attribute import head_adapter
+    from finegrain.errors import ParameterError
     from finegrain.models import load_model
 
     if args.head:
-        from finegrain.attribute.heads import head_adapter
-
         return head_adapter(args.head, args.model, cache_dir=args.head_cache, device=args.device)
-    return load_model(args.model, task=args.task, device=args.device)
+    adapter = load_model(args.model, task=args.task, device=args.device)
+    if args.context is not None:
+        if not hasattr(adapter.model, "context"):
+            raise ParameterError(f"--context applies to textgenrnn; {adapter.name} has no context mode")
+        adapter.model.context = args.context
+    return adapter
 
 
 def run(args: argparse.Namespace) -> int:
+    # heavy: imported when the command runs
     from finegrain.attribute import (
         attribute,
         html_heatmap,
-        interaction_table,
         interactions,
         parse_target,
-        save_interaction_png,
         save_json,
+        visualization_records,
     )
+    from finegrain.results import write_text_atomic
+    from finegrain.viz.attribution import plot_word_heatmap
 
     adapter = _adapter(args)
     target = parse_target(args.target, adapter, pair=args.pair)
-    if target.name == "similarity" and args.pair is None and ":" not in (args.target or ""):
-        raise SystemExit("--target similarity needs --pair")
-    baseline = int(args.baseline) if args.baseline.isdigit() else args.baseline
+    texts = list(args.text)
     if args.interactions:
-        kw = {"baseline": baseline}
+        kw: dict = {"baseline": args.baseline}
         if args.interactions == "ih":
-            kw.update(steps=min(args.steps, 16), on_relu="warn")
+            kw.update(steps=16 if args.steps == "auto" else min(args.steps, 16), on_relu="warn")
         elif args.interactions in ("stii", "sti"):
-            kw.update(n_samples=args.samples * 8)
-        res = interactions(adapter, list(args.text), target, method=args.interactions, **kw)
-        for r in res:
-            print(interaction_table(r))
-            print()
+            kw.update(n_samples=args.samples * 8, seed=args.seed)
+        res = interactions(adapter, texts, target, method=args.interactions, **kw)
+        print(res.table())
         if args.png:
-            save_interaction_png(res[0], args.png)
+            res[0].plot(args.png)
     else:
-        res = attribute(adapter, list(args.text), target, method=args.method, layer=args.layer, neuron=args.neuron,
-                        baseline=baseline, n_steps=args.steps, n_samples=args.samples,
-                        internal_batch_size=args.internal_batch_size)
-        for r in res:
-            print(r.table())
-            print()
+        res = attribute(adapter, texts, target, method=args.method, layer=args.layer, neuron=args.neuron,
+                        position=args.position, baseline=args.baseline, n_steps=args.steps, n_samples=args.samples,
+                        internal_batch_size=args.internal_batch_size, delta_tolerance=args.delta_tolerance,
+                        seed=args.seed, true_labels=args.true_label)
+        print(res.table())
+        print()
+        records = visualization_records(res, level=args.level)
+        print(records.table())
         if args.html:
-            with open(args.html, "w") as fh:
-                fh.write(html_heatmap(res))
+            write_text_atomic(args.html, html_heatmap(res, level=args.level))
+        if args.png:
+            plot_word_heatmap([r.words for r in records], [r.scores for r in records], args.png,
+                              captions=[f"true={r.true_label or 'n/a'}  predicted={r.predicted_label or 'n/a'!r}  "
+                                        f"target={r.target_label!r}  total={r.total:.3g}" for r in records])
     if args.json:
         save_json(res, args.json)
     return 0
-

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from finegrain.models.base import ModelAdapter, ModelError
+from finegrain.errors import DependencyError, ParameterError
+from finegrain.models.base import ModelAdapter, ModelError, preserved_state
 
 _POS = ["great", "wonderful", "excellent", "delightful", "brilliant", "superb", "lovely", "fantastic", "charming",
         "enjoyable", "moving", "beautiful", "funny", "touching", "amazing", "pleasant", "outstanding", "terrific"]
@@ -43,10 +44,10 @@ def builtin_sentiment(seed: int = 0, n: int = 400) -> list[tuple[str, int]]:
 
 def generated_sentiment(seed: int = 0, n: int = 1000) -> list[tuple[str, int]]:
     """The sentiment corpus of :mod:`finegrain.data.generate` (with negation; harder)."""
-    try:
+    try:  # optional: the generator of finegrain.data
         from finegrain.data.generate import sentiment_corpus
     except ImportError as e:
-        raise ModelError("finegrain.data.generate is not available; use builtin:sentiment") from e
+        raise DependencyError("finegrain.data.generate is not available; use builtin:sentiment") from e
     corpus = sentiment_corpus(n_sentences=n, seed=seed)
     return [(" ".join(s.words), int(s.sent_labels["sentiment"] == "pos")) for s in corpus.sentences]
 
@@ -65,11 +66,17 @@ class PooledHead(nn.Module):
     """encoder → mean pooling over real tokens → Linear. Exposes the encoder's config, blocks and
     input embeddings, so :class:`HFAdapter` wraps it like any transformers model."""
 
-    def __init__(self, encoder: nn.Module, n_classes: int):
+    def __init__(self, encoder: nn.Module, n_classes: int, generator: torch.Generator | None = None):
         super().__init__()
         self.encoder = encoder
         self.config = encoder.config
-        self.head = nn.Linear(int(encoder.config.hidden_size), n_classes)
+        with torch.random.fork_rng(devices=[]):  # nn.Linear draws its init from the global generator
+            self.head = nn.Linear(int(encoder.config.hidden_size), n_classes)
+        if generator is not None:  # nn.Linear's own initialisation, from a local generator
+            bound = 1.0 / float(encoder.config.hidden_size) ** 0.5
+            with torch.no_grad():
+                self.head.weight.uniform_(-bound, bound, generator=generator)
+                self.head.bias.uniform_(-bound, bound, generator=generator)
 
     def get_input_embeddings(self):
         return self.encoder.get_input_embeddings()
@@ -86,6 +93,7 @@ class PooledHead(nn.Module):
 
 def _base(adapter: ModelAdapter | str, device) -> ModelAdapter:
     if isinstance(adapter, str):
+        # heavy: loading a model by name imports transformers
         from finegrain.models import load_model
 
         return load_model(adapter, device=device)
@@ -93,6 +101,7 @@ def _base(adapter: ModelAdapter | str, device) -> ModelAdapter:
 
 
 def _wrap(base: ModelAdapter, head_model: PooledHead, name: str):
+    # heavy: finegrain.models.hf imports transformers
     from finegrain.models.hf import HFAdapter
 
     ad = HFAdapter(head_model, base.tokenizer, name=name, device=base.device, task="sequence-classification")
@@ -121,27 +130,35 @@ def train_head(
     device: str = "cpu",
     save: str | Path | None = None,
     data: list[tuple[str, int]] | None = None,
+    labels: list[str] | None = None,
 ) -> ModelAdapter:
     """Train a linear head on the frozen encoder's mean-pooled states; returns an adapter whose
     output ``.logits`` are the head's class logits. ``adapter.head_info`` holds the task, labels and
-    held-out accuracy. ``data`` overrides the task with ``[(sentence, label)]``."""
+    held-out accuracy (the labels name the classes in attribution results). ``data`` overrides the
+    task with ``[(sentence, label)]`` (labels ``0..C-1``; ``labels`` names them). All randomness comes
+    from ``seed`` (a local generator); the encoder is handed back in the mode it had."""
     base = _base(adapter, device)
     if data is None:
         if task not in TASKS:
-            raise ModelError(f"unknown head task {task!r}; built-in tasks: {', '.join(TASKS)}")
-        make, labels = TASKS[task]
+            raise ParameterError(f"unknown head task {task!r}; built-in tasks: {', '.join(TASKS)}")
+        make, task_labels = TASKS[task]
         data = make(seed=seed)
+        labels = list(labels) if labels is not None else task_labels
     else:
-        labels = [str(i) for i in sorted({y for _, y in data})]
+        classes = sorted({y for _, y in data})
+        if classes != list(range(len(classes))):
+            raise ParameterError(f"head labels must be 0..C-1, got {classes[:10]}")
+        labels = list(labels) if labels is not None else [str(i) for i in classes]
     if getattr(base.model.config, "hidden_size", None) is None:
         raise ModelError("train_head needs a transformers encoder with config.hidden_size")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(data))
     n_test = int(len(data) * test_fraction)
     test, train = [data[i] for i in perm[:n_test]], [data[i] for i in perm[n_test:]]
-    Xtr, ytr = _pooled(base, [t for t, _ in train]), torch.tensor([y for _, y in train])
-    torch.manual_seed(seed)
-    model = PooledHead(base.model, len(labels))
+    with preserved_state(base.model):
+        base.model.eval()
+        Xtr, ytr = _pooled(base, [t for t, _ in train]), torch.tensor([y for _, y in train])
+    model = PooledHead(base.model, len(labels), generator=torch.Generator().manual_seed(seed))
     head = model.head.float().cpu()
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
@@ -158,7 +175,9 @@ def train_head(
     ad = _wrap(base, model, f"{base.name}+{task}")
     acc = None
     if test:
-        Xte = _pooled(base, [t for t, _ in test]).to(base.device)
+        with preserved_state(base.model):
+            base.model.eval()
+            Xte = _pooled(base, [t for t, _ in test]).to(base.device)
         with torch.no_grad():
             acc = float((model.head(Xte).argmax(1).cpu() == torch.tensor([y for _, y in test])).float().mean())
     ad.head_info = {"task": task, "labels": labels, "accuracy": acc, "n_train": len(train), "n_test": len(test)}
@@ -170,14 +189,21 @@ def train_head(
 def save_head(adapter: ModelAdapter, path: str | Path) -> Path:
     """Save the head's state_dict and metadata (the encoder is not saved)."""
     path = Path(path)
+    if not isinstance(getattr(adapter, "model", None), PooledHead):
+        raise ParameterError(f"{getattr(adapter, 'name', adapter)} is not a head adapter from train_head")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"head": adapter.model.head.state_dict(), "info": getattr(adapter, "head_info", {})}, path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"head": adapter.model.head.state_dict(), "info": getattr(adapter, "head_info", {})}, tmp)
+    tmp.replace(path)  # never a half-written head file
     return path
 
 
 def load_head(path: str | Path, adapter: ModelAdapter | str = "minilm", device: str = "cpu") -> ModelAdapter:
     """Rebuild a head adapter from :func:`save_head` output on top of ``adapter``."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"head file {path} does not exist")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
     base = _base(adapter, device)
     n_classes = blob["head"]["weight"].shape[0]
     model = PooledHead(base.model, n_classes)
@@ -190,14 +216,20 @@ def load_head(path: str | Path, adapter: ModelAdapter | str = "minilm", device: 
 
 def head_adapter(spec: str, adapter: ModelAdapter | str = "minilm", cache_dir: str | Path | None = None,
                  device: str = "cpu") -> ModelAdapter:
-    """``--head`` CLI value: a ``.pt`` file from :func:`save_head` or a built-in task name (trained
-    on the fly and cached under ``cache_dir`` when given)."""
-    if spec.endswith(".pt") and Path(spec).exists():
+    """``--head`` CLI value: a ``.pt`` file from :func:`save_head` or a built-in task name, trained on
+    the fly. ``cache_dir`` (default ``None``: nothing is written, the head is trained in memory each
+    time) keeps trained heads as ``<model>-<task>.pt`` in that directory for later calls."""
+    if spec.endswith(".pt"):
+        if not Path(spec).exists():
+            raise ParameterError(f"head file {spec} does not exist")
         return load_head(spec, adapter, device)
+    if spec not in TASKS:
+        raise ParameterError(f"unknown head {spec!r}: a saved head .pt file or one of {', '.join(TASKS)}")
     if cache_dir is not None:
         name = getattr(adapter, "name", adapter) if not isinstance(adapter, str) else adapter
         p = Path(cache_dir) / f"{Path(str(name)).name}-{spec.replace(':', '_')}.pt"
         if p.exists():
             return load_head(p, adapter, device)
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
         return train_head(adapter, spec, device=device, save=p)
     return train_head(adapter, spec, device=device)

@@ -1,33 +1,56 @@
-"""Token-, word-, layer- and neuron-level attribution through Captum.
+"""Token-, word-, layer- and neuron-level attribution.
 
-Captum computes; finegrain supplies the forward function (target(model(inputs_embeds)) per row, see
-:mod:`finegrain.attribute._core`), token baselines that keep special tokens, batching of examples
-with a bound on rows per forward (``internal_batch_size``), word aggregation, evaluation counts and
-the completeness gap.
+Captum computes the input-level methods; finegrain supplies the forward function (the target of the
+model run on input embeddings, see :mod:`finegrain.attribute._core`), token baselines that keep
+special tokens, batching of examples with a bound on rows per forward (``internal_batch_size``,
+``tokens_per_forward``), word aggregation, evaluation counts, the completeness check and a
+description of the target in words. The layer-level methods run through the adapters' hook points
+(:mod:`finegrain.attribute.layer`), so they work on transformers, LSTMs and users' own modules alike.
 
 Methods (``attribute(..., method=...)``): ``ig`` (Sundararajan et al. 2017), ``saliency``,
 ``input_x_gradient``, ``deeplift`` / ``deeplift_shap`` (Shrikumar et al. 2017), ``gradient_shap``,
 ``kernel_shap``, ``shapley`` (sampling) / ``shapley_exact`` (Lundberg & Lee 2017), ``feature_ablation``,
 ``occlusion``; layer-level ``layer_ig``, ``layer_conductance`` (Dhamdhere et al. 2018) summed over the
 units of ``layer``; ``neuron_conductance`` of ``neuron`` to the input tokens.
+
+Integration steps (``n_steps="auto"``, the default): IG, layer IG and layer conductance start at
+``AUTO_STEPS[0]`` steps and double, per example, until ``|delta| <= delta_tolerance * |f(x) - f(x')|``
+(1% by default), or until doubling changes the delta by less than a tenth of it (the rest is not a
+discretisation error but paths that bypass the layer: more steps cannot remove it), or
+``AUTO_STEPS[-1]`` is reached; neuron conductance, which has no completeness property, uses
+``NEURON_STEPS``. The number of steps used is in every result (``n_steps``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from finegrain.attribute._core import AttributionError, Prepared, as_word_lists, eval_mode, prepare
-from finegrain.attribute.targets import Target, parse_target
+from finegrain.attribute import layer as layer_methods
+from finegrain.attribute._core import (
+    DELTA_TOLERANCE,
+    AttributionError,
+    CheckedResult,
+    Prepared,
+    as_word_lists,
+    embedding_module,
+    eval_mode,
+    is_complete,
+    prepare,
+    seeded,
+    warn_incomplete,
+)
+from finegrain.attribute.render import VisualizationRecord, html_heatmap, records_html, text_table
+from finegrain.attribute.targets import Target, TargetDescription, parse_target
+from finegrain.errors import ParameterError
 from finegrain.models.base import ModelAdapter
 from finegrain.neurons import Neuron, NeuronIndex
+from finegrain.results import Result, ResultList
 
 GRADIENT = ("ig", "saliency", "input_x_gradient", "deeplift", "deeplift_shap", "gradient_shap")
 PERTURBATION = ("kernel_shap", "shapley", "shapley_exact", "feature_ablation", "occlusion")
@@ -37,13 +60,32 @@ ALIASES = {"integrated_gradients": "ig", "ixg": "input_x_gradient", "lime": "ker
            "ablation": "feature_ablation", "conductance": "layer_conductance", "dl": "deeplift",
            "svs": "shapley", "gshap": "gradient_shap"}
 _HAS_DELTA = ("ig", "deeplift", "deeplift_shap", "gradient_shap", "layer_ig", "layer_conductance")
+#: methods whose delta is sum(returned scores) - (f(x) - f(x')) for the one token baseline
+_OWN_DELTA = ("ig", "deeplift", "layer_ig", "layer_conductance")
+#: methods that integrate along a path (``n_steps``)
+INTEGRATED = ("ig", "layer_ig", "layer_conductance", "neuron_conductance")
+#: the adaptive schedule of ``n_steps="auto"`` (Gauss-Legendre nodes do not nest: each round reruns)
+AUTO_STEPS = (16, 32, 64, 128, 256)
+NEURON_STEPS = 50
+#: methods without a baseline: tokens outside words (special tokens, spaces) get no score
+_NO_BASELINE = ("saliency", "input_x_gradient")
 
 
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class Attribution:
-    """Attribution of one example. ``delta`` = sum(attributions) - (f(x) - f(x')) where the method
-    has a completeness property (Captum's convergence delta), else ``None``."""
+class Attribution(CheckedResult):
+    """Attribution of one example.
+
+    ``token_scores`` cover every real token (special tokens and, for character models, spaces have
+    ``token_word_ids`` ``None``); ``word_scores`` sum the tokens of each word and ``other_score`` is the
+    rest (non-zero for layer methods, whose special-token states carry part of the flow), so
+    ``total = word_scores.sum() + other_score``. ``delta`` = ``total - (f(x) - f(x'))`` where the method
+    has a completeness property (for ``gradient_shap`` / ``deeplift_shap``: Captum's mean over their
+    reference distribution), else ``None``; ``complete`` applies the stated criterion
+    ``|delta| <= delta_tolerance * |f(x) - f(x')|``. ``description`` names the target in words (class
+    label, token, continuation) with the model's probabilities; ``n_steps`` is the number of
+    integration steps used (``None`` for methods without).
+    """
 
     method: str
     target: str
@@ -57,40 +99,81 @@ class Attribution:
     delta: float | None
     n_evaluations: int
     extra: dict = field(default_factory=dict)
+    description: TargetDescription | None = None
+    n_steps: int | None = None
+    other_score: float = 0.0
+    delta_tolerance: float = DELTA_TOLERANCE
+    baseline: str = "pad"
+    true_label: str | None = None
 
     @property
     def total(self) -> float:
-        return float(np.sum(self.word_scores))
+        """Sum of all token scores (words and the rest)."""
+        return float(np.sum(self.word_scores)) + float(self.other_score)
+
+    @property
+    def gap(self) -> float:
+        return float(self.f_x - self.f_baseline)
+
+    @property
+    def complete(self) -> bool | None:
+        return is_complete(self.delta, self.gap, self.delta_tolerance)
+
+    _arrays = {"token_scores": np.float64, "word_scores": np.float64}
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["token_scores"] = [float(x) for x in self.token_scores]
-        d["word_scores"] = [float(x) for x in self.word_scores]
-        d["extra"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.extra.items()}
+        d = super().to_dict()
+        d.update(total=self.total,
+                 relative_delta=None if self.delta is None or not self.gap else abs(self.delta) / abs(self.gap))
         return d
 
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
-
     def table(self) -> str:
-        from finegrain.attribute.render import text_table
-
         return text_table(self)
 
     def html(self) -> str:
-        from finegrain.attribute.render import html_heatmap
-
         return html_heatmap([self])
+
+    def record(self, true_label: str | None = None, level: str = "word") -> VisualizationRecord:
+        """This attribution as a Captum-style :class:`~finegrain.attribute.render.VisualizationRecord`."""
+        return VisualizationRecord.from_attribution(self, true_label, level)
+
+    def plot(self, path) -> object:
+        """The word heatmap as a PNG."""
+        # heavy: matplotlib, imported when a picture is drawn
+        from finegrain.viz.attribution import plot_word_heatmap
+
+        d = self.description
+        cap = f"{self.method}: {d.text if d else self.target}  total={self.total:.3g}"
+        return plot_word_heatmap([self.words], [self.word_scores], path, captions=[cap])
+
+    def _repr_html_(self) -> str:
+        return records_html([self.record()])
 
 
 @dataclass
-class TensorAttribution:
+class TensorAttribution(Result):
     """Result of :func:`attribute_tensor`: raw Captum attributions on plain tensors."""
 
     attributions: torch.Tensor
     delta: torch.Tensor | None
     n_evaluations: int
     n_calls: int
+
+    def to_dict(self) -> dict:
+        return {"type": type(self).__name__, "attributions": self.attributions.detach().cpu().tolist(),
+                "delta": None if self.delta is None else self.delta.detach().cpu().reshape(-1).tolist(),
+                "n_evaluations": self.n_evaluations, "n_calls": self.n_calls}
+
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d = dict(d)
+        d["attributions"] = torch.tensor(d["attributions"])
+        d["delta"] = None if d.get("delta") is None else torch.tensor(d["delta"])
+        return d
+
+    def table(self) -> str:
+        return (f"attributions {tuple(self.attributions.shape)}  evaluations={self.n_evaluations}  "
+                f"calls={self.n_calls}")
 
 
 class _Counted:
@@ -120,6 +203,7 @@ class _AsModule(nn.Module):
 
 
 def _captum(method: str, fwd: Callable, module: nn.Module | None = None):
+    # heavy: captum is imported when an attribution runs
     import captum.attr as ca
 
     if method in ("deeplift", "deeplift_shap"):
@@ -141,9 +225,7 @@ def _method_kwargs(method: str, inputs, baselines, args, feature_mask, n_steps, 
                   return_convergence_delta=True)
     elif method == "saliency":
         kw.update(abs=True)
-    elif method == "deeplift":
-        kw.update(baselines=baselines, return_convergence_delta=True)
-    elif method == "deeplift_shap":
+    elif method in ("deeplift", "deeplift_shap"):
         kw.update(baselines=baselines, return_convergence_delta=True)
     elif method == "gradient_shap":
         kw.update(baselines=baselines, n_samples=n_samples, stdevs=stdevs, return_convergence_delta=True)
@@ -163,8 +245,16 @@ def _method_kwargs(method: str, inputs, baselines, args, feature_mask, n_steps, 
 def canonical_method(method: str) -> str:
     m = ALIASES.get(method.lower().replace("-", "_"), method.lower().replace("-", "_"))
     if m not in METHODS:
-        raise AttributionError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ParameterError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}")
     return m
+
+
+def _steps_schedule(n_steps: int | str, default: Sequence[int] = AUTO_STEPS) -> tuple[int, ...]:
+    if n_steps == "auto":
+        return tuple(default)
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise ParameterError(f"n_steps must be a positive int or 'auto', got {n_steps!r}")
+    return (int(n_steps),)
 
 
 def attribute_tensor(
@@ -186,7 +276,7 @@ def attribute_tensor(
     its evaluations. The building block of :func:`attribute`; also handy for analytic checks."""
     method = canonical_method(method)
     if method in LAYER:
-        raise AttributionError(f"{method} needs a model layer: use attribute() or neuron_attribution()")
+        raise ParameterError(f"{method} needs a model layer: use attribute() or neuron_attribution()")
     fwd = _Counted(forward_fn)
     if baselines is None:
         baselines = torch.zeros_like(inputs)
@@ -202,27 +292,9 @@ def attribute_tensor(
 
 
 # ----------------------------------------------------------------------------------------------
-class _Tap(nn.Module):
-    """Identity module spliced into a hook point so that Captum's layer methods can hook it."""
-
-    def forward(self, x):
-        return x.clone()
-
-
-@contextlib.contextmanager
-def tapped(adapter: ModelAdapter, layer: str):
-    """Route the activation at ``layer`` through a fresh identity module (removed on exit)."""
-    adapter.check_layer(layer)
-    tap = _Tap()
-    with adapter.hooks({layer: lambda act, step: tap(act)}):
-        yield tap
-
-
 def _distribution(prep: Prepared, b: int, n_baselines: int, seed: int) -> torch.Tensor:
     """Reference distribution for SHAP methods: the token baseline plus copies whose content tokens
     are random vocabulary tokens."""
-    from finegrain.attribute._core import embedding_module
-
     g = torch.Generator().manual_seed(seed)
     emb = embedding_module(prep.adapter)
     ids = prep.batch.inputs["input_ids"][b : b + 1]
@@ -249,6 +321,31 @@ def rows_per_forward(internal_batch_size: int | None, tokens_per_forward: int | 
     return None if rows is None else max(rows, prep.n)
 
 
+def _next_round(todo: list[int], deltas: list, previous: dict, gaps, tolerance: float) -> list[int]:
+    """Examples that need more steps: not complete, and still converging (the last doubling changed
+    the delta by more than a tenth of it). ``previous`` is updated in place."""
+    out = []
+    for b in todo:
+        d = deltas[b]
+        if d is None or is_complete(d, gaps[b], tolerance):
+            continue
+        p = previous.get(b)
+        previous[b] = d
+        if p is not None and abs(d - p) <= 0.1 * abs(d):
+            continue
+        out.append(b)
+    return out
+
+
+def _true_labels(true_labels, n: int) -> list:
+    if true_labels is None or isinstance(true_labels, str | int):
+        return [None if true_labels is None else str(true_labels)] * n
+    vals = list(true_labels)
+    if len(vals) != n:
+        raise ParameterError(f"{len(vals)} true labels for {n} texts")
+    return [None if v is None else str(v) for v in vals]
+
+
 class AttributionMethod:
     """Captum-style object: ``AttributionMethod(adapter, "ig").attribute(texts, target)``.
 
@@ -263,10 +360,10 @@ class AttributionMethod:
         self.layer = layer
         self.neuron = Neuron.parse(neuron) if neuron is not None else None
         if self.method in ("layer_ig", "layer_conductance") and layer is None:
-            self.layer = "layer.0"
+            self.layer = adapter.hidden_layers()[0]
         if self.method == "neuron_conductance":
             if self.neuron is None:
-                raise AttributionError("neuron_conductance needs neuron='layer.i:unit'")
+                raise ParameterError("neuron_conductance needs neuron='layer:unit'")
             self.layer = self.neuron.layer
         if self.layer is not None:
             size = adapter.check_layer(self.layer)
@@ -278,7 +375,7 @@ class AttributionMethod:
         texts,
         target: Target | str | None = None,
         baseline: str | int = "pad",
-        n_steps: int = 50,
+        n_steps: int | str = "auto",
         batch_size: int = 16,
         internal_batch_size: int | None = 256,
         tokens_per_forward: int | None = 512,
@@ -290,110 +387,138 @@ class AttributionMethod:
         position: int | None = None,
         seed: int = 0,
         progress: bool | None = None,
-    ) -> list[Attribution]:
+        delta_tolerance: float = DELTA_TOLERANCE,
+        true_labels=None,
+    ) -> ResultList:
         words, _ = as_word_lists(texts)
         target = parse_target(target, self.adapter)
+        if not delta_tolerance > 0:
+            raise ParameterError(f"delta_tolerance must be > 0, got {delta_tolerance}")
+        schedule = _steps_schedule(n_steps, (NEURON_STEPS,) if self.method == "neuron_conductance" else AUTO_STEPS)
+        labels = _true_labels(true_labels, len(words))
         if internal_batch_size is not None:
             batch_size = max(1, min(batch_size, internal_batch_size))
-        if self.method in ("deeplift_shap", "gradient_shap", "kernel_shap", "neuron_conductance"):
-            batch_size = 1  # per-example reference distributions / selectors
-        from tqdm.auto import tqdm
-
+        if self.method in ("deeplift_shap", "gradient_shap", "kernel_shap"):
+            batch_size = 1  # per-example reference distributions / samples
         # sorting by length keeps padding (wasted IG rows) low; results are returned in input order
         order = sorted(range(len(words)), key=lambda i: sum(len(w) + 1 for w in words[i]))
         groups = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
         out: list[Attribution | None] = [None] * len(words)
-        torch.manual_seed(seed)
-        with eval_mode(self.adapter.model):
+        with eval_mode(self.adapter.model), seeded(seed):
             for grp in tqdm(groups, disable=True if progress is False else None, desc=self.method,
                             leave=False) if len(groups) > 1 else groups:
                 prep = prepare(self.adapter, [words[i] for i in grp], target, baseline)
                 ibs = rows_per_forward(internal_batch_size, tokens_per_forward, prep)
                 ppe = perturbations_per_eval or max(1, (ibs or 64) // prep.n)
-                res = self._attribute(prep, str(target), n_steps=n_steps, internal_batch_size=ibs,
+                res = self._attribute(prep, str(target), schedule=schedule, internal_batch_size=ibs,
                                       n_samples=n_samples, perturbations_per_eval=ppe, window=window,
-                                      n_baselines=n_baselines, stdevs=stdevs, position=position, seed=seed)
+                                      n_baselines=n_baselines, stdevs=stdevs, position=position, seed=seed,
+                                      delta_tolerance=delta_tolerance)
                 for i, a in zip(grp, res):
+                    a.true_label = labels[i]
                     out[i] = a
-        return out
+        results = ResultList(out)
+        warn_incomplete([(a.method, a.delta, a.gap, a.delta_tolerance) for a in results])
+        return results
 
-    def _attribute(self, prep: Prepared, target_name: str, *, n_steps, internal_batch_size, n_samples,
-                   perturbations_per_eval, window, n_baselines, stdevs, position, seed) -> list[Attribution]:
-        import captum.attr as ca
+    # -- one group ----------------------------------------------------------------------------
+    def _run(self, prep: Prepared, idx: list[int], n_steps: int, *, internal_batch_size, n_samples,
+             perturbations_per_eval, window, n_baselines, stdevs, position, seed):
+        """Token scores ``[len(idx), T]`` and Captum's delta (or ``None``) for examples ``idx``."""
+        m = self.method
+        rows = internal_batch_size or max(64, len(idx))
+        if m in ("layer_ig", "layer_conductance"):
+            fn = layer_methods.layer_integrated_gradients if m == "layer_ig" else layer_methods.layer_conductance
+            attr = fn(prep, self.layer, idx, n_steps, rows)
+            if attr.dim() == 2:
+                raise ParameterError(f"{self.layer} has one vector per example (no tokens): use neuron_attribution()")
+            return attr.sum(-1), None
+        if m == "neuron_conductance":
+            attr = layer_methods.neuron_conductance(prep, self.layer, self.neuron.unit, idx, n_steps, rows, position)
+            return attr.sum(-1), None
+        grouped = m in ("kernel_shap", "shapley", "shapley_exact", "feature_ablation")
+        inputs = prep.embeds[idx].clone().requires_grad_(m in GRADIENT)
+        base = _distribution(prep, idx[0], n_baselines, seed) if m in ("deeplift_shap", "gradient_shap") \
+            else prep.base_embeds[idx]
+        res = attribute_tensor(
+            prep.forward, inputs, base, m, additional_forward_args=prep.args(idx),
+            feature_mask=prep.feature_mask()[idx] if grouped else None, n_steps=n_steps,
+            internal_batch_size=internal_batch_size, n_samples=n_samples,
+            perturbations_per_eval=perturbations_per_eval, window=window, stdevs=stdevs,
+            module=prep.adapter.model,
+        )
+        a = res.attributions.detach().float()
+        a = a.reshape(a.shape[0], a.shape[1], -1)
+        if grouped:
+            tok = a[..., 0]  # every element of a word group carries the word's value: read it once
+        elif m == "occlusion":
+            tok = a.mean(-1)
+        else:
+            tok = a.sum(-1)
+        delta = None
+        if res.delta is not None:
+            dv = res.delta.detach().float().reshape(-1)
+            # GradientShap reports one delta per sample; summarise by the mean
+            delta = dv.reshape(len(idx), -1).mean(1) if dv.numel() % len(idx) == 0 else dv.mean().repeat(len(idx))
+        return tok, delta
 
+    def _attribute(self, prep: Prepared, target_name: str, *, schedule, delta_tolerance, **kw) -> list[Attribution]:
         m = self.method
         f_x = prep.value()
         f_b = prep.value(prep.base_embeds)
-        inputs = prep.embeds.clone().requires_grad_(m in GRADIENT or m in LAYER)
-        args = prep.args()
-        delta = None
-        grouped = m in ("kernel_shap", "shapley", "shapley_exact", "feature_ablation")
-        if m in GRADIENT or m in PERTURBATION:
-            if m in ("deeplift_shap", "gradient_shap"):
-                base = _distribution(prep, 0, n_baselines, seed)
-            else:
-                base = prep.base_embeds
-            res = attribute_tensor(
-                prep.forward, inputs, base, m, additional_forward_args=args,
-                feature_mask=prep.feature_mask() if grouped else None, n_steps=n_steps,
-                internal_batch_size=internal_batch_size, n_samples=n_samples,
-                perturbations_per_eval=perturbations_per_eval, window=window, stdevs=stdevs,
-                module=prep.adapter.model,
-            )
-            attr, delta = res.attributions, res.delta
+        n = prep.n
+        toks: list = [None] * n
+        deltas: list = [None] * n
+        used: list = [None] * n
+        todo = list(range(n))
+        if m in INTEGRATED:
+            previous: dict = {}
+            for steps in schedule:
+                tok, cdelta = self._run(prep, todo, steps, **kw)
+                for j, b in enumerate(todo):
+                    toks[b], used[b] = tok[j].cpu().numpy(), steps
+                    deltas[b] = self._delta(prep, b, toks[b], cdelta, j, f_x, f_b)
+                todo = _next_round(todo, deltas, previous, f_x - f_b, delta_tolerance)
+                if not todo or m not in _HAS_DELTA:
+                    break
         else:
-            with tapped(prep.adapter, self.layer) as tap:
-                if m == "layer_ig":
-                    algo = ca.LayerIntegratedGradients(prep.forward, tap)
-                    attr, delta = algo.attribute(inputs, baselines=prep.base_embeds, additional_forward_args=args,
-                                                 n_steps=n_steps, internal_batch_size=internal_batch_size,
-                                                 return_convergence_delta=True)
-                elif m == "layer_conductance":
-                    algo = ca.LayerConductance(prep.forward, tap)
-                    attr, delta = algo.attribute(inputs, baselines=prep.base_embeds, additional_forward_args=args,
-                                                 n_steps=n_steps, internal_batch_size=internal_batch_size,
-                                                 return_convergence_delta=True)
-                else:
-                    unit = self.neuron.unit
-                    if position is None:
-                        sel: object = _sum_over_tokens(unit, prep.batch.attention_mask)
-                    else:
-                        sel = (position, unit)
-                    algo = ca.NeuronConductance(prep.forward, tap)
-                    with _quiet():
-                        attr = algo.attribute(inputs, neuron_selector=sel, baselines=prep.base_embeds,
-                                              additional_forward_args=args, n_steps=n_steps,
-                                              internal_batch_size=internal_batch_size)
-        results = []
-        for b in range(prep.n):
-            a = attr[b].detach().float()
-            if grouped:
-                # every element of a word group carries the word's value: read it once
-                tok = a.reshape(a.shape[0], -1)[:, 0].cpu().numpy()
-            elif m == "occlusion":
-                tok = a.reshape(a.shape[0], -1).mean(-1).cpu().numpy()
-            else:
-                tok = a.reshape(a.shape[0], -1).sum(-1).cpu().numpy()
-            results.append(self._result(prep, b, tok, grouped, target_name, f_x[b], f_b[b], delta))
-        return results
+            per = [[b] for b in todo] if m in ("deeplift_shap", "gradient_shap", "kernel_shap") else [todo]
+            for idx in per:
+                tok, cdelta = self._run(prep, idx, 0, **kw)
+                for j, b in enumerate(idx):
+                    toks[b] = tok[j].cpu().numpy()
+                    deltas[b] = self._delta(prep, b, toks[b], cdelta, j, f_x, f_b)
+        return [self._result(prep, b, toks[b], target_name, f_x[b], f_b[b], deltas[b], used[b], delta_tolerance)
+                for b in range(n)]
 
-    def _result(self, prep, b, tok, grouped, target_name, fx, fb, delta) -> Attribution:
-        T = int(prep.batch.attention_mask[b].sum())
+    def _delta(self, prep, b, tok, cdelta, j, f_x, f_b) -> float | None:
+        if self.method not in _HAS_DELTA:
+            return None
+        if self.method in _OWN_DELTA:
+            # the delta describes the scores returned: all real tokens, specials included
+            return float(self._masked(prep, b, tok).sum() - (f_x[b] - f_b[b]))
+        return float(cdelta[j])
+
+    def _masked(self, prep: Prepared, b: int, tok: np.ndarray) -> np.ndarray:
+        T = prep.length(b)
+        tok = np.asarray(tok[:T], dtype=np.float64)
+        if self.method in _NO_BASELINE or self.method in PERTURBATION:
+            tok = np.where(prep.attributable[b, :T].cpu().numpy(), tok, 0.0)
+        return tok
+
+    def _result(self, prep, b, tok, target_name, fx, fb, delta, n_steps, tolerance) -> Attribution:
+        T = prep.length(b)
         wm = prep.word_mask(b)[:, :T]
-        att = prep.attributable[b, :T].cpu().numpy()
-        tok = np.where(att, tok[:T], 0.0)
-        if grouped:
+        tok = self._masked(prep, b, tok)
+        if self.method in ("kernel_shap", "shapley", "shapley_exact", "feature_ablation"):
             counts = wm.sum(1)
             word = np.array([tok[wm[w]][0] if counts[w] else 0.0 for w in range(len(wm))])
+            wids = prep.batch.word_ids[b][:T]
+            att = prep.attributable[b, :T].cpu().numpy()
             tok = np.array([word[w] / counts[w] if w is not None and w < len(word) and att[t] else 0.0
-                            for t, w in enumerate(prep.batch.word_ids[b][:T])])
+                            for t, w in enumerate(wids)])
         else:
-            word = wm.astype(tok.dtype) @ tok
-        d = None
-        if delta is not None:
-            dv = delta.detach().float().reshape(-1)
-            # GradientShap reports one delta per sample; summarise by the mean
-            d = float(dv.reshape(prep.n, -1)[b].mean()) if dv.numel() % prep.n == 0 else float(dv.mean())
+            word = wm.astype(np.float64) @ tok
         extra = {}
         if self.layer is not None:
             extra["layer"] = self.layer
@@ -401,28 +526,11 @@ class AttributionMethod:
             extra["neuron"] = str(self.neuron)
         return Attribution(
             method=self.method, target=target_name, words=prep.words[b], tokens=prep.tokens(b),
-            token_word_ids=[w if att[t] else None for t, w in enumerate(prep.batch.word_ids[b][:T])],
-            token_scores=tok.astype(np.float64), word_scores=np.asarray(word, dtype=np.float64),
-            f_x=float(fx), f_baseline=float(fb), delta=d, n_evaluations=int(prep.counts[b]), extra=extra,
+            token_word_ids=prep.token_word_ids(b), token_scores=tok, word_scores=np.asarray(word, dtype=np.float64),
+            f_x=float(fx), f_baseline=float(fb), delta=delta, n_evaluations=int(prep.counts[b]), extra=extra,
+            description=prep.description(b), n_steps=n_steps, other_score=float(tok.sum() - word.sum()),
+            delta_tolerance=tolerance, baseline=prep.baseline,
         )
-
-
-def _sum_over_tokens(unit: int, mask: torch.Tensor):
-    def sel(layer_out):
-        # rows of a NeuronConductance batch are expansions of the single example being attributed
-        m = mask[0, : layer_out.shape[1]].to(layer_out.dtype)
-        return (layer_out[..., unit] * m).sum(-1)
-
-    return sel
-
-
-@contextlib.contextmanager
-def _quiet():
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def attribute(
@@ -433,18 +541,33 @@ def attribute(
     layer: str | None = None,
     neuron: Neuron | str | None = None,
     **kw,
-) -> Attribution | list[Attribution]:
-    """Attribute ``target`` to the words of each text with a Captum method.
+) -> Attribution | ResultList:
+    """Attribute ``target`` to the words of each text.
 
     ``texts``: a string (returns one :class:`Attribution`) or a list of strings / word lists (returns
-    a list). ``target``: a :class:`~finegrain.attribute.targets.Target` or a spec string such as
-    ``"class:1"``; default: the predicted class / next token / masked token. Keyword arguments:
-    ``baseline`` (``pad``|``mask``|``unk``|token id), ``n_steps``, ``batch_size`` (examples per
-    group), ``internal_batch_size`` (rows per forward), ``tokens_per_forward`` (a bound on rows x
-    padded length per forward, i.e. on the activations kept for the backward pass, whatever the
-    text length; ``None``: rows only), ``n_samples``, ``window`` (occlusion),
-    ``n_baselines`` (SHAP reference distribution), ``position`` (neuron token for neuron
-    conductance; default the sum over tokens).
+    a :class:`~finegrain.results.ResultList`). ``target``: a
+    :class:`~finegrain.attribute.targets.Target` or a spec string such as ``"class:1"``,
+    ``"next:pred"``, ``"next:e"``, ``"continuation: she"``; default: the predicted class / next token /
+    masked token.
+
+    ``baseline`` (what replaces the words in the reference input x'): ``"pad"`` (default; transformers:
+    the tokenizer's pad token with special tokens kept, as in Captum's text tutorials; LSTM adapters:
+    the padding index, which needs no pad token in a tokenizer — for textgenrnn index 0, the symbol
+    of the 39-step empty context that precedes every text in training, i.e. the model's own "no
+    character here"; for a user LSTM with ``nn.Embedding(padding_idx=...)`` a zero vector),
+    ``"zero"`` (a zero embedding vector: defined for every model, but a point it never saw),
+    ``"unk"``, ``"mask"``, ``"space"`` (character models) or a token id. Spaces between the words of
+    a character model and special tokens are kept in the baseline.
+
+    Other keyword arguments: ``n_steps`` (``"auto"``: see the module docstring; or an int),
+    ``delta_tolerance`` (the completeness criterion, default 1%: results over it are flagged
+    ``complete=False`` and a :class:`~finegrain.attribute._core.CompletenessWarning` is issued),
+    ``batch_size`` (examples per group), ``internal_batch_size`` (rows per forward),
+    ``tokens_per_forward`` (a bound on rows x padded length per forward, i.e. on the activations kept
+    for the backward pass; ``None``: rows only), ``n_samples``, ``window`` (occlusion),
+    ``n_baselines`` (SHAP reference distribution), ``position`` (neuron token for neuron conductance;
+    default the flow through the unit at every real token), ``seed`` (sampling methods; the caller's
+    global random state is untouched), ``true_labels`` (shown in records and HTML), ``progress``.
     """
     _, single = as_word_lists(texts)
     res = AttributionMethod(adapter, method, layer=layer, neuron=neuron).attribute(texts, target, **kw)
@@ -453,10 +576,12 @@ def attribute(
 
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class LayerAttribution:
+class LayerAttribution(CheckedResult):
     """Attributions to every unit of a layer, per token: ``scores[example, token, unit]`` (zero at
-    padding), with ``index`` mapping units to :class:`Neuron` addresses. Unpacks as
-    ``scores, index = neuron_attribution(...)``."""
+    padding; special tokens included), with ``index`` mapping units to :class:`Neuron` addresses.
+    Unpacks as ``scores, index = neuron_attribution(...)``. One result describes the whole batch of
+    texts (a hook point with one vector per example has one "token"). ``delta[b]`` =
+    ``scores[b].sum() - (f_x[b] - f_baseline[b])``; ``n_steps[b]`` the integration steps used."""
 
     scores: np.ndarray
     index: NeuronIndex
@@ -469,9 +594,31 @@ class LayerAttribution:
     f_baseline: np.ndarray
     delta: np.ndarray | None
     n_evaluations: np.ndarray
+    descriptions: list = field(default_factory=list)
+    n_steps: list = field(default_factory=list)
+    delta_tolerance: float = DELTA_TOLERANCE
 
     def __iter__(self):
         return iter((self.scores, self.index))
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def complete(self) -> list[bool | None]:
+        if self.delta is None:
+            return [None] * len(self.words)
+        return [is_complete(float(d), float(a - b), self.delta_tolerance)
+                for d, a, b in zip(self.delta, self.f_x, self.f_baseline)]
+
+    _arrays = {"scores": np.float32, "f_x": np.float64, "f_baseline": np.float64, "delta": np.float64,
+               "n_evaluations": np.int64}
+
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d = super()._decode(d)
+        d["index"] = NeuronIndex.from_neurons(d["index"])
+        return d
 
     def neurons(self) -> list[Neuron]:
         return self.index.neurons()
@@ -484,12 +631,41 @@ class LayerAttribution:
                 out[w] += self.scores[b, t]
         return out
 
+    def other_scores(self, b: int) -> np.ndarray:
+        """``[units]``: the part of example ``b``'s scores at tokens of no word (special tokens, spaces),
+        so that ``word_scores(b).sum(0) + other_scores(b) == scores[b].sum(0)``."""
+        return self.scores[b].sum(0) - self.word_scores(b).sum(0)
+
     def top(self, k: int = 10, b: int | None = None) -> list[tuple[Neuron, float]]:
         """Neurons with the largest total attribution (over tokens; one example or all)."""
         s = self.scores.sum(1) if b is None else self.scores[b : b + 1].sum(1)
         tot = s.sum(0)
         order = np.argsort(-np.abs(tot))[:k]
         return [(self.index.neuron(int(i)), float(tot[i])) for i in order]
+
+    def table(self, k: int = 10) -> str:
+        lines = [f"{self.method} at {self.layer}: {len(self.words)} example(s), {self.scores.shape[2]} units"]
+        if self.descriptions:
+            lines.append(f"explains: {self.descriptions[0].text}" + (" (first example)" if len(self.words) > 1 else ""))
+        for i, c in enumerate(self.complete):
+            gap = float(self.f_x[i] - self.f_baseline[i])
+            d = "n/a" if self.delta is None else f"{float(self.delta[i]):.4g}"
+            verdict = "" if c is None else ("  complete" if c else "  INCOMPLETE")
+            lines.append(f"  example {i}: f(x)-f(x')={gap:.4g}  delta={d}{verdict}")
+        lines.append("top units (total over tokens and examples):")
+        lines += [f"  {n}  {v:+.4g}" for n, v in self.top(k)]
+        return "\n".join(lines)
+
+    def plot(self, path, k: int = 12) -> object:
+        """Tokens x top-``k`` units of the first example as a diverging heatmap (PNG)."""
+        # heavy: matplotlib, imported when a picture is drawn
+        from finegrain.viz.plots import plot_matrix
+
+        T = len(self.tokens[0])
+        units = [n.unit for n, _ in self.top(k, 0)]
+        M = self.scores[0, :T][:, units].T
+        return plot_matrix(M, path, row_labels=[str(self.index.neuron(u)) for u in units], col_labels=self.tokens[0],
+                           title=f"{self.method} at {self.layer}", center=0.0, colorbar_label="attribution")
 
 
 def neuron_attribution(
@@ -499,66 +675,85 @@ def neuron_attribution(
     layer: str = "layer.1",
     method: str = "conductance",
     baseline: str | int = "pad",
-    n_steps: int = 50,
+    n_steps: int | str = "auto",
     batch_size: int = 16,
     internal_batch_size: int | None = 256,
     tokens_per_forward: int | None = 512,
+    delta_tolerance: float = DELTA_TOLERANCE,
 ) -> LayerAttribution:
     """Attribution of ``target`` to all units of ``layer`` at every token.
 
-    ``method``: ``conductance`` (Captum LayerConductance; completeness holds for whole hidden states
-    ``layer.i`` that every path crosses, not for sublayers beside the residual stream),
-    ``layer_ig`` (Integrated Gradients in the layer's activation space) or ``grad_x_act``.
+    ``method``: ``conductance`` (Dhamdhere et al. 2018; completeness holds for whole hidden states
+    ``layer.i`` that every path crosses, not for sublayers beside the residual stream), ``layer_ig``
+    (Integrated Gradients in the layer's activation space) or ``grad_x_act``. Works on every adapter
+    through its hook points (see :mod:`finegrain.attribute.layer`); ``n_steps="auto"`` doubles the steps
+    per example until the delta is within ``delta_tolerance`` of the gap.
     """
-    import captum.attr as ca
-
     m = {"conductance": "conductance", "layer_conductance": "conductance", "layer_ig": "layer_ig",
          "grad_x_act": "grad_x_act", "gradient_x_activation": "grad_x_act"}.get(method)
     if m is None:
-        raise AttributionError(f"unknown layer method {method!r}; use conductance, layer_ig or grad_x_act")
+        raise ParameterError(f"unknown layer method {method!r}; use conductance, layer_ig or grad_x_act")
     size = adapter.check_layer(layer)
     words, _ = as_word_lists(texts)
     target = parse_target(target, adapter)
+    schedule = _steps_schedule(n_steps)
     if internal_batch_size is not None:
         batch_size = max(1, min(batch_size, internal_batch_size))
-    parts, toks, wids, wl, fx, fb, deltas, evals = [], [], [], [], [], [], [], []
+    parts, toks, wids, wl, fx, fb, deltas, evals, descs, used = [], [], [], [], [], [], [], [], [], []
+    fn = layer_methods.layer_conductance if m == "conductance" else layer_methods.layer_integrated_gradients
     with eval_mode(adapter.model):
         for s in range(0, len(words), batch_size):
             prep = prepare(adapter, words[s : s + batch_size], target, baseline)
-            ibs = rows_per_forward(internal_batch_size, tokens_per_forward, prep)
+            rows = rows_per_forward(internal_batch_size, tokens_per_forward, prep) or max(64, prep.n)
             f_x, f_b = prep.value(), prep.value(prep.base_embeds)
-            inputs = prep.embeds.clone().requires_grad_(True)
-            with tapped(adapter, layer) as tap:
-                if m == "grad_x_act":
-                    attr = ca.LayerGradientXActivation(prep.forward, tap).attribute(
-                        inputs, additional_forward_args=prep.args())
-                    delta = None
-                else:
-                    cls = ca.LayerConductance if m == "conductance" else ca.LayerIntegratedGradients
-                    attr, delta = cls(prep.forward, tap).attribute(
-                        inputs, baselines=prep.base_embeds, additional_forward_args=prep.args(), n_steps=n_steps,
-                        internal_batch_size=ibs, return_convergence_delta=True)
-            attr = attr.detach().float()
-            if attr.dim() == 2:  # a layer with one vector per example
-                attr = attr.unsqueeze(1)
+            out: list = [None] * prep.n
+            dl: list = [None] * prep.n
+            st: list = [None] * prep.n
+            todo = list(range(prep.n))
+            previous: dict = {}
+            if m == "grad_x_act":
+                a = layer_methods.gradient_x_activation(prep, layer, todo).detach().float()
+                out = list(a if a.dim() == 3 else a.unsqueeze(1))
+            else:
+                for steps in schedule:
+                    a = fn(prep, layer, todo, steps, rows).detach().float()
+                    a = a if a.dim() == 3 else a.unsqueeze(1)
+                    for j, b in enumerate(todo):
+                        T = prep.length(b) if a.shape[1] > 1 else 1
+                        out[b], st[b] = a[j], steps
+                        dl[b] = float(a[j, :T].sum()) - float(f_x[b] - f_b[b])
+                    todo = _next_round(todo, dl, previous, f_x - f_b, delta_tolerance)
+                    if not todo:
+                        break
             for b in range(prep.n):
-                T = int(prep.batch.attention_mask[b].sum())
-                parts.append(attr[b, :T].cpu().numpy())
-                toks.append(prep.tokens(b))
-                wids.append([w if prep.attributable[b, t] else None for t, w in enumerate(prep.batch.word_ids[b][:T])])
+                flat = out[b].shape[0] == 1 and prep.length(b) > 1
+                T = 1 if flat else prep.length(b)
+                parts.append(out[b][:T].cpu().numpy())
+                toks.append(["<example>"] if flat else prep.tokens(b))
+                wids.append([None] if flat else prep.token_word_ids(b))
                 wl.append(prep.words[b])
                 fx.append(f_x[b])
                 fb.append(f_b[b])
-                deltas.append(float(delta.reshape(-1)[b]) if delta is not None else np.nan)
+                deltas.append(np.nan if dl[b] is None else dl[b])
                 evals.append(int(prep.counts[b]))
+                descs.append(prep.description(b))
+                used.append(st[b])
     T = max(p.shape[0] for p in parts)
     scores = np.zeros((len(parts), T, size), dtype=np.float32)
     for i, p in enumerate(parts):
         scores[i, : p.shape[0]] = p
-    return LayerAttribution(
+    res = LayerAttribution(
         scores, NeuronIndex({layer: size}), layer, m, toks, wids, wl, np.array(fx), np.array(fb),
-        None if m == "grad_x_act" else np.array(deltas), np.array(evals),
+        None if m == "grad_x_act" else np.array(deltas), np.array(evals), descs, used, delta_tolerance,
     )
+    if m != "grad_x_act":
+        _warn_layer(res)
+    return res
+
+
+def _warn_layer(res: LayerAttribution) -> None:
+    warn_incomplete([(res.method, float(d), float(a - b), res.delta_tolerance)
+                     for d, a, b in zip(res.delta, res.f_x, res.f_baseline)], "layer attribution")
 
 
 def top_neurons(result: LayerAttribution, k: int = 10) -> list[tuple[Neuron, float]]:
@@ -566,12 +761,43 @@ def top_neurons(result: LayerAttribution, k: int = 10) -> list[tuple[Neuron, flo
     return result.top(k)
 
 
-def _nan_to_none(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+class AttributionComparison(dict, Result):
+    """``{method: ResultList of Attribution}`` for the same examples (:func:`compare_methods`)."""
+
+    def to_dict(self) -> dict:
+        return {"type": type(self).__name__, "methods": {m: r.to_dict() for m, r in self.items()}}
+
+    @classmethod
+    def from_dict(cls, d) -> AttributionComparison:
+        return cls({m: ResultList.from_dict(r) for m, r in d.get("methods", {}).items()})
+
+    def table(self) -> str:
+        methods = list(self)
+        if not methods:
+            return "(no methods)"
+        lines = []
+        for i, first in enumerate(self[methods[0]]):
+            d = first.description
+            lines.append(f"example {i}: {' '.join(first.words)}" + (f"  [{d.text}]" if d else ""))
+            width = max([4] + [len(w) for w in first.words])
+            lines.append("  " + "word".ljust(width) + "".join(f"  {m[:12]:>12}" for m in methods))
+            for j, w in enumerate(first.words):
+                lines.append("  " + w.ljust(width) + "".join(f"  {self[m][i].word_scores[j]:>12.4g}" for m in methods))
+        return "\n".join(lines)
+
+    def plot(self, path) -> object:
+        """Word heatmaps of the first example, one row per method."""
+        # heavy: matplotlib, imported when a picture is drawn
+        from finegrain.viz.attribution import plot_word_heatmap
+
+        methods = list(self)
+        rows = [self[m][0] for m in methods]
+        return plot_word_heatmap([r.words for r in rows], [r.word_scores for r in rows], path,
+                                 captions=[f"{m}  total={r.total:.3g}" for m, r in zip(methods, rows)])
 
 
 def compare_methods(adapter: ModelAdapter, texts, target=None, methods: Sequence[str] = ("ig", "saliency"),
-                    **kw) -> dict[str, list[Attribution]]:
-    """Run several methods on the same examples: ``{method: [Attribution, ...]}``."""
+                    **kw) -> AttributionComparison:
+    """Run several methods on the same examples: ``{method: ResultList of Attribution}``."""
     words, _ = as_word_lists(texts)
-    return {m: AttributionMethod(adapter, m).attribute(words, target, **kw) for m in methods}
+    return AttributionComparison({m: AttributionMethod(adapter, m).attribute(words, target, **kw) for m in methods})

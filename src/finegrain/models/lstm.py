@@ -10,22 +10,34 @@ whenever a hook is attached to a layer; layers without hooks keep the fused (cuD
 Hook points, named as in :mod:`finegrain.neurons`: ``embedding`` (the input vectors), ``lstm.i``
 (hidden state ``h`` of layer *i*, 1-based) and ``lstm.i.cell`` (cell state ``c``). Every hook is called
 once per time step with ``act`` of shape ``[batch, units]``, so ``run_with_cache`` stacks them to
-``[batch, steps, units]``. Within a step the cell hook runs first and ``h_t = o_t * tanh(c_t)`` is
+``[batch, steps, units]``. Layers below the first hooked one (and every layer without a hook) run the
+fused kernel; only hooked layers step in Python, and their outputs are identical to the fused ones.
+Within a step the cell hook runs first and ``h_t = o_t * tanh(c_t)`` is
 computed from the (possibly edited) cell: an edit of ``c_t`` therefore changes ``h_t`` and, through
 both states, every later step; an edit of ``h_t`` changes the next layer at ``t`` and all steps ``> t``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from finegrain.errors import LayerError
+
 from .base import Batch, HookFn, ModelAdapter, ModelError
 
 __all__ = ["LSTMAdapter", "LSTMLanguageModel", "LSTMOutput", "HookedLSTMModel", "UnrolledLSTM"]
+
+
+def _is_punct(ch: str) -> bool:
+    """Whether a character is punctuation (Unicode category P*)."""
+    return unicodedata.category(ch).startswith("P")
 
 
 class _HookHandle:
@@ -49,6 +61,23 @@ def _run_hooks(fns: list[HookFn], act: torch.Tensor, step: int) -> torch.Tensor:
                 raise ModelError(f"hook returned shape {tuple(out.shape)}, expected {tuple(act.shape)}")
             act = out
     return act
+
+
+def _run_hooks_blocks(fns: list[HookFn], act: torch.Tensor, t: int, offsets: Sequence[int]) -> torch.Tensor:
+    """Hooks for local step ``t`` of rows laid out as ``len(offsets)`` equal blocks, block ``p`` being
+    at step ``t + offsets[p]`` (blocks at negative steps, i.e. padding context, skip the hooks).
+
+    With several blocks the result is always a new tensor built from the per-block slices that the
+    hooks saw, so a hook that records its ``act`` records a tensor the rest of the forward uses
+    (gradients with respect to it are the real ones)."""
+    if len(offsets) == 1:
+        s = t + offsets[0]
+        return _run_hooks(fns, act, s) if s >= 0 else act
+    parts = list(act.chunk(len(offsets)))
+    for p, off in enumerate(offsets):
+        if t + off >= 0:
+            parts[p] = _run_hooks(fns, parts[p], t + off)
+    return torch.cat(parts)
 
 
 class UnrolledLSTM(nn.Module):
@@ -78,6 +107,9 @@ class UnrolledLSTM(nn.Module):
         # plain lists (not state): hooks are attached by adapters for the duration of a run
         self.hidden_hooks: list[list[HookFn]] = [[] for _ in range(num_layers)]
         self.cell_hooks: list[list[HookFn]] = [[] for _ in range(num_layers)]
+        # fn(seq [R, W, H], steps [R, W], rows [R]) on a layer's whole output sequence, the tensor the
+        # next layer (or the head) reads; see add_output_hook
+        self.output_hooks: list[list] = [[] for _ in range(num_layers)]
 
     @classmethod
     def from_lstm(cls, lstm: nn.LSTM, batch_first: bool | None = None) -> UnrolledLSTM:
@@ -112,8 +144,22 @@ class UnrolledLSTM(nn.Module):
         fns.append(fn)
         return _HookHandle(fns, fn)
 
+    def add_output_hook(self, layer: int, fn) -> _HookHandle:
+        """Attach ``fn(seq, steps, rows)`` to the output sequence of layer ``layer`` (0-based): ``seq``
+        ``[R, W, H]`` is what the next layer and the head read (not the copy the layer's own recurrence
+        uses), ``steps[r, k]`` the text step of each row and offset (negative: padding context) and
+        ``rows[r]`` the batch row of the sequence (several sequences per row when windows run in
+        lockstep). Returning a tensor replaces ``seq``. The layer itself still runs fused: this is the
+        hook point where every path from the input to the output crosses the layer exactly once
+        (layer conductance's completeness needs such a cut; per-step states are crossed once per later
+        step)."""
+        if not 0 <= layer < self.num_layers:
+            raise ModelError(f"LSTM layer {layer} out of range 0..{self.num_layers - 1}")
+        self.output_hooks[layer].append(fn)
+        return _HookHandle(self.output_hooks[layer], fn)
+
     def has_hooks(self) -> bool:
-        return any(self.hidden_hooks) or any(self.cell_hooks)
+        return any(self.hidden_hooks) or any(self.cell_hooks) or any(self.output_hooks)
 
     # -- running ---------------------------------------------------------------------------------
     def forward(
@@ -123,23 +169,37 @@ class UnrolledLSTM(nn.Module):
         outs, final = self.forward_layers(x, state)
         return outs[-1], final
 
+    def first_hooked_layer(self) -> int | None:
+        """0-based index of the lowest layer with a hook (``None``: no hooks, fully fused)."""
+        for k in range(self.num_layers):
+            if self.hidden_hooks[k] or self.cell_hooks[k]:
+                return k
+        return None
+
     def forward_layers(
         self,
         x: torch.Tensor,
         state: tuple[torch.Tensor, torch.Tensor] | None = None,
         hooked: bool = True,
         step_offset: int = 0,
+        step_offsets: Sequence[int] | None = None,
     ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """Outputs of every layer (each laid out like ``x``) and the final ``(h_n, c_n) [L, B, H]``.
 
         Hooks see step ``t + step_offset``; steps that come out negative (padding context before a
-        text) and every step when ``hooked=False`` skip the hooks.
+        text) and every step when ``hooked=False`` skip the hooks. ``step_offsets`` runs several
+        independent sequences in lockstep: the rows are ``len(step_offsets)`` equal blocks and block
+        ``p`` is at step ``t + step_offsets[p]`` (textgenrnn's windows: one block per window). Layers
+        without hooks always run the fused kernel.
         """
         if x.dim() != 3:
             raise ModelError(f"UnrolledLSTM expects a 3-D input, got shape {tuple(x.shape)}")
         if not self.batch_first:
             x = x.transpose(0, 1)
         n = x.shape[0]
+        offsets = [step_offset] if step_offsets is None else [int(o) for o in step_offsets]
+        if not offsets or n % len(offsets):
+            raise ModelError(f"{n} rows cannot be split into {len(offsets)} blocks of equal size")
         if state is None:
             zeros = x.new_zeros(self.num_layers, n, self.hidden_size)
             state = (zeros, zeros)
@@ -148,14 +208,30 @@ class UnrolledLSTM(nn.Module):
         inp = x
         for k in range(self.num_layers):
             if hooked and (self.hidden_hooks[k] or self.cell_hooks[k]):
-                out, (h, c) = self._stepwise(k, inp, h0[k], c0[k], step_offset)
+                out, (h, c) = self._stepwise(k, inp, h0[k], c0[k], offsets)
             else:
                 out, (h, c) = self._fused(k, inp, h0[k], c0[k])
+            if hooked and self.output_hooks[k]:
+                out = self._output_hooks(k, out, offsets)
             outs.append(out if self.batch_first else out.transpose(0, 1))
             hn.append(h)
             cn.append(c)
             inp = out
         return outs, (torch.stack(hn), torch.stack(cn))
+
+    def _output_hooks(self, k: int, out: torch.Tensor, offsets: Sequence[int]) -> torch.Tensor:
+        R, W = out.shape[0], out.shape[1]
+        per = R // len(offsets)
+        off = torch.tensor(offsets, device=out.device).repeat_interleave(per)
+        steps = torch.arange(W, device=out.device)[None, :] + off[:, None]
+        rows = torch.arange(R, device=out.device) % per
+        for fn in list(self.output_hooks[k]):
+            new = fn(out, steps, rows)
+            if new is not None:
+                if new.shape != out.shape:
+                    raise ModelError(f"output hook returned shape {tuple(new.shape)}, expected {tuple(out.shape)}")
+                out = new
+        return out
 
     def _params(self, k: int) -> list[torch.Tensor]:
         cell = self.cells[k]
@@ -174,23 +250,23 @@ class UnrolledLSTM(nn.Module):
         )  # fmt: skip
         return out, (h[0], c[0])
 
-    def _stepwise(self, k, x, h, c, step_offset=0):
+    def _stepwise(self, k, x, h, c, offsets: Sequence[int] = (0,)):
         cell = self.cells[k]
         # the input projection of all steps in one matmul; only the recurrence is sequential
         xp = x @ cell.weight_ih.T
         if self.bias:
             xp = xp + (cell.bias_ih + cell.bias_hh)
         w_hh_t = cell.weight_hh.T
+        cell_fns, hidden_fns = self.cell_hooks[k], self.hidden_hooks[k]
         outs = []
         for t in range(x.shape[1]):
             i, f, g, o = (xp[:, t] + h @ w_hh_t).chunk(4, 1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            step = t + step_offset
-            if step >= 0:
-                c = _run_hooks(self.cell_hooks[k], c, step)
+            if cell_fns:
+                c = _run_hooks_blocks(cell_fns, c, t, offsets)
             h = torch.sigmoid(o) * torch.tanh(c)
-            if step >= 0:
-                h = _run_hooks(self.hidden_hooks[k], h, step)
+            if hidden_fns:
+                h = _run_hooks_blocks(hidden_fns, h, t, offsets)
             outs.append(h)
         if not outs:
             return x.new_zeros(x.shape[0], 0, self.hidden_size), (h, c)
@@ -220,15 +296,23 @@ class HookedLSTMModel(nn.Module):
     def has_hooks(self) -> bool:
         return bool(self.embedding_hooks) or self.rnn.has_hooks()
 
-    def embed(self, input_ids: torch.Tensor, hooked: bool = True, step_offset: int = 0) -> torch.Tensor:
-        """``[B, T] -> [B, T, E]``; hooks are called per step (``t + step_offset``, skipped when
-        negative) so that every hook point of an LSTM model is per step."""
-        e = self.embedding(input_ids)
+    def embed(
+        self,
+        input_ids: torch.Tensor | None,
+        hooked: bool = True,
+        step_offset: int = 0,
+        inputs_embeds: torch.Tensor | None = None,
+        step_offsets: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """``[B, T] -> [B, T, E]`` (or ``inputs_embeds`` as given, e.g. by attribution methods, which
+        differentiate with respect to them); hooks are called per step (``t + step_offset``, skipped
+        when negative) so that every hook point of an LSTM model is per step. ``step_offsets``: as in
+        :meth:`UnrolledLSTM.forward_layers`."""
+        e = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds
         if hooked and self.embedding_hooks and e.shape[1]:
-            steps = [e[:, t] for t in range(e.shape[1])]
-            for t in range(max(0, -step_offset), len(steps)):
-                steps[t] = _run_hooks(self.embedding_hooks, steps[t], t + step_offset)
-            e = torch.stack(steps, 1)
+            offsets = [step_offset] if step_offsets is None else list(step_offsets)
+            e = torch.stack([_run_hooks_blocks(self.embedding_hooks, e[:, t], t, offsets)
+                             for t in range(e.shape[1])], 1)
         return e
 
     def logits_at(self, input_ids: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
@@ -265,8 +349,14 @@ class LSTMLanguageModel(HookedLSTMModel):
         self.embedding, self.rnn, self.head = embedding, rnn, head
         self.task, self.pooling = task, pooling
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> LSTMOutput:
-        outs, _ = self.rnn.forward_layers(self.embed(input_ids))
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> LSTMOutput:
+        """``input_ids [B, T]`` (or ``inputs_embeds [B, T, E]`` in their place) -> :class:`LSTMOutput`."""
+        outs, _ = self.rnn.forward_layers(self.embed(input_ids, inputs_embeds=inputs_embeds))
         top = outs[-1]
         if self.task == "lm":
             return LSTMOutput(self.head(top), top)
@@ -282,6 +372,28 @@ class LSTMLanguageModel(HookedLSTMModel):
         return LSTMOutput(self.head(pooled), top)
 
 
+def _check_head(head: nn.Module, hidden: int, task: str, vocab_rows: int, like: torch.Tensor) -> None:
+    """Run ``head`` on a dummy top state so that a head of the wrong shape fails here, with its sizes."""
+    probe = like.new_zeros(1, 2, hidden) if task == "lm" else like.new_zeros(1, hidden)
+    try:
+        with torch.no_grad():
+            out = head(probe)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ModelError(
+            f"the head does not accept the LSTM's top hidden states {list(probe.shape)} "
+            f"(hidden size {hidden}): {e}"
+        ) from e
+    if not torch.is_tensor(out):
+        raise ModelError(f"the head must return a tensor of logits, got {type(out).__name__}")
+    if task == "lm" and (out.dim() != 3 or out.shape[-1] != vocab_rows):
+        raise ModelError(
+            f"a language-model head must map [B, T, {hidden}] to next-token logits [B, T, {vocab_rows}] "
+            f"(one per embedding row), got {list(out.shape)}"
+        )
+    if task == "classification" and out.dim() != 2:
+        raise ModelError(f"a classification head must map [B, {hidden}] to class logits [B, C], got {list(out.shape)}")
+
+
 class LSTMAdapter(ModelAdapter):
     """:class:`~finegrain.models.base.ModelAdapter` for word- or character-level LSTM models.
 
@@ -289,7 +401,12 @@ class LSTMAdapter(ModelAdapter):
     words (``level="char"``; spaces get word id ``None``). An optional ``bos`` token starts every
     sentence (word id ``None``). Batches are padded on the right with ``pad_index``: the LSTM is causal,
     so states at real tokens never depend on the padding after them and activations do not depend on
-    what else is in the batch.
+    what else is in the batch. ``labels`` names the classes of a classification model (shown by
+    attribution results and reports).
+
+    Wrap your own ``nn.LSTM`` model with :meth:`from_modules`; a model of another shape subclasses
+    :class:`HookedLSTMModel` (``embedding``, ``rnn`` an :class:`UnrolledLSTM`, and
+    ``forward(input_ids, attention_mask=None, inputs_embeds=None) -> LSTMOutput``).
     """
 
     kind = "lstm"
@@ -306,13 +423,22 @@ class LSTMAdapter(ModelAdapter):
         name: str = "lstm",
         device: str | torch.device | None = "auto",
         max_length: int = 4096,
+        labels: Sequence[str] | None = None,
     ):
         if not isinstance(model, HookedLSTMModel):
-            raise ModelError(f"LSTMAdapter needs a HookedLSTMModel, got {type(model).__name__}")
+            raise ModelError(
+                f"LSTMAdapter needs a HookedLSTMModel, got {type(model).__name__}; wrap an nn.LSTM model with "
+                "LSTMAdapter.from_modules(embedding, lstm, head, vocab)"
+            )
         if level not in ("word", "char"):
             raise ModelError(f"level must be 'word' or 'char', got {level!r}")
         self.model = model.eval()
         self.stoi = dict(vocab) if isinstance(vocab, Mapping) else {tok: i for i, tok in enumerate(vocab)}
+        if not self.stoi:
+            raise ModelError("the vocabulary is empty")
+        bad = [(t, i) for t, i in self.stoi.items() if not isinstance(i, int) or i < 0]
+        if bad:
+            raise ModelError(f"vocabulary ids must be non-negative ints, got {bad[0][0]!r}: {bad[0][1]!r}")
         self.itos = [""] * (max(self.stoi.values(), default=-1) + 1)
         for tok, i in self.stoi.items():
             self.itos[i] = tok
@@ -322,10 +448,15 @@ class LSTMAdapter(ModelAdapter):
             )
         if bos is not None and bos not in self.stoi:
             raise ModelError(f"bos token {bos!r} is not in the vocabulary")
+        if isinstance(unk, str) and unk not in self.stoi:
+            raise ModelError(f"unk token {unk!r} is not in the vocabulary")
+        if not 0 <= pad_index < model.embedding.num_embeddings:
+            raise ModelError(f"pad_index {pad_index} is outside the embedding's {model.embedding.num_embeddings} rows")
         self.unk_index = self.stoi[unk] if isinstance(unk, str) else unk
         self.level, self.bos, self.pad_index, self.name = level, bos, pad_index, name
         self.max_length = max_length
         self.task = getattr(model, "task", "lm")
+        self.labels = list(labels) if labels is not None else None
         self.to(device)
 
     @classmethod
@@ -341,10 +472,52 @@ class LSTMAdapter(ModelAdapter):
         pooling: str = "last",
         **kwargs,
     ) -> LSTMAdapter:
-        """Wrap the parts of a user model (the ``nn.LSTM`` is copied into an :class:`UnrolledLSTM`)."""
+        """Wrap the parts of your own PyTorch LSTM model: ``embedding -> lstm -> head``.
+
+        * ``embedding``: the ``nn.Embedding`` of the tokens (its ``padding_idx``, if set, is the pad
+          index, else 0);
+        * ``lstm``: a unidirectional ``nn.LSTM`` without projections (any ``batch_first``; copied into
+          an :class:`UnrolledLSTM` with the same weights, so every hidden and cell state becomes a hook
+          point ``lstm.i`` / ``lstm.i.cell``) or an :class:`UnrolledLSTM`;
+        * ``head``: an ``nn.Module`` mapping the top hidden states ``[B, T, H]`` to next-token logits
+          ``[B, T, V]`` (``task="lm"``) or the pooled state ``[B, H]`` (``pooling="last"`` real token or
+          ``"mean"``) to class logits ``[B, C]`` (``task="classification"``);
+        * ``vocab``: the token list (index = id) or a ``{token: id}`` mapping; ``level="char"`` reads
+          texts character by character, ``"word"`` word by word;
+        * keyword arguments of :class:`LSTMAdapter`: ``bos`` (a start token), ``unk`` (token or id for
+          unknown tokens), ``pad_index``, ``labels`` (class names), ``name``, ``device``.
+
+        Dropout between LSTM layers is not copied (analyses run the model in eval mode). The shapes are
+        checked here, so a module that does not fit fails with a message that names it. Example::
+
+            emb, lstm, head = nn.Embedding(V, 32), nn.LSTM(32, 64, 2, batch_first=True), nn.Linear(64, V)
+            adapter = LSTMAdapter.from_modules(emb, lstm, head, vocab, level="char", device="cpu")
+            finegrain.attribute.attribute(adapter, "the cat sat", "next:pred")
+        """
+        if not isinstance(embedding, nn.Embedding):
+            raise ModelError(f"embedding must be an nn.Embedding, got {type(embedding).__name__}")
+        if not isinstance(lstm, nn.LSTM | UnrolledLSTM):
+            raise ModelError(
+                f"lstm must be an nn.LSTM or UnrolledLSTM, got {type(lstm).__name__}; for another recurrent "
+                "model subclass HookedLSTMModel or write a ModelAdapter"
+            )
+        if not isinstance(head, nn.Module):
+            raise ModelError(f"head must be an nn.Module (e.g. nn.Linear), got {type(head).__name__}")
+        if task not in ("lm", "classification"):
+            raise ModelError(f"task must be 'lm' or 'classification', got {task!r}")
         rnn = lstm if isinstance(lstm, UnrolledLSTM) else UnrolledLSTM.from_lstm(lstm, batch_first=True)
         if not rnn.batch_first:
             raise ModelError("pass a batch_first UnrolledLSTM (or an nn.LSTM, converted automatically)")
+        if embedding.embedding_dim != rnn.input_size:
+            raise ModelError(
+                f"the embedding has {embedding.embedding_dim} dimensions but the LSTM expects input_size "
+                f"{rnn.input_size}"
+            )
+        n_vocab = len(vocab)
+        if n_vocab > embedding.num_embeddings:
+            raise ModelError(
+                f"the vocabulary has {n_vocab} tokens but the embedding only {embedding.num_embeddings} rows")
+        _check_head(head, rnn.hidden_size, task, embedding.num_embeddings, next(rnn.parameters()))
         kwargs.setdefault("pad_index", embedding.padding_idx if embedding.padding_idx is not None else 0)
         return cls(LSTMLanguageModel(embedding, rnn, head, task, pooling), vocab, level=level, **kwargs)
 
@@ -356,6 +529,26 @@ class LSTMAdapter(ModelAdapter):
             sizes[f"lstm.{k}"] = rnn.hidden_size
             sizes[f"lstm.{k}.cell"] = rnn.hidden_size
         return sizes
+
+    def output_hook_layers(self) -> list[str]:
+        """Hook points that also have whole-sequence output hooks (:meth:`output_hooks`)."""
+        return [f"lstm.{k}" for k in range(1, self.model.rnn.num_layers + 1)]
+
+    @contextlib.contextmanager
+    def output_hooks(self, hooks: Mapping[str, object]):
+        """Attach ``fn(seq [R, W, H], steps [R, W], rows [R])`` to the output sequence of LSTM layers
+        ``lstm.i`` (see :meth:`UnrolledLSTM.add_output_hook`): the cut through a layer that attribution's
+        layer methods differentiate. Removed on exit, even on error."""
+        handles = []
+        try:
+            for layer, fn in hooks.items():
+                if layer not in self.output_hook_layers():
+                    raise LayerError(f"{layer!r} has no output hook; use one of {', '.join(self.output_hook_layers())}")
+                handles.append(self.model.rnn.add_output_hook(int(layer.split(".")[1]) - 1, fn))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def _register(self, layer: str, fn: HookFn):
         self.check_layer(layer)
@@ -413,17 +606,93 @@ class LSTMAdapter(ModelAdapter):
         batch = batch.to(self.device)
         return self.model(batch.inputs["input_ids"], batch.attention_mask)
 
+    def embedding_module(self) -> nn.Embedding:
+        """The token embedding (the ``embedding`` hook point reads its output)."""
+        return self.model.embedding
+
+    def forward_embeds(self, batch: Batch, embeds: torch.Tensor, positions: Sequence[int] | None = None) -> LSTMOutput:
+        """Run the model on input vectors ``embeds [B, T, E]`` in place of the embeddings of
+        ``batch``'s ids: the function attribution methods differentiate. Each position's vector is
+        read exactly where the model reads that token (textgenrnn: in every 40-character window that
+        contains it); ids are still passed for the padding context and masks.
+
+        ``positions``: only the logits at these positions are needed. A model whose predictions are
+        separate computations (``logits_at`` of textgenrnn's windows) computes only those; the other
+        positions of the returned ``[B, T, V]`` logits are NaN, so that reading them cannot go unnoticed."""
+        if "inputs_embeds" not in inspect.signature(self.model.forward).parameters:
+            raise ModelError(
+                f"{type(self.model).__name__}.forward has no inputs_embeds argument; attribution needs "
+                "forward(input_ids, attention_mask=None, inputs_embeds=None)"
+            )
+        batch = batch.to(self.device)
+        ids = batch.inputs["input_ids"]
+        if embeds.shape[:2] != ids.shape:
+            raise ModelError(f"embeddings of shape {tuple(embeds.shape)} for ids of shape {tuple(ids.shape)}")
+        own = type(self.model).logits_at is not HookedLSTMModel.logits_at
+        if positions is None or not own or self.task != "lm" or getattr(self.model, "context", None) == "stream":
+            return self.model(ids, batch.attention_mask, inputs_embeds=embeds)
+        positions = sorted(set(int(p) for p in positions))
+        lg = self.model.logits_at(ids, positions, inputs_embeds=embeds)
+        full = lg.new_full((ids.shape[0], ids.shape[1], lg.shape[-1]), float("nan"))
+        full[:, positions] = lg
+        return LSTMOutput(full)
+
+    @property
+    def pad_id(self) -> int:
+        return self.pad_index
+
+    @property
+    def unk_id(self) -> int | None:
+        return self.unk_index
+
+    def token_id(self, token: str | int) -> int:
+        """The id of one vocabulary item (a character for character models)."""
+        if isinstance(token, int):
+            if not 0 <= token < len(self.itos):
+                raise ModelError(f"token id {token} out of range: the vocabulary has {len(self.itos)} entries")
+            return token
+        if token in self.stoi:
+            return self.stoi[token]
+        toks = self.tokenize(token)
+        if len(toks) != 1 or toks[0] not in self.stoi:
+            raise ModelError(
+                f"{token!r} is not one token of {self.name} ({'a character' if self.level == 'char' else 'a word'} "
+                "of its vocabulary); use a continuation target for longer strings"
+            )
+        return self.stoi[toks[0]]
+
+    def token_text(self, token_id: int) -> str:
+        """The vocabulary item of an id."""
+        return self.itos[token_id] if 0 <= token_id < len(self.itos) else f"<{token_id}>"
+
+    def word_boundary_ids(self) -> list[int]:
+        """Ids of the tokens that end a word in a character model: whitespace, punctuation and ``bos``
+        (which also ends a text). Empty for word-level models."""
+        if self.level != "char":
+            return []
+        ids = [i for t, i in self.stoi.items() if len(t) == 1 and (t.isspace() or _is_punct(t))]
+        if self.bos is not None:
+            ids.append(self.stoi[self.bos])
+        return sorted(set(ids))
+
     def run_with_cache(
         self, batch: Batch, layers: Sequence[str], detach: bool = True
     ) -> tuple[LSTMOutput, dict[str, torch.Tensor]]:
-        """As the base method, ``{layer: [B, T, D]}``; when a model calls a hook more than once for a
-        step (textgenrnn's windows), the first call, the state that predicts the next token, is kept."""
+        """As the base method, ``{layer: [B, T, D]}``. When a model calls a hook more than once for a
+        step (textgenrnn's windows), the model's ``canonical_call`` (``"last"`` for textgenrnn, whose
+        windows run in lockstep so that the window ending at a step reaches it last) picks the state
+        that predicts the next token."""
         layers = self.resolve_layers(layers)
         cache: dict[str, dict[int, torch.Tensor]] = {lay: {} for lay in layers}
+        keep_last = getattr(self.model, "canonical_call", "first") == "last"
 
         def make(lay):
             def fn(act, step):
-                cache[lay].setdefault(step, act.detach() if detach else act)
+                value = act.detach() if detach else act
+                if keep_last:
+                    cache[lay][step] = value
+                else:
+                    cache[lay].setdefault(step, value)
 
             return fn
 
@@ -443,11 +712,13 @@ class LSTMAdapter(ModelAdapter):
         if self.task != "lm":
             raise ModelError(f"{what} needs a language model, {self.name} is a {self.task} model")
 
-    def sequence_logprob(self, prefix: str, continuation: str) -> torch.Tensor:
+    def sequence_logprob(self, prefix: str, continuation: str, word_boundary: bool = False) -> torch.Tensor:
         """``sum_j log p(continuation_j | bos, prefix, continuation_<j)`` as a 0-d tensor.
 
         Tokens come from :meth:`tokenize` (characters for character models, so this is the log of the
-        product of the per-character probabilities). No ``torch.no_grad`` here: attribution methods
+        product of the per-character probabilities). ``word_boundary=True`` (character models) adds
+        ``log p(the next character ends the word)`` (any of :meth:`word_boundary_ids`), so that " he"
+        no longer also counts " her" or " help". No ``torch.no_grad`` here: attribution methods
         differentiate through it; attached hooks apply.
         """
         self._require_lm("sequence_logprob")
@@ -457,10 +728,18 @@ class LSTMAdapter(ModelAdapter):
             raise ModelError("sequence_logprob needs a non-empty prefix when the model has no bos token")
         if not cont:
             raise ModelError("sequence_logprob needs a non-empty continuation")
+        boundary = self.word_boundary_ids() if word_boundary else []
+        if word_boundary and not boundary:
+            raise ModelError(f"{self.name} has no word-boundary tokens (word_boundary needs a character model)")
         ids = torch.tensor([ctx + cont], device=self.device)
-        logits = self.model.logits_at(ids, range(len(ctx) - 1, ids.shape[1] - 1))[0]
+        last = ids.shape[1] - (0 if boundary else 1)
+        logits = self.model.logits_at(ids, range(len(ctx) - 1, last))[0]
+        logp = torch.log_softmax(logits.float(), -1)
         target = torch.tensor(cont, device=self.device)
-        return torch.log_softmax(logits.float(), -1).gather(1, target[:, None]).sum()
+        total = logp[: len(cont)].gather(1, target[:, None]).sum()
+        if boundary:
+            total = total + torch.logsumexp(logp[-1, boundary], 0)
+        return total
 
     @torch.no_grad()
     def generate(self, prefix: str, n_chars: int = 100, temperature: float = 0.5, seed: int | None = None) -> str:

@@ -17,13 +17,15 @@ characters). Batches are right-padded: each position's window only looks backwar
 
 ``"window"`` (default, exact)
     The logits at position ``t`` are the original's prediction from the left-padded 40-character window
-    ending at ``t``. Without hooks all windows of a batch run as one batch of 40-step sequences (fused
-    LSTM kernel). With hooks each window is its own step-wise run, in order of position, and a hook is
-    called with the sentence step ``s`` of every state it sees (padding steps excluded): an edit applies
-    to position ``s`` in every window that contains it, so interventions reach all later predictions
-    exactly as the model computes them. ``run_with_cache`` keeps the first call for ``s``: the state of
-    the window ending at ``s``, the one that predicts character ``s + 1`` (at most 40 characters of
-    context, as the model always has).
+    ending at ``t``. All windows of a batch run as one batch of 40-step sequences: without hooks through
+    the fused LSTM kernel; with hooks the embedding and every layer below the first hooked one still run
+    fused, and the hooked layers step the windows in lockstep (40 Python steps, whatever the text
+    length). A hook is called with the sentence step ``s`` of every state it sees (padding steps
+    excluded), once per window that contains ``s``: an edit applies to position ``s`` in every window,
+    so interventions reach all later predictions exactly as the model computes them. Windows are visited
+    in order of position at each step, so the window ending at ``s`` — the one whose state predicts
+    character ``s + 1`` from at most 40 characters of context, as the model always has — is the last to
+    reach ``s``; ``run_with_cache`` keeps that call (``canonical_call = "last"``).
 ``"stream"``
     One pass over the whole character sequence (after 39 padding steps), logits from the attention over
     its last 40 steps; states carry memory from the start of the text, which the model never had in
@@ -55,6 +57,7 @@ class TextgenrnnModel(HookedLSTMModel):
     """textgenrnn's network: embedding -> stacked LSTM -> attention over ``[emb, h1, h2]`` -> dense."""
 
     task = "lm"
+    canonical_call = "last"  # see the module docstring: the window ending at a step reaches it last
 
     def __init__(
         self,
@@ -85,11 +88,17 @@ class TextgenrnnModel(HookedLSTMModel):
         self._context = value
 
     def features(
-        self, input_ids: torch.Tensor, state=None, hooked: bool = True, step_offset: int = 0
+        self,
+        input_ids: torch.Tensor | None,
+        state=None,
+        hooked: bool = True,
+        step_offset: int = 0,
+        inputs_embeds: torch.Tensor | None = None,
+        step_offsets=None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``[emb, h1, h2, ...]`` per step, ``[B, T, 356]``, and the final LSTM state."""
-        emb = self.embed(input_ids, hooked, step_offset)
-        outs, final = self.rnn.forward_layers(emb, state, hooked, step_offset)
+        emb = self.embed(input_ids, hooked, step_offset, inputs_embeds=inputs_embeds, step_offsets=step_offsets)
+        outs, final = self.rnn.forward_layers(emb, state, hooked, step_offset, step_offsets=step_offsets)
         return torch.cat([emb, *outs], -1), final
 
     def pool(self, feats: torch.Tensor) -> torch.Tensor:
@@ -97,38 +106,58 @@ class TextgenrnnModel(HookedLSTMModel):
         att = torch.softmax(feats @ self.attention, -1)
         return (att[..., None] * feats).sum(-2)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> LSTMOutput:
-        """``[B, T]`` character ids (rows right-padded) -> next-character logits ``[B, T, V]``."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> LSTMOutput:
+        """``[B, T]`` character ids (rows right-padded) -> next-character logits ``[B, T, V]``.
+        ``inputs_embeds [B, T, E]`` replaces the embeddings of the ids (not of the padding context)."""
         if self.context == "stream":
-            return self._forward_stream(input_ids)
-        return LSTMOutput(self.logits_at(input_ids, range(input_ids.shape[1])))
+            return self._forward_stream(input_ids, inputs_embeds)
+        return LSTMOutput(self.logits_at(input_ids, range(input_ids.shape[1]), inputs_embeds))
 
-    def logits_at(self, input_ids: torch.Tensor, positions) -> torch.Tensor:
+    def logits_at(self, input_ids: torch.Tensor, positions, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, P, V]`` predicted from the windows ending at ``positions`` only."""
         positions = list(positions)
         if self.context == "stream":
-            return self._forward_stream(input_ids).logits[:, positions]
+            return self._forward_stream(input_ids, inputs_embeds).logits[:, positions]
         n, w = input_ids.shape[0], self.window
-        padded = nn.functional.pad(input_ids, (w - 1, 0), value=0)  # window t = padded[:, t : t + w]
-        if not self.has_hooks():
+        if not positions:
+            return self.output.weight.new_zeros(n, 0, self.output.out_features)
+        if inputs_embeds is None and not self.has_hooks():
+            # ids windows are small: embed chunk by chunk (window t = padded[:, t : t + w])
+            padded = nn.functional.pad(input_ids, (w - 1, 0), value=0)
             windows = padded.unfold(1, w, 1)[:, positions].reshape(-1, w)
             logits = [self.output(self.pool(self.features(c, hooked=False)[0])) for c in windows.split(self.chunk)]
             return torch.cat(logits).reshape(n, len(positions), -1)
-        # with hooks each window is its own run, in order, so a hook sees step s first in the window
-        # ending at s and then in every later window containing s (where its edits apply too)
-        out = []
-        for t in positions:
-            feats, _ = self.features(padded[:, t : t + w], step_offset=t - w + 1)
-            out.append(self.output(self.pool(feats)))
-        return torch.stack(out, 1)
+        emb = self._padded_embeddings(input_ids, inputs_embeds)  # [B, T + w - 1, E]
+        # window-major rows (row p * n + b = window ending at positions[p] of text b): one block per
+        # window, so that the hooked layers can run every window in lockstep
+        win = emb.unfold(1, w, 1)[:, positions].permute(1, 0, 3, 2).reshape(len(positions) * n, w, -1)
+        if not self.has_hooks():
+            logits = [self.output(self.pool(self.features(None, hooked=False, inputs_embeds=c)[0]))
+                      for c in win.split(self.chunk)]
+            return torch.cat(logits).reshape(len(positions), n, -1).transpose(0, 1)
+        offsets = [t - w + 1 for t in positions]
+        feats, _ = self.features(None, inputs_embeds=win, step_offsets=offsets)
+        return self.output(self.pool(feats)).reshape(len(positions), n, -1).transpose(0, 1)
 
-    def _forward_stream(self, input_ids: torch.Tensor) -> LSTMOutput:
+    def _padded_embeddings(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+        """Embeddings of the ``w - 1`` padding steps (index 0, the model's empty context) followed by the
+        text's (``inputs_embeds`` if given); embedding hooks run later, per window."""
+        pad = self.embedding(input_ids.new_zeros(input_ids.shape[0], self.window - 1))
+        text = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds
+        return torch.cat([pad.to(text.dtype), text], 1)
+
+    def _forward_stream(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> LSTMOutput:
         n, steps, w = input_ids.shape[0], input_ids.shape[1], self.window
         # the padding context is the same for every row: run it once, without hooks
         pre, (h, c) = self.features(input_ids.new_zeros(1, w - 1), hooked=False)
         state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
-        feats, _ = self.features(input_ids, state)
-        full = torch.cat([pre.expand(n, -1, -1), feats], 1)  # [B, W-1+T, D]
+        feats, _ = self.features(input_ids, state, inputs_embeds=inputs_embeds)
+        full = torch.cat([pre.expand(n, -1, -1).to(feats.dtype), feats], 1)  # [B, W-1+T, D]
         att = torch.softmax((full @ self.attention).unfold(1, w, 1), -1)  # [B, T, W]
         # a loop over the W window offsets avoids materialising [B, T, W, D]
         ctx = sum(att[..., k, None] * full[:, k : k + steps] for k in range(w))

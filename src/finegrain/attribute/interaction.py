@@ -4,6 +4,7 @@ index of order 2, and Archipelago.
 Each algorithm has a model-free core (a forward function on tensors for Integrated Hessians, a set
 function ``v(keep [M, n] bool) -> [M]`` for the game-theoretic ones) and an adapter-level wrapper
 whose features are the words of a text (a word is kept as is or replaced by the baseline token).
+The wrappers return one :class:`Interaction` for a string and a ``ResultList`` for a list.
 """
 
 from __future__ import annotations
@@ -19,21 +20,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from finegrain.attribute._core import AttributionError, as_word_lists, eval_mode, prepare
-from finegrain.attribute.targets import Target, parse_target
+from finegrain.attribute._core import (
+    DELTA_TOLERANCE,
+    AttributionError,
+    CheckedResult,
+    Prepared,
+    as_word_lists,
+    each_example,
+    is_complete,
+    warn_incomplete,
+)
+from finegrain.attribute.render import interaction_table
+from finegrain.attribute.targets import Target, TargetDescription
+from finegrain.errors import ParameterError
 from finegrain.models.base import ModelAdapter
+from finegrain.results import ResultList
 
 SetFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class Interaction:
+class Interaction(CheckedResult):
     """Pairwise interactions among the words of one example.
 
     ``matrix``: IH: Γ (diagonal = main effects incl. the first-order term; rows sum to IG);
     STII: diagonal = singleton indices, off-diagonal = pair index (stored symmetrically, counted once
     in the total); Archipelago: ArchDetect pair strengths. ``main``: first-order scores per word.
-    ``delta`` = total - (f(x) - f(x')) where the method is complete.
+    ``delta`` = total - (f(x) - f(x')) where the method is complete (``complete``: the stated
+    criterion ``|delta| <= delta_tolerance * |f(x) - f(x')|``); ``description`` names the target.
     """
 
     method: str
@@ -47,6 +61,12 @@ class Interaction:
     sets: list[list[int]] = field(default_factory=list)
     set_scores: list[float] = field(default_factory=list)
     target: str = ""
+    description: TargetDescription | None = None
+    delta_tolerance: float = DELTA_TOLERANCE
+
+    @property
+    def complete(self) -> bool | None:
+        return is_complete(self.delta, self.f_x - self.f_baseline, self.delta_tolerance)
 
     def pairs(self, k: int = 10) -> list[tuple[str, str, float]]:
         """Strongest pairs (by absolute value), as ``(word_i, word_j, value)``."""
@@ -55,12 +75,29 @@ class Interaction:
         iu.sort(key=lambda p: -abs(self.matrix[p]))
         return [(self.words[i], self.words[j], float(self.matrix[i, j])) for i, j in iu[:k]]
 
-    def to_dict(self) -> dict:
-        return {
-            "method": self.method, "target": self.target, "words": self.words, "matrix": self.matrix.tolist(),
-            "main": self.main.tolist(), "f_x": self.f_x, "f_baseline": self.f_baseline, "delta": self.delta,
-            "n_evaluations": self.n_evaluations, "sets": self.sets, "set_scores": self.set_scores,
-        }
+    _arrays = {"matrix": np.float64, "main": np.float64}
+
+    def table(self, k: int = 10) -> str:
+        return interaction_table(self, k)
+
+    def plot(self, path) -> object:
+        """The interaction matrix as a diverging heatmap (PNG)."""
+        # heavy: matplotlib, imported when a picture is drawn
+        from finegrain.viz.plots import plot_matrix
+
+        sub = self.description.text if self.description is not None else self.target
+        return plot_matrix(self.matrix, path, row_labels=self.words, col_labels=self.words,
+                           title=f"{self.method}: {sub}"[:80], center=0.0, colorbar_label="interaction")
+
+
+def _interaction(method: str, prep: Prepared, matrix, main, f_x, f_b, delta, target, evals, **kw) -> Interaction:
+    return Interaction(method, prep.words[0], matrix, main, float(f_x), float(f_b), delta, int(evals),
+                       target=str(prep.target_name), description=prep.description(0), **kw)
+
+
+def _finish(out: list[Interaction], single: bool):
+    warn_incomplete([(r.method, r.delta, r.f_x - r.f_baseline, r.delta_tolerance) for r in out], "interaction")
+    return out[0] if single else ResultList(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,37 +226,34 @@ def integrated_hessians(
     baseline: str | int = "pad",
     internal_batch_size: int = 128,
     on_relu: str = "raise",
-) -> Interaction | list[Interaction]:
+) -> Interaction | ResultList:
     """Word-level Integrated Hessians: Γ over words (embedding groups of the words' tokens).
     Rows sum to the words' IG attributions; the total is f(x) - f(x'). ``on_relu``: ``raise`` |
     ``warn`` | ``ignore`` when the model uses ReLU (see :func:`softplus_substitution`)."""
     _check_twice_differentiable(adapter.model, on_relu)
-    words, single = as_word_lists(texts)
-    target = parse_target(target, adapter)
+    _, single = as_word_lists(texts)
     out = []
-    with eval_mode(adapter.model):
-        for w in words:
-            prep = prepare(adapter, [w], target, baseline)
-            fx, fb = prep.value(), prep.value(prep.base_embeds)
-            n = len(prep.words[0])
-            wm = prep.word_mask(0)  # [n, T]
-            T = wm.shape[1]
-            grp = np.full(T, n, dtype=np.int64)  # group n = non-attributable tokens (Δ = 0 there)
-            for i in range(n):
-                grp[wm[i]] = i
-            D = prep.embeds.shape[-1]
-            groups = torch.as_tensor(grp, device=prep.embeds.device).view(T, 1).expand(T, D)
+    for prep in each_example(adapter, texts, target, baseline, desc="integrated_hessians"):
+        fx, fb = prep.value(), prep.value(prep.base_embeds)
+        n = len(prep.words[0])
+        wm = prep.word_mask(0)  # [n, T]
+        T = wm.shape[1]
+        grp = np.full(T, n, dtype=np.int64)  # group n = non-attributable tokens (Δ = 0 there)
+        for i in range(n):
+            grp[wm[i]] = i
+        D = prep.embeds.shape[-1]
+        groups = torch.as_tensor(grp, device=prep.embeds.device).view(T, 1).expand(T, D)
 
-            def f(e, *args, prep=prep):
-                return prep.forward(e, torch.zeros(len(e), dtype=torch.long, device=e.device), *args)
+        def f(e, *args, prep=prep):
+            return prep.forward(e, torch.zeros(len(e), dtype=torch.long, device=e.device), *args)
 
-            extra = tuple(prep.batch.inputs[k][:1] for k in prep.keys)
-            gamma, rows = integrated_hessians_tensor(
-                f, prep.embeds[0], prep.base_embeds[0], groups, n + 1, steps, extra, internal_batch_size)
-            gamma = gamma[:n, :n]
-            out.append(Interaction("integrated_hessians", prep.words[0], gamma, gamma.sum(1), float(fx[0]),
-                                   float(fb[0]), float(gamma.sum() - (fx[0] - fb[0])), int(rows), target=str(target)))
-    return out[0] if single else out
+        extra = tuple(prep.batch.inputs[k][:1] for k in prep.keys)
+        gamma, rows = integrated_hessians_tensor(
+            f, prep.embeds[0], prep.base_embeds[0], groups, n + 1, steps, extra, internal_batch_size)
+        gamma = gamma[:n, :n]
+        out.append(_interaction("integrated_hessians", prep, gamma, gamma.sum(1), fx[0], fb[0],
+                                float(gamma.sum() - (fx[0] - fb[0])), target, evals=rows))
+    return _finish(out, single)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +273,7 @@ def shapley_taylor_game(v: SetFunction, n: int, max_exact: int = 10, n_samples: 
     triangle) sum to v(N) - v(∅) exactly in the exact mode.
     """
     if n == 0:
-        raise AttributionError("no players")
+        raise ParameterError("no players")
     idx = np.zeros((n, n))
     if n <= max_exact:
         masks = _masks_all(n)
@@ -303,22 +337,19 @@ def sti_total(index: np.ndarray) -> float:
 
 def shapley_taylor(adapter: ModelAdapter, texts, target: Target | str | None = None, baseline: str | int = "pad",
                    max_exact: int = 10, n_samples: int = 200, seed: int = 0, batch_rows: int = 64
-                   ) -> Interaction | list[Interaction]:
+                   ) -> Interaction | ResultList:
     """Word-level Shapley-Taylor interaction index (order 2); a word is absent when its tokens are
     replaced by the baseline token."""
-    words, single = as_word_lists(texts)
-    target = parse_target(target, adapter)
+    _, single = as_word_lists(texts)
     out = []
-    with eval_mode(adapter.model):
-        for w in words:
-            prep = prepare(adapter, [w], target, baseline)
-            n = len(prep.words[0])
-            idx, vN, v0, _ = shapley_taylor_game(prep.game(0, batch_rows), n, max_exact, n_samples, seed)
-            exact = n <= max_exact
-            out.append(Interaction("shapley_taylor", prep.words[0], idx, np.diag(idx).copy(), vN, v0,
-                                   float(sti_total(idx) - (vN - v0)) if exact else None, int(prep.counts[0]),
-                                   target=str(target)))
-    return out[0] if single else out
+    for prep in each_example(adapter, texts, target, baseline, desc="shapley_taylor"):
+        n = len(prep.words[0])
+        idx, vN, v0, _ = shapley_taylor_game(prep.game(0, batch_rows), n, max_exact, n_samples, seed)
+        exact = n <= max_exact
+        out.append(_interaction("shapley_taylor", prep, idx, np.diag(idx).copy(), vN, v0,
+                                float(sti_total(idx) - (vN - v0)) if exact else None, target,
+                                evals=prep.counts[0]))
+    return _finish(out, single)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,22 +427,19 @@ def archipelago_game(v: SetFunction, n: int, top_k: int | None = None, threshold
 
 def archipelago(adapter: ModelAdapter, texts, target: Target | str | None = None, baseline: str | int = "pad",
                 top_k: int | None = None, threshold: float = 0.0, batch_rows: int = 64
-                ) -> Interaction | list[Interaction]:
+                ) -> Interaction | ResultList:
     """Word-level Archipelago: interacting word sets and their ArchAttribute scores."""
-    words, single = as_word_lists(texts)
-    target = parse_target(target, adapter)
+    _, single = as_word_lists(texts)
     out = []
-    with eval_mode(adapter.model):
-        for w in words:
-            prep = prepare(adapter, [w], target, baseline)
-            n = len(prep.words[0])
-            strength, sets, scores, vN, v0, _ = archipelago_game(prep.game(0, batch_rows), n, top_k, threshold)
-            main = np.zeros(n)
-            for s, sc in zip(sets, scores):
-                main[s] = sc / len(s)
-            out.append(Interaction("archipelago", prep.words[0], strength, main, vN, v0, None, int(prep.counts[0]),
-                                   sets=sets, set_scores=scores, target=str(target)))
-    return out[0] if single else out
+    for prep in each_example(adapter, texts, target, baseline, desc="archipelago"):
+        n = len(prep.words[0])
+        strength, sets, scores, vN, v0, _ = archipelago_game(prep.game(0, batch_rows), n, top_k, threshold)
+        main = np.zeros(n)
+        for s_, sc in zip(sets, scores):
+            main[s_] = sc / len(s_)
+        out.append(_interaction("archipelago", prep, strength, main, vN, v0, None, target, evals=prep.counts[0],
+                                sets=sets, set_scores=scores))
+    return _finish(out, single)
 
 
 INTERACTIONS = {"ih": integrated_hessians, "integrated_hessians": integrated_hessians,
@@ -423,5 +451,5 @@ def interactions(adapter: ModelAdapter, texts, target: Target | str | None = Non
     """Dispatch: ``method`` in ``ih`` | ``stii`` | ``archipelago``."""
     fn = INTERACTIONS.get(method.lower())
     if fn is None:
-        raise AttributionError(f"unknown interaction method {method!r}; use ih, stii or archipelago")
+        raise ParameterError(f"unknown interaction method {method!r}; use ih, stii or archipelago")
     return fn(adapter, texts, target, **kw)

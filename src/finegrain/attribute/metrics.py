@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from finegrain.attribute._core import AttributionError, as_word_lists, eval_mode, prepare
-from finegrain.attribute.methods import Attribution, AttributionMethod
+from finegrain.attribute._core import as_word_lists, each_example, seeded
+from finegrain.attribute.methods import Attribution, AttributionMethod, attribute_tensor
 from finegrain.attribute.targets import Target, parse_target
+from finegrain.errors import ParameterError
 from finegrain.models.base import ModelAdapter
+from finegrain.results import Result
 
 BINS = (1, 5, 10, 20, 50)
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
@@ -31,15 +33,16 @@ def _scores(att: Attribution | np.ndarray | Sequence[float]) -> np.ndarray:
     return np.asarray(att.word_scores if isinstance(att, Attribution) else att, dtype=np.float64)
 
 
-def _rank(scores: np.ndarray, seed: int = 0) -> np.ndarray:
+def _rank(scores: np.ndarray) -> np.ndarray:
     # stable ranking, ties broken by position, so an all-zero attribution is still well defined
     return np.argsort(-scores, kind="stable")
 
 
 @dataclass
-class Faithfulness:
+class Faithfulness(Result):
     """Per-example ERASER scores: ``comprehensiveness[b, bin]``, ``sufficiency[b, bin]``; AOPC =
-    mean over bins; ``deletion`` / ``insertion`` areas under the normalised curves."""
+    mean over bins; ``deletion`` / ``insertion`` areas under the normalised curves. One result
+    describes the whole set of examples it was computed on (the AOPC is a mean over them)."""
 
     bins: tuple
     comprehensiveness: np.ndarray
@@ -59,7 +62,56 @@ class Faithfulness:
 
     def summary(self) -> dict:
         return {"comprehensiveness": self.aopc_comprehensiveness, "sufficiency": self.aopc_sufficiency,
-                "deletion_auc": float(self.deletion.mean()), "insertion_auc": float(self.insertion.mean())}
+                "deletion_auc": float(self.deletion.mean()) if len(self.deletion) else None,
+                "insertion_auc": float(self.insertion.mean()) if len(self.insertion) else None}
+
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d = dict(d)
+        d["bins"] = tuple(d["bins"])
+        for k in ("comprehensiveness", "sufficiency", "deletion", "insertion", "f_x", "f_baseline"):
+            d[k] = np.asarray(d[k], dtype=np.float64)
+        return d
+
+    def table(self) -> str:
+        lines = [f"ERASER faithfulness over {len(self.f_x)} example(s)",
+                 "bin(%)  comprehensiveness  sufficiency"]
+        comp, suff = self.comprehensiveness.reshape(-1, len(self.bins)), self.sufficiency.reshape(-1, len(self.bins))
+        for k, b in enumerate(self.bins):
+            lines.append(f"{b:>6}  {comp[:, k].mean():>17.4g}  {suff[:, k].mean():>11.4g}")
+        lines.append("  ".join(f"{k}={v:.4g}" for k, v in self.summary().items() if v is not None))
+        return "\n".join(lines)
+
+    def plot(self, path) -> object:
+        # heavy: matplotlib, imported when a picture is drawn
+        from finegrain.viz.attribution import plot_faithfulness_bins
+
+        return plot_faithfulness_bins(self.bins, self.comprehensiveness, self.sufficiency, path)
+
+
+@dataclass
+class MethodComparison(Result):
+    """Rows of :func:`evaluate_methods` (one dict per method); iterates and indexes like the list of rows."""
+
+    rows: list
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    def table(self) -> str:
+        return format_table(self.rows)
+
+    def plot(self, path) -> object:
+        # heavy: matplotlib, imported when a picture is drawn
+        from finegrain.viz.attribution import plot_method_comparison
+
+        return plot_method_comparison(self.rows, path)
 
 
 def faithfulness(
@@ -77,41 +129,38 @@ def faithfulness(
     words, values as f). Higher comprehensiveness and lower sufficiency = more faithful."""
     words, _ = as_word_lists(texts)
     if len(attributions) != len(words):
-        raise AttributionError(f"{len(attributions)} attributions for {len(words)} texts")
-    target = parse_target(target, adapter)
+        raise ParameterError(f"{len(attributions)} attributions for {len(words)} texts")
     comp, suff, dele, ins, fxs, fbs = [], [], [], [], [], []
-    with eval_mode(adapter.model):
-        for w, att in zip(words, attributions):
-            prep = prepare(adapter, [w], target, baseline)
-            n = len(prep.words[0])
-            sc = _scores(att)
-            if len(sc) != n:
-                raise AttributionError(f"attribution has {len(sc)} word scores for a text of {n} words")
-            order = _rank(sc)
-            v = prep.game(0)
-            rows = []
-            for p in bins:
+    for prep, att in zip(each_example(adapter, words, target, baseline, desc="faithfulness"), attributions):
+        n = len(prep.words[0])
+        sc = _scores(att)
+        if len(sc) != n:
+            raise ParameterError(f"attribution has {len(sc)} word scores for a text of {n} words")
+        order = _rank(sc)
+        v = prep.game(0)
+        rows = []
+        for p in bins:
+            top = np.zeros(n, dtype=bool)
+            top[order[: _k(p, n)]] = True
+            rows += [~top, top]
+        if curves:
+            for k in range(n + 1):
                 top = np.zeros(n, dtype=bool)
-                top[order[: _k(p, n)]] = True
+                top[order[:k]] = True
                 rows += [~top, top]
-            if curves:
-                for k in range(n + 1):
-                    top = np.zeros(n, dtype=bool)
-                    top[order[:k]] = True
-                    rows += [~top, top]
-            vals = v(torch.as_tensor(np.array(rows))).double().numpy()
-            fx = float(prep.value()[0])
-            fb = float(prep.value(prep.base_embeds)[0])
-            nb = len(bins)
-            comp.append(fx - vals[0 : 2 * nb : 2])
-            suff.append(fx - vals[1 : 2 * nb : 2])
-            if curves:
-                c = vals[2 * nb :]
-                grid = np.linspace(0, 1, n + 1)
-                dele.append(_trapezoid(c[0::2], grid))
-                ins.append(_trapezoid(c[1::2], grid))
-            fxs.append(fx)
-            fbs.append(fb)
+        vals = v(torch.as_tensor(np.array(rows))).double().numpy()
+        fx = float(prep.value()[0])
+        fb = float(prep.value(prep.base_embeds)[0])
+        nb = len(bins)
+        comp.append(fx - vals[0 : 2 * nb : 2])
+        suff.append(fx - vals[1 : 2 * nb : 2])
+        if curves:
+            c = vals[2 * nb :]
+            grid = np.linspace(0, 1, n + 1)
+            dele.append(_trapezoid(c[0::2], grid))
+            ins.append(_trapezoid(c[1::2], grid))
+        fxs.append(fx)
+        fbs.append(fb)
     return Faithfulness(tuple(bins), np.array(comp), np.array(suff), np.array(dele), np.array(ins),
                         np.array(fxs), np.array(fbs))
 
@@ -143,30 +192,27 @@ def _word_noise(prep, n_words: int, p_drop: float, seed: int):
 
 
 def infidelity(adapter: ModelAdapter, texts, target: Target | str | None, method: str = "ig", n_perturb: int = 10,
-               p_drop: float = 0.3, baseline: str | int = "pad", seed: int = 0, **method_kw) -> np.ndarray:
+               p_drop: float = 0.3, baseline: str | int = "pad", seed: int = 0, **method_kw) -> np.ndarray | float:
     """Captum's infidelity (Yeh et al. 2019) per example, with word-dropping perturbations: the
-    mean squared error between attributions · perturbation and the change of f. Lower is better."""
+    mean squared error between attributions · perturbation and the change of f. Lower is better.
+    A list of texts gives one value per text, a string one float."""
+    # heavy: captum is imported when the metric runs
     from captum.metrics import infidelity as cap_infidelity
 
-    words, _ = as_word_lists(texts)
-    target = parse_target(target, adapter)
     algo = AttributionMethod(adapter, method)
     out = []
-    with eval_mode(adapter.model):
-        for w in words:
-            prep = prepare(adapter, [w], target, baseline)
+    with seeded(seed):
+        for prep in each_example(adapter, texts, target, baseline, desc="infidelity"):
             attr = _token_attr(algo, prep, method_kw)
             perturb = _word_noise(prep, len(prep.words[0]), p_drop, seed)
             val = cap_infidelity(prep.forward, perturb, prep.embeds, attr, additional_forward_args=prep.args(),
                                  n_perturb_samples=n_perturb, max_examples_per_batch=n_perturb)
             out.append(float(val[0]))
-    return np.array(out)
+    return out[0] if isinstance(texts, str) else np.array(out)
 
 
 def _token_attr(algo: AttributionMethod, prep, kw) -> torch.Tensor:
     """Element-level attribution tensor [1, T, D] that Captum metrics need."""
-    from finegrain.attribute.methods import attribute_tensor
-
     res = attribute_tensor(prep.forward, prep.embeds.clone().requires_grad_(True), prep.base_embeds, algo.method,
                            additional_forward_args=prep.args(), feature_mask=prep.feature_mask(),
                            module=prep.adapter.model, **kw)
@@ -174,19 +220,18 @@ def _token_attr(algo: AttributionMethod, prep, kw) -> torch.Tensor:
 
 
 def sensitivity(adapter: ModelAdapter, texts, target: Target | str | None, method: str = "ig",
-                radius: float = 0.02, n_perturb: int = 5, baseline: str | int = "pad", **method_kw) -> np.ndarray:
+                radius: float = 0.02, n_perturb: int = 5, baseline: str | int = "pad", seed: int = 0,
+                **method_kw) -> np.ndarray | float:
     """Captum's sensitivity_max (Yeh et al. 2019) per example: the largest change of the
-    attributions under uniform embedding noise of ``radius``. Lower is better."""
+    attributions under uniform embedding noise of ``radius``. Lower is better. A list of texts gives
+    one value per text, a string one float."""
+    # heavy: captum is imported when the metric runs
     from captum.metrics import sensitivity_max
 
-    words, _ = as_word_lists(texts)
-    target = parse_target(target, adapter)
     algo = AttributionMethod(adapter, method)
     out = []
-    with eval_mode(adapter.model):
-        for w in words:
-            prep = prepare(adapter, [w], target, baseline)
-            from finegrain.attribute.methods import attribute_tensor
+    with seeded(seed):
+        for prep in each_example(adapter, texts, target, baseline, desc="sensitivity"):
 
             def explain(inputs, additional_forward_args=None, _prep=prep):
                 args = additional_forward_args if additional_forward_args is not None else _prep.args()
@@ -202,14 +247,15 @@ def sensitivity(adapter: ModelAdapter, texts, target: Target | str | None, metho
             val = sensitivity_max(explain, prep.embeds, perturb_radius=radius, n_perturb_samples=n_perturb,
                                   additional_forward_args=prep.args(), max_examples_per_batch=n_perturb)
             out.append(float(val[0]))
-    return np.array(out)
+    return out[0] if isinstance(texts, str) else np.array(out)
 
 
 def evaluate_methods(adapter: ModelAdapter, texts, target: Target | str | None = None,
                      methods: Sequence[str] = ("ig", "saliency", "input_x_gradient", "feature_ablation"),
-                     bins: Sequence[float] = BINS, infidelity_samples: int = 0, **kw) -> list[dict]:
+                     bins: Sequence[float] = BINS, infidelity_samples: int = 0, **kw) -> MethodComparison:
     """One table comparing methods on the same examples: AOPC comprehensiveness / sufficiency,
-    deletion / insertion AUC, mean |delta|, evaluations per example (and infidelity if asked)."""
+    deletion / insertion AUC, mean |delta|, the share of incomplete results, evaluations per example
+    (and infidelity if asked)."""
     words, _ = as_word_lists(texts)
     target = parse_target(target, adapter)
     rows = []
@@ -217,12 +263,14 @@ def evaluate_methods(adapter: ModelAdapter, texts, target: Target | str | None =
         atts = AttributionMethod(adapter, m).attribute(words, target, **kw)
         fa = faithfulness(adapter, words, target, atts, bins)
         deltas = [abs(a.delta) for a in atts if a.delta is not None]
+        flags = [a.complete for a in atts if a.complete is not None]
         row = {"method": m, **fa.summary(), "mean_abs_delta": float(np.mean(deltas)) if deltas else None,
+               "incomplete": float(np.mean([not c for c in flags])) if flags else None,
                "evaluations": float(np.mean([a.n_evaluations for a in atts]))}
         if infidelity_samples:
             row["infidelity"] = float(infidelity(adapter, words, target, m, n_perturb=infidelity_samples).mean())
         rows.append(row)
-    return rows
+    return MethodComparison(rows)
 
 
 def format_table(rows: list[dict]) -> str:
