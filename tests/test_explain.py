@@ -104,6 +104,113 @@ def test_planted_mean_ablation_and_conductance():
         assert abs(b.ablation_effect) < 1e-5 and abs(b.contribution) < 1e-6
 
 
+# -- where and against what an ablation is measured ----------------------------------------------------
+def test_ablation_at_the_concept_tokens_only():
+    """ablation_positions="tokens" removes the concept only at the tokens of the words its mass sits on
+    (the ConceptScore's tokens); the head is linear in layer.2, so the effect is exactly the mass of
+    those words, while at every token (the default) it is the whole contribution."""
+    from finegrain.testing import tiny_bert
+
+    A, B, _ = _equally_active(tiny_bert(seed=0, hidden=32))
+    adapter = planted_model(A)
+    va = np.zeros(32)
+    va[A] = 1.0
+    concepts = [NeuronConcept("A", "layer.2", A), DirectionConcept("dirA", "layer.2", va)]
+    common = dict(n_random=50, n_ablate=2, ablation="zero")
+    at_all = explain(adapter, TEXTS[:4], ClassTarget(0), concepts, "layer.2", **common)
+    at_tok = explain(adapter, TEXTS[:4], ClassTarget(0), concepts, "layer.2", ablation_positions="tokens", **common)
+    assert at_tok[0].meta["ablation_positions"] == "tokens" and "the tokens shown" in at_tok[0].table()
+    for ea, et in zip(at_all, at_tok):
+        for name in ("A", "dirA"):
+            ca = ea.concepts[ea.rank_of(name) - 1]
+            ct = et.concepts[et.rank_of(name) - 1]
+            assert ca.ablation_effect == pytest.approx(ca.contribution, rel=1e-3, abs=1e-5)
+            shown = [i for i, w in enumerate(et.words) if w in ct.tokens]
+            mass = sum(ct.word_scores[i] for i in shown)
+            assert ct.tokens and ct.ablation_effect == pytest.approx(mass, rel=1e-3, abs=1e-5)
+            if len(ct.tokens) < len(et.words):  # fewer tokens than the sentence: a different, smaller edit
+                assert abs(ct.ablation_effect) < abs(ca.ablation_effect) + 1e-6
+    with pytest.raises(ValueError, match="ablation_positions"):
+        explain(adapter, TEXTS[0], ClassTarget(0), concepts, "layer.2", n_random=20, ablation_positions="some")
+    with pytest.raises(ValueError, match="n_ablation_random"):
+        explain(adapter, TEXTS[0], ClassTarget(0), concepts, "layer.2", n_random=20, n_ablation_random=1)
+
+
+def test_ablation_against_random_concepts_of_the_same_size(tmp_path):
+    """n_ablation_random: the ablation is repeated for random unit sets (random directions, random
+    words) of the same size, same fill, same positions. The units the head reads matter more than any
+    random set of four (p = 1/(n+1): zero ablation of each of A's positive units lowers the output, so no
+    subset beats the whole set); units it ignores do not (effect 0, p = 1)."""
+    from finegrain.explain.predictions import ConceptScore
+    from finegrain.testing import tiny_bert
+
+    A, B, _ = _equally_active(tiny_bert(seed=0, hidden=32))
+    adapter = planted_model(A)
+    vb = np.zeros(32)
+    vb[B] = 1.0
+    concepts = [NeuronConcept("A", "layer.2", A), NeuronConcept("B", "layer.2", B),
+                DirectionConcept("dirB", "layer.2", vb)]
+    es = explain(adapter, TEXTS[:4], ClassTarget(0), concepts, "layer.2", n_random=50, n_ablate=3, ablation="zero",
+                 n_ablation_random=19)
+    for e in es:
+        a, b, d = (e.concepts[e.rank_of(n) - 1] for n in ("A", "B", "dirB"))
+        assert a.ablation_null == 19 and a.ablation_p == pytest.approx(1 / 20) and a.ablation_z > 2
+        assert abs(b.ablation_effect) < 1e-5 and b.ablation_p == 1.0
+        assert abs(d.ablation_effect) < 1e-5 and d.ablation_p > 0.5 and d.ablation_null == 19
+        assert "p 0.05)" in e.table()
+    back = ConceptScore.from_json(es[0].concepts[0].to_json(tmp_path / "c.json"))
+    assert back.ablation_p == es[0].concepts[0].ablation_p and back.ablation_z == es[0].concepts[0].ablation_z
+    assert ConceptScore.from_dict({k: v for k, v in back.to_dict().items()
+                                   if k not in ("ablation_z", "ablation_p", "ablation_null")}).ablation_p is None
+
+
+def _char_lstm():
+    from finegrain.models.lstm import LSTMAdapter
+
+    g = torch.Generator().manual_seed(0)
+    vocab = ["<pad>", "<s>", " "] + list("abcdefgh")
+    mods = (torch.nn.Embedding(len(vocab), 8), torch.nn.LSTM(8, 6, batch_first=True), torch.nn.Linear(6, len(vocab)))
+    with torch.no_grad():
+        for m in mods:
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+    return LSTMAdapter.from_modules(*mods, vocab, level="char", bos="<s>")
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_project_out_a_unit_vector_is_zeroing_that_unit(kind):
+    """Removing the component along a unit vector e_u at some positions is zero ablation of unit u there,
+    for whole sequences (transformers) and for one step at a time (LSTMs)."""
+    from finegrain.explain.concepts import project_out
+    from finegrain.intervene import Zero, intervene
+    from finegrain.neurons import Neuron
+    from finegrain.testing import tiny_bert
+
+    adapter, layer, D = (tiny_bert(seed=0, hidden=32), "layer.1", 32) if kind == "transformer" else \
+        (_char_lstm(), "lstm.1", 6)
+    batch = adapter.encode([["ab", "cd"], ["hag"]])
+    mask = torch.zeros(batch.attention_mask.shape, dtype=torch.bool)
+    mask[0, 2], mask[1, 1:3] = True, True
+    e = np.zeros(D)
+    e[3] = 1.0
+    with torch.no_grad():
+        base = adapter.forward(batch).logits if kind == "lstm" else adapter.forward(batch).last_hidden_state
+        outs = []
+        for edit in (project_out(layer, e, positions=mask), Zero([Neuron(layer, 3)], positions=mask)):
+            with intervene(adapter, edit):
+                out = adapter.forward(batch)
+                outs.append(out.logits if kind == "lstm" else out.last_hidden_state)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(outs[0], base)
+    mu = np.full(D, 0.5)
+    with torch.no_grad(), intervene(adapter, project_out(layer, e, mu, positions=mask)):
+        _, cache = adapter.run_with_cache(batch, [layer])
+    # the hook point's own value: unit 3 set to the mean's component (0.5) exactly at the masked tokens
+    vals = cache[layer][..., 3]
+    rest = vals[~mask & batch.attention_mask.bool()]
+    assert torch.allclose(vals[mask], torch.tensor(0.5)) and not torch.allclose(rest, torch.tensor(0.5))
+
+
 # -- additivity -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["grad_x_act", "conductance"])
 def test_concepts_plus_unassigned_sum_to_layer_total(tiny_bert, method):
@@ -325,6 +432,16 @@ def test_latent_concepts_and_dataset(tiny_store, tiny_bert):
     assert np.isfinite(word_tot).all()
     html = explain_section_html(e)
     assert "<section" in html and "negation" in html or "latent" in html
+    # the ablation null of a latent concept: as many random words of the sentence, all units
+    e2 = explain(adapter, TEXTS[:3], ClassTarget(0), cs, "layer.1", n_random=50, ablation="zero", n_ablate=3,
+                 n_ablation_random=6, ablation_positions="tokens")
+    lat2 = [c for x in e2 for c in x.concepts if c.kind == "latent" and c.ablation_effect is not None]
+    assert lat2 and all(c.ablation_null == 6 and 1 / 7 <= c.ablation_p <= 1 for c in lat2)
+    same = {(x.text, c.name): c.ablation_effect for x in e for c in x.concepts if c.ablation_effect is not None}
+    for x in e2:  # a latent concept's tokens are its words: "tokens" ablates what "all" does
+        for c in x.concepts:
+            if c.kind == "latent" and c.ablation_effect is not None:
+                assert c.ablation_effect == pytest.approx(same[(x.text, c.name)], abs=1e-5)
     ds = explain_dataset(adapter, TEXTS, cs, "layer.1", n_random=30, ablation=None)
     assert sum(ds.n_examples.values()) == len(TEXTS)
     assert "class" in ds.table()
@@ -351,6 +468,8 @@ def test_cli_registers():
     args = p.parse_args(["explain", "--text", "a b", "--head", "builtin:sentiment", "--layer", "layer.2"])
     assert args.layer == "layer.2" and callable(args.func) and not args.no_cavs
     assert p.parse_args(["explain", "--text", "a", "--no-cavs"]).no_cavs
+    a = p.parse_args(["explain", "--text", "a", "--ablation-positions", "tokens", "--ablation-random", "19"])
+    assert a.ablation_positions == "tokens" and a.ablation_random == 19 and args.ablation_positions == "all"
 
 
 # -- MiniLM + trained sentiment head (slow) ---------------------------------------------------------
@@ -369,16 +488,27 @@ NEGATED = [
 def test_minilm_negation_concept(minilm, tmp_path_factory):
     """Head trained on the built-in generated sentiment corpus (half the sentiment words negated,
     so the label needs negation); concepts from 300 generated sentences at layer.4: probe neuron
-    sets, latent clusters and concept directions with the scale-matched null. Measured: for the
-    sentence below ``cav:negation_cue=not`` ranks 3rd of 52 (z 4.56, p 0.004; 1st and 2nd are
-    ``cav:polarity=neg`` and its twin ``cav:pos=PART``, the same word); over the 20 negated
-    sentences it is in the top 3 with p < 0.05 for 0.60, over the same sentences with the cue
-    deleted for 0.00. The scope concepts (neurons ``negation=1``, direction ``cav:negation=1``)
-    are not what this head uses: 0.00 and 0.05. Ablation does not confirm the *sign* of the cue's
-    first-order contribution robustly (it depends on the ablation reference), so only its mass is
-    asserted here."""
+    sets, latent clusters and concept directions with the scale-matched null. Measured (generator of
+    the ambiguous grammar): deleting the cue flips 16 of the 20 predictions; for the sentence below
+    ``cav:negation_cue=not`` ranks 2nd of 54 (z 5.55, p 0.004; 1st ``cav:pos=PART``, the same word);
+    over the 20 negated sentences it is in the top 3 with p < 0.05 for 0.50-0.55, with the cue deleted
+    for 0.00-0.05 (the range: two runs whose probe neuron concepts differed). The scope concepts
+    (neurons ``negation=1``, direction ``cav:negation=1``) are not what this head uses: 0.00-0.05 and 0.05.
+
+    Ablation: removing the direction at *every* token (zero fill, the ablation whose first-order
+    effect the grad x act mass is) moves the logit by either sign (-0.017 on this sentence, -0.48
+    with the old grammar) and by no more than random directions of the same scale (beyond their 95th
+    percentile in 4 of 20 sentences): it confirms nothing either way. Removed at the tokens its mass
+    sits on (the cue), it lowers the predicted logit in 18 of 20 sentences (median 2.2, 1.8-2.1 on
+    this sentence), far beyond scale-matched random directions removed there (median z 4.3). But the
+    cue's activation lies mostly along the direction (|a . v| 9.8 of norm 12.8), and moving it as far
+    along random directions lowers the logit by more than half as much (1.5 vs 2.8; the direction
+    beats all 19 in 0-1 of 20 sentences): ablation shows that the head reads the cue token, not that
+    it reads this direction rather than the token's representation."""
     from finegrain.attribute import train_head
     from finegrain.explain import default_concepts
+    from finegrain.explain.concepts import project_out
+    from finegrain.intervene import Hook, intervene
 
     adapter = train_head(minilm, "builtin:sentiment-generated")
     assert adapter.head_info["accuracy"] > 0.75
@@ -387,11 +517,14 @@ def test_minilm_negation_concept(minilm, tmp_path_factory):
         pred = adapter.forward(adapter.encode([s.split() for s in NEGATED])).logits.argmax(-1)
         pred_del = adapter.forward(adapter.encode([s.split() for s in deleted])).logits.argmax(-1)
     assert int(pred[0]) == 0  # negative
-    assert float((pred != pred_del).float().mean()) >= 0.6  # behaviourally the head relies on the cue (0.70)
+    flips = float((pred != pred_del).float().mean())
+    print(f"deleting the cue flips {flips:.2f} of the negated predictions")
+    assert flips >= 0.6  # behaviourally the head relies on the cue (0.80)
 
     layer = "layer.4"
     concepts = default_concepts(adapter, layer, cache_dir=tmp_path_factory.mktemp("explain-cache"), n_sentences=300)
-    exps = explain(adapter, NEGATED + deleted, None, concepts, layer, n_random=500, top_k=0, n_ablate=3)
+    exps = explain(adapter, NEGATED + deleted, None, concepts, layer, n_random=500, top_k=0, n_ablate=3,
+                   ablation_positions="tokens")
     scope = np.mean([(e.rank_of("negation=1") or 99) <= 3 and e.concepts[e.rank_of("negation=1") - 1].p < 0.05
                      for e in exps[: len(NEGATED)]])
     print(f"negation=1 (scope neurons) top-3 with p < 0.05 on negated sentences: {scope:.2f}")
@@ -406,9 +539,45 @@ def test_minilm_negation_concept(minilm, tmp_path_factory):
     assert hit(e), e.table(8)
     cue = e.concepts[e.rank_of(name) - 1]
     assert cue.tokens == ["not"]  # the mass sits on the cue word
-    assert cue.ablation_effect is not None and abs(cue.ablation_effect) > 0.1  # removing it moves the logit
+    assert cue.ablation_effect is not None and cue.ablation_effect > 0.5  # removed there, the logit falls (2.05)
     on_negated = np.mean([hit(x) for x in exps[: len(NEGATED)]])
     on_deleted = np.mean([hit(x) for x in exps[len(NEGATED):]])
     print(f"{name} top-3 with p < 0.05: negated {on_negated:.2f}, cue deleted {on_deleted:.2f}")
     assert on_negated >= 0.5
     assert on_deleted <= 0.1  # specific: not a concept that wins on any sentence
+
+    # causal check over the 20 sentences, at the cue's tokens, against random directions
+    direction = next(c for c in concepts if c.name == name)
+    abl = explain(adapter, NEGATED, None, [direction], layer, n_random=100, n_ablate=1, ablation_positions="tokens",
+                  n_ablation_random=9, batch_size=len(NEGATED))
+    eff = np.array([x.concepts[0].ablation_effect for x in abl])
+    az = np.array([x.concepts[0].ablation_z for x in abl])
+    print(f"{name} removed at its tokens: effect > 0 for {int((eff > 0).sum())}/20, median {np.median(eff):.2f}, "
+          f"median z against scale-matched random directions {np.median(az):.2f}")
+    assert (eff > 0).sum() >= 15 and np.median(eff) > 1.0  # 18/20, 2.2
+    assert np.median(az) > 2.0
+    # ... but hardly more than moving the cue's activation as far along random directions
+    words = [s.split() for s in NEGATED]
+    batch = adapter.encode(words)
+    at_cue = torch.tensor([[w is not None and words[b][w] in ("not", "never") for w in batch.word_ids[b]]
+                           for b in range(len(words))])
+    v = torch.as_tensor(direction.direction, dtype=torch.float32)
+    # the concept's own null: random directions with as much activation along them over the store
+    R = torch.as_tensor(direction.null_directions(19, np.random.default_rng(0)), dtype=torch.float32)
+
+    def moved(r):
+        def fn(act, step):
+            return act - (act @ v)[..., None] * r * at_cue[..., None].to(act.dtype)
+
+        with torch.no_grad(), intervene(adapter, Hook(layer, fn)):
+            return adapter.forward(batch).logits[torch.arange(len(words)), pred].numpy()
+
+    with torch.no_grad():
+        f0 = adapter.forward(batch).logits[torch.arange(len(words)), pred].numpy()
+        with intervene(adapter, project_out(layer, direction.direction, positions=at_cue)):
+            f_v = adapter.forward(batch).logits[torch.arange(len(words)), pred].numpy()
+    rand = np.stack([f0 - moved(r) for r in R])
+    beyond = int(((f0 - f_v) > rand.max(0)).sum())
+    print(f"equal displacement along random directions: mean effect {rand.mean():.2f} vs {np.mean(f0 - f_v):.2f}; "
+          f"the direction beyond all {len(R)} in {beyond}/20")
+    assert rand.mean() > 1.0 and beyond <= 6  # 1.5 vs 2.8, 0-1/20: any large change of the cue weakens it

@@ -128,3 +128,43 @@ def test_data_uris(tmp_path):
     fig.add_subplot().plot([0, 1], [1, 0])
     assert fig_to_data_uri(fig).startswith("data:image/png;base64,iVBOR")
     assert fig_to_data_uri(fig, "svg").startswith("data:image/svg+xml;base64,")
+
+
+# -- character heatmaps: sep="" ------------------------------------------------------------------
+def test_character_heatmap_html_has_no_separator_and_keeps_spaces():
+    chars = list("ab <c")
+    vals = [0.1, -0.2, 0.0, 0.5, 1.0]
+    out = heatmap_html(chars, vals, sep="", legend=False)
+    spans = re.findall(r'<span class="fg-tok"[^>]*>(.*?)</span>', out)
+    assert spans == ["a", "b", " ", "&lt;", "c"]
+    assert "</span><span" in out and "</span> <span" not in out and "padding:1px 0" in out
+    words = heatmap_html(["ab", "c"], [1.0, 2.0], legend=False)  # the default keeps a space between words
+    assert "</span> <span" in words and "padding:1px 3px" in words
+    with pytest.raises(ValueError, match="sep"):
+        heatmap_html(chars, vals, sep=None)
+
+
+def test_character_svg_is_edge_to_edge_and_wraps_between_words():
+    from finegrain.viz.heatmap import token_layout
+
+    text = "alpha beta gamma delta epsilon zeta eta theta"
+    chars = list(text)
+    svg = heatmap_svg([chars], [list(np.linspace(-1, 1, len(chars)))], sep="", width=120, font_size=10)
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    rects = list(root.iter(f"{ns}rect"))
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert len(rects) == len(chars) and "".join(texts) == text
+    lines: dict[float, list[int]] = {}
+    for i, r in enumerate(rects):
+        lines.setdefault(float(r.get("y")), []).append(i)
+    assert len(lines) > 2
+    for idx in lines.values():
+        for a, b in zip(idx, idx[1:]):  # edge to edge within a line
+            ra, rb = rects[a], rects[b]
+            assert float(ra.get("x")) + float(ra.get("width")) == pytest.approx(float(rb.get("x")), abs=0.11)
+        first = idx[0]
+        assert first == 0 or chars[first - 1] == " "  # lines start at a word, never inside one
+    places, n_lines = token_layout([chars, ["x"]], 12, sep="")
+    assert n_lines == max(p[0] for p in places[0]) + 2 and places[1][0][:2] == (n_lines - 1, 0.0)
+    assert all(w == 1.0 for _, _, w in places[0])

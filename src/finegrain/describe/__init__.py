@@ -5,7 +5,9 @@
 * :func:`neurons_for_words`: neurons that respond to a word list or a regular expression;
 * :func:`explain_neuron` / :func:`explain_neurons`: AND / OR / AND NOT formulas (:class:`NeuronFormula`)
   of primitive row concepts (:class:`ConceptMasks`: words, label values, lexicon categories, shapes,
-  positions, affixes; :func:`build_concepts`) by IoU (Mu & Andreas 2020).
+  positions, affixes; :func:`build_concepts`) by IoU (Mu & Andreas 2020);
+* :func:`token_heatmap`: one neuron's activations over sentences as a Karpathy et al. (2015) heatmap
+  (characters of a token-level store of a character model, or words), HTML / SVG / PNG.
 
 Every function takes a store view (or a store) and streams it in row blocks.
 """
@@ -30,6 +32,10 @@ _API = {
     "find_affixes": "finegrain.describe.concepts",
     "lexicon_categories": "finegrain.describe.concepts",
     "word_shape": "finegrain.describe.concepts",
+    "parse_index_ranges": "finegrain.describe.heatmap",
+    "sentence_activations": "finegrain.describe.heatmap",
+    "token_heatmap": "finegrain.describe.heatmap",
+    "token_separator": "finegrain.describe.heatmap",
     "SearchHit": "finegrain.describe.search",
     "match_rows": "finegrain.describe.search",
     "neurons_for_words": "finegrain.describe.search",

@@ -1,4 +1,5 @@
-"""``finegrain describe STORE NEURON...`` and ``finegrain search STORE --words a,b | --regex R``."""
+"""``finegrain describe STORE NEURON...``, ``finegrain search STORE --words a,b | --regex R`` and
+``finegrain heatmap STORE NEURON --sentences 0-9 --out h.html``."""
 
 from __future__ import annotations
 
@@ -84,8 +85,23 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _heatmap(args: argparse.Namespace) -> int:
+    # heavy: imported when the command runs
+    from finegrain.describe import token_heatmap
+    from finegrain.store import ActivationStore
+
+    sep = {"auto": None, "none": "", "space": " "}[args.sep]
+    out = token_heatmap(ActivationStore(args.store).view(), args.neuron, sentences=args.sentences, path=args.out,
+                        sep=sep, vmax=args.vmax)
+    if args.out is None:
+        print(out)
+    else:
+        print(f"wrote {out}")
+    return 0
+
+
 def register(subparsers) -> None:
-    """Add the ``describe`` and ``search`` subcommands."""
+    """Add the ``describe``, ``search`` and ``heatmap`` subcommands."""
     p = subparsers.add_parser(
         "describe", help="top-activating words/sentences, statistics and compositional explanation of neurons"
     )
@@ -120,3 +136,15 @@ def register(subparsers) -> None:
     s.add_argument("--chunk-rows", type=int, default=8192)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_search)
+
+    h = subparsers.add_parser(
+        "heatmap", help="Karpathy-style heatmap of one neuron over sentences (characters of a token-level store)"
+    )
+    h.add_argument("store", help="activation store (NAME.fgstore); extract --aggregation token for characters")
+    h.add_argument("neuron", help="neuron address, e.g. lstm.2:17")
+    h.add_argument("--sentences", default="0-4", help="sentence ids: N, N-M or a comma-separated list (default 0-4)")
+    h.add_argument("--out", default=None, help="write a page (.html), .svg or .png; default: print the HTML fragment")
+    h.add_argument("--sep", choices=["auto", "none", "space"], default="auto",
+                   help="between tokens: auto (none for character stores, whose spaces are rows), none, space")
+    h.add_argument("--vmax", type=float, default=None, help="colour scale limit (default: max |activation| shown)")
+    h.set_defaults(func=_heatmap)

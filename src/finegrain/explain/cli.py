@@ -37,6 +37,12 @@ def register(subparsers) -> None:
                    help="no concept directions (cav:property=label, cav:negation_cue=not|never)")
     p.add_argument("--n-random", type=int, default=1000, help="random concepts for z / p")
     p.add_argument("--ablation", default="zero", choices=["zero", "mean", "none"])
+    p.add_argument("--ablation-positions", default="all", choices=["all", "tokens"],
+                   help="ablate every token the concept is counted at (all; its first-order effect is the "
+                        "contribution) or only the tokens its mass sits on (tokens: what the explanation claims)")
+    p.add_argument("--ablation-random", type=int, default=0,
+                   help="also ablate this many random concepts of the same size the same way: z and p of each "
+                        "ablation effect (0: none)")
     p.add_argument("--top", type=int, default=8, help="concepts to print")
     p.add_argument("--sort", default="z", choices=["z", "contribution"])
     p.add_argument("--cache-dir", default=None,
@@ -75,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                                 n_clusters=args.clusters, latent=args.clusters > 0, cavs=not args.no_cavs,
                                 cache_dir=cache)
     exps = explain(adapter, list(args.text), args.target, concepts, args.layer, method=args.method,
-                   n_random=args.n_random, top_k=args.top, ablation=None if args.ablation == "none" else args.ablation)
+                   n_random=args.n_random, top_k=args.top, ablation=None if args.ablation == "none" else args.ablation,
+                   ablation_positions=args.ablation_positions, n_ablation_random=args.ablation_random)
     for e in exps:
         print(e.table(args.top))
         print()

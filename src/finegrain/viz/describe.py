@@ -8,9 +8,11 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from matplotlib.patches import Rectangle
 
 from finegrain.errors import ParameterError
 
+from .heatmap import _normalise, _text_color, _vmax, token_layout, value_rgb
 from .plots import figure, save_figure
 
 FORMULA_COLOR = "#b2182b"
@@ -158,5 +160,47 @@ def plot_latent_concepts(result, path: str | os.PathLike, k: int = 30) -> Path:
         return save_figure(fig, path)
 
 
+def plot_token_heatmap(tokens_list, values_list, path: str | os.PathLike, title: str | None = None,
+                       vmax: float | None = None, sep: str = " ", captions=None, width: int = 100,
+                       value_name: str = "activation") -> Path:
+    """PNG of a token heatmap (Karpathy et al. 2015): the same boxes and colours as
+    :func:`finegrain.viz.heatmap_html` (red positive, white zero, blue negative on ``[-vmax, vmax]``),
+    lines of ``width`` monospace cells laid out by :func:`finegrain.viz.heatmap.token_layout`
+    (``sep=""``: characters edge to edge, wrapping between words)."""
+    W, V = _normalise(tokens_list, values_list)
+    vm = _vmax(V, vmax)
+    if captions is not None and len(captions) != len(W):
+        raise ParameterError(f"{len(captions)} captions for {len(W)} sentences")
+    cap_w = max((len(str(c)) for c in captions), default=0) + 1 if captions else 0
+    layout, n_lines = token_layout(W, width - cap_w, sep)
+    heading = None if title is None else textwrap.shorten(
+        f"{title}   (red positive, blue negative; |{value_name}| up to {vm:.3g})", width)
+    # as wide as the longest line and the title, at most ``width`` cells
+    used = cap_w + max((x + tw for row in layout for _, x, tw in row), default=1.0)
+    width = min(width, max(used, 1.1 * len(heading) if heading else 0))
+    cell_in, line_in = 0.095, 0.26  # a 10-point monospace cell, and a line with its margin
+    head = 0.45 if title is not None else 0.1
+    with figure((width * cell_in + 0.2, n_lines * line_in + head + 0.25)) as fig:
+        fig.set_layout_engine("none")  # one axes over the whole canvas: cells map to inches one to one
+        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+        ax.set_axis_off()
+        ax.set_xlim(-1, width + 1)
+        ax.set_ylim(n_lines + 0.5, -head / line_in)
+        mono = {"family": "DejaVu Sans Mono", "fontsize": 10}
+        if heading:
+            ax.text(0, -head / line_in / 2, heading, va="center", ha="left", fontsize=10, fontweight="bold")
+        for i, (ws, vs, places) in enumerate(zip(W, V, layout)):
+            if captions is not None and places:
+                ax.text(0, places[0][0] + 0.5, str(captions[i]), va="center", ha="left", color="#666666",
+                        fontsize=8)
+            for w, v, (line, x, tw) in zip(ws, vs, places):
+                rgb = tuple(c / 255 for c in value_rgb(v, vm))
+                ax.add_patch(Rectangle((cap_w + x, line + 0.1), tw, 0.8, facecolor=rgb, edgecolor="none"))
+                if not w.isspace():
+                    ax.text(cap_w + x + tw / 2, line + 0.52, w, ha="center", va="center",
+                            color=_text_color(v, vm), **mono)
+        return save_figure(fig, path)
+
+
 __all__ = ["plot_cluster_sizes", "plot_formula", "plot_latent_concepts", "plot_prediction_explanation",
-           "plot_redundancy", "plot_score_curves", "plot_tcav"]
+           "plot_redundancy", "plot_score_curves", "plot_tcav", "plot_token_heatmap"]
