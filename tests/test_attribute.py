@@ -163,13 +163,13 @@ def test_neuron_conductance_sums_to_layer_conductance(clf):
     nc = attribute(clf, text, ClassTarget(1), method="neuron_conductance", neuron=Neuron("layer.1", unit),
                    position=pos, n_steps=200)
     total = float(nc.token_scores.sum())
-    assert total == pytest.approx(float(lc.scores[0, pos, unit]), rel=0.05, abs=1e-4)
+    assert total == pytest.approx(float(lc.scores[pos, unit]), rel=0.05, abs=1e-4)
 
 
 def test_layer_conductance_completeness_and_index(clf):
     la = neuron_attribution(clf, TEXTS, ClassTarget(1), layer="layer.1", method="conductance", n_steps=100)
-    scores, index = la
-    assert scores.shape[0] == 2 and scores.shape[2] == 32 and isinstance(index, NeuronIndex)
+    scores, index = la.scores, la.index  # a list of texts: one result per text, and the batch view
+    assert len(la) == 2 and scores.shape[0] == 2 and scores.shape[2] == 32 and isinstance(index, NeuronIndex)
     assert index.neuron(7) == Neuron("layer.1", 7)
     gap = la.f_x - la.f_baseline
     np.testing.assert_allclose(scores.sum((1, 2)), gap, rtol=0.02, atol=1e-4)
@@ -177,7 +177,7 @@ def test_layer_conductance_completeness_and_index(clf):
     g = neuron_attribution(clf, TEXTS, ClassTarget(1), layer="layer.2.mlp", method="grad_x_act")
     assert g.scores.shape[2] == 64 and g.delta is None
     li = neuron_attribution(clf, TEXTS[1], ClassTarget(1), layer="layer.2", method="layer_ig", n_steps=100)
-    assert li.scores.sum() == pytest.approx(float(li.f_x[0] - li.f_baseline[0]), rel=0.02, abs=1e-4)
+    assert li.scores.sum() == pytest.approx(float(li.f_x - li.f_baseline), rel=0.02, abs=1e-4)
 
 
 def test_gpt2_next_token_and_continuation(tiny_gpt2):

@@ -92,8 +92,8 @@ def test_neuron_conductance_is_exact_with_gauss_legendre_on_a_flat_hook_point():
     assert float(cap.sum()) < 99.0
     # the flat hook point works for layer methods too: every path crosses h, so conductance is complete
     la = neuron_attribution(ad, "a b c", ClassTarget(0), layer="hidden", baseline="zero")
-    assert la.scores.shape == (1, 1, 2) and la.tokens == [["<example>"]]
-    assert la.scores.sum() == pytest.approx(float(la.f_x[0] - la.f_baseline[0]), rel=1e-4)
+    assert la.scores.shape == (1, 2) and la.tokens == ["<example>"]  # one text in, one result out
+    assert la.scores.sum() == pytest.approx(float(la.f_x - la.f_baseline), rel=1e-4)
     with pytest.raises(ValueError, match="one vector per example"):
         attribute(ad, "a b c", ClassTarget(0), method="neuron_conductance", neuron="hidden:0", position=1)
 

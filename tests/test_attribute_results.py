@@ -13,14 +13,17 @@ import torch
 from finegrain.attribute import (
     Attribution,
     ClassTarget,
+    FaithfulnessList,
     Interaction,
     LayerAttribution,
+    LayerAttributionList,
     archipelago,
     attribute,
     compare_methods,
     evaluate_methods,
     faithfulness,
     head_adapter,
+    integrated_hessians,
     interactions,
     neuron_attribution,
     records_html,
@@ -63,9 +66,12 @@ def test_list_in_list_out_and_json_round_trips(clf, tmp_path):
     np.testing.assert_allclose(i0.matrix, inter[0].matrix)
     assert i0.description.label == "positive" and inter[0].complete
     la = neuron_attribution(clf, TEXTS, ClassTarget(1), layer="layer.1", n_steps=8)
-    lb = LayerAttribution.from_json(la.to_json())
-    np.testing.assert_allclose(lb.scores, la.scores) and lb.index == la.index
-    assert lb.descriptions[0].label == "positive"
+    lb = result_from_json(la.to_json())  # a list of texts: one LayerAttribution each, saved as one list
+    assert isinstance(lb, LayerAttributionList) and isinstance(lb[1], LayerAttribution)
+    np.testing.assert_allclose(lb.scores, la.scores)
+    assert lb.index == la.index and lb.descriptions[0].label == "positive"
+    one = LayerAttribution.from_json(la[1].to_json())
+    np.testing.assert_allclose(one.scores, la[1].scores) and one.index == la.index
 
 
 def test_pictures_and_notebook_html(clf, tmp_path):
@@ -140,3 +146,46 @@ def test_trained_head_names_its_classes_and_caches(tmp_path):
     with pytest.raises(ValueError, match="unknown head"):
         head_adapter("builtin:nothing", base)
     assert cached.head_info["labels"] == ["negative", "positive"]
+
+
+def test_layer_and_faithfulness_results_are_one_per_text(clf):
+    """Leftover of the rework: neuron_attribution and faithfulness returned one result for a whole batch.
+    Now list in -> list out, one in -> one out, and the dataset-level numbers stay on the list."""
+    la = neuron_attribution(clf, TEXTS, ClassTarget(1), layer="layer.1", n_steps=8)
+    assert isinstance(la, LayerAttributionList) and len(la) == 2
+    for b, text in enumerate(TEXTS):
+        one = neuron_attribution(clf, text, ClassTarget(1), layer="layer.1", n_steps=8)
+        assert isinstance(one, LayerAttribution) and one.words == text.split()
+        np.testing.assert_allclose(one.scores, la[b].scores, atol=1e-5)
+        np.testing.assert_allclose(la.scores[b, : one.scores.shape[0]], one.scores, atol=1e-5)
+        assert one.f_x == pytest.approx(float(la.f_x[b]), abs=1e-6) and one.complete == la.complete[b]
+        scores, index = one
+        assert scores.shape == (len(one.tokens), 32) and index == la.index
+        np.testing.assert_allclose(one.word_scores().sum(0) + one.other_scores(), one.scores.sum(0), atol=1e-5)
+    atts = attribute(clf, TEXTS, ClassTarget(1), method="saliency")
+    fa = faithfulness(clf, TEXTS, ClassTarget(1), atts)
+    assert isinstance(fa, FaithfulnessList) and len(fa) == 2
+    singles = [faithfulness(clf, t, ClassTarget(1), a) for t, a in zip(TEXTS, atts)]
+    assert all(type(f).__name__ == "Faithfulness" for f in singles)
+    assert faithfulness(clf, TEXTS[0], ClassTarget(1), atts[0].word_scores).aopc_comprehensiveness == pytest.approx(
+        singles[0].aopc_comprehensiveness)
+    np.testing.assert_allclose(fa.comprehensiveness, [f.comprehensiveness for f in singles], atol=1e-6)
+    # the dataset-level AOPC is the mean over examples and bins, as before
+    assert fa.aopc_comprehensiveness == pytest.approx(np.mean([f.comprehensiveness for f in singles]), abs=1e-6)
+    assert fa.summary()["deletion_auc"] == pytest.approx(np.mean([f.deletion for f in singles]), abs=1e-6)
+    assert len(singles[0].deletion_curve) == len(TEXTS[0].split()) + 1
+    assert singles[0].deletion_curve[0] == pytest.approx(singles[0].f_x, abs=1e-5)  # nothing removed yet
+    back = result_from_json(fa.to_json())
+    assert isinstance(back, FaithfulnessList) and back.aopc_sufficiency == pytest.approx(fa.aopc_sufficiency)
+
+
+def test_interactions_record_steps_and_samples(clf):
+    ih = integrated_hessians(clf, "big dogs", ClassTarget(1), steps=6)
+    assert ih.n_steps == 6 and ih.n_evaluations == 36 and "steps=6 (6x6 grid)" in ih.table()
+    exact = shapley_taylor(clf, "big dogs run", ClassTarget(1))
+    assert exact.exact and exact.n_samples is None and exact.n_evaluations == 2**3 and "exact" in exact.table()
+    sampled = shapley_taylor(clf, "big dogs run", ClassTarget(1), max_exact=2, n_samples=7)
+    assert sampled.exact is False and sampled.n_samples == 7 and "sampled: 7 orderings" in sampled.table()
+    arch = archipelago(clf, "big dogs run", ClassTarget(1))
+    assert arch.n_evaluations == 2 * (1 + 3 + 3) + len(arch.sets) + 2 and arch.n_steps is None
+    assert Interaction.from_json(sampled.to_json()).n_samples == 7

@@ -317,3 +317,57 @@ def test_sequence_logprob_word_boundary(adapter):
     want = float(plain) + float(torch.logsumexp(logp[-1, adapter.word_boundary_ids()], 0))
     assert float(bounded) == pytest.approx(want, abs=1e-5) and float(bounded) < float(plain)
     assert adapter.word_boundary_ids() == [2]  # the space (no punctuation in this vocabulary, no bos)
+
+
+# -- issue 18: generation carries the recurrent state (values as before) -----------------------------
+def _full_recompute_generate(ad, prefix, n, temperature=0.0, seed=None):
+    """generate() as it was before: every character predicted from a forward over the whole text."""
+    ids = ad.prompt_ids(prefix)
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    out, seen = [], []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = ad.model.logits_at(torch.tensor([ids]), [len(ids) - 1])[0, 0].double()
+            seen.append(logits.clone())
+            logits[ad.pad_index] = -torch.inf
+            nxt = int(logits.argmax()) if temperature <= 0 else int(
+                torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
+            if ad.bos is not None and nxt == ad.stoi[ad.bos]:
+                break
+            ids.append(nxt)
+            out.append(ad.itos[nxt])
+    return "".join(out), torch.stack(seen)
+
+
+@pytest.mark.parametrize("context", [None, "window", "stream"])
+def test_incremental_generation_equals_full_recompute_with_and_without_edits(adapter, context):
+    ad = adapter if context is None else _tiny_windows(context)
+    edit = {"lstm.1": lambda a, t: a.index_fill(1, torch.tensor([0]), 0.9) if t >= 2 else None,
+            "embedding": lambda a, t: a * 1.5 if t == 1 else None}
+    for hooks in ({}, edit):
+        with ad.hooks(hooks):
+            for temperature, seed in ((0.0, None), (1.0, 3)):
+                want, logits = _full_recompute_generate(ad, "ab", 15, temperature, seed)
+                assert ad.generate("ab", 15, temperature=temperature, seed=seed) == want
+                assert ad.generate("ab", 15, temperature=temperature, seed=seed, cache=False) == want
+                _, _, got = ad.generate_tokens("ab", 15, temperature, seed)
+                torch.testing.assert_close(got.double(), logits.float().double(), atol=1e-5, rtol=1e-5)
+
+
+def test_generation_carries_the_state_instead_of_rerunning_the_text(adapter, monkeypatch):
+    seen = []
+    orig = UnrolledLSTM.forward_layers
+
+    def counted(self, x, *a, **kw):
+        seen.append(x.shape[1])
+        return orig(self, x, *a, **kw)
+
+    monkeypatch.setattr(UnrolledLSTM, "forward_layers", counted)
+    out = adapter.generate_tokens("ab", 20)[1]
+    assert len(out) == 20 and seen == [2] + [1] * 19  # the prompt once, then one step per character
+    seen.clear()
+    out = _tiny_windows("stream").generate_tokens("ab", 20)[1]
+    assert seen == [3, 3] + [1] * (len(out) - 1)  # the padding context and "<s>ab" once, then one step each
+    seen.clear()
+    out = _tiny_windows("window").generate_tokens("ab", 20)[1]
+    assert seen == [4] * len(out)  # window mode: one 4-step window per character, however long the text

@@ -150,3 +150,18 @@ def test_stream_context(tg):
     torch.testing.assert_close(stream[:, 0], window[:, 0], atol=1e-5, rtol=1e-5)
     with pytest.raises(ModelError, match="context"):
         tg.model.context = "sliding"
+
+
+def test_generation_with_the_carried_state_equals_recomputing(tg):
+    """Issue 18: stream mode carries the LSTM state from character to character (window mode runs one
+    40-character window per character); the tokens and logits are those of recomputing every step."""
+    old = tg.model.context
+    try:
+        for context in ("stream", "window"):
+            tg.model.context = context
+            _, cached, logits = tg.generate_tokens("The ", 30)
+            _, full, ref = tg.generate_tokens("The ", 30, cache=False)
+            assert cached == full
+            torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
+    finally:
+        tg.model.context = old

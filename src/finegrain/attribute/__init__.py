@@ -8,6 +8,9 @@ together.
   checks completeness;
 * :func:`visualization_records` / :func:`html_heatmap` — Captum-style records (true / predicted /
   target label, total, words) in HTML and the terminal;
+* :func:`attribute_generation` — inseq-style attribution of a generated continuation: each generated
+  token to the prompt and the tokens before it (a token x token matrix, HTML, PNG), with a KV-cached
+  greedy :func:`generate_greedy` on decoders, encoder-decoders and LSTM language models;
 * :func:`neuron_attribution` — attributions to every unit of a layer, per token, with neuron
   addresses;
 * :func:`integrated_hessians`, :func:`shapley_taylor`, :func:`archipelago` — pairwise interactions;
@@ -24,8 +27,12 @@ _API = {
     **{name: "finegrain.attribute._core" for name in (
         "DELTA_TOLERANCE", "AttributionError", "CompletenessWarning", "describe_target")},
     **{name: "finegrain.attribute.metrics" for name in (
-        "Faithfulness", "MethodComparison", "comprehensiveness", "evaluate_methods", "faithfulness", "format_table",
+        "Faithfulness", "FaithfulnessList", "MethodComparison", "comprehensiveness", "evaluate_methods",
+        "faithfulness", "format_table",
         "infidelity", "sensitivity", "sufficiency")},
+    **{name: "finegrain.attribute.generation" for name in (
+        "Generation", "GenerationAttribution", "GenerationTarget", "attribute_generation", "generate_greedy",
+        "generations_html")},
     **{name: "finegrain.attribute.heads" for name in (
         "builtin_sentiment", "head_adapter", "load_head", "save_head", "train_head")},
     **{name: "finegrain.attribute.interaction" for name in (
@@ -34,6 +41,7 @@ _API = {
         "softplus_substitution", "sti_total")},
     **{name: "finegrain.attribute.methods" for name in (
         "AUTO_STEPS", "METHODS", "Attribution", "AttributionComparison", "AttributionMethod", "LayerAttribution",
+        "LayerAttributionList",
         "TensorAttribution", "attribute", "attribute_tensor", "compare_methods", "neuron_attribution")},
     **{name: "finegrain.attribute.render" for name in (
         "VisualizationRecord", "html_heatmap", "interaction_table", "load_json", "records_html", "records_table",

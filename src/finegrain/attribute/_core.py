@@ -408,6 +408,21 @@ class CheckedResult(Result):
         return d
 
 
+class AggregateList(ResultList):
+    """A ``ResultList`` (one result per input, list in -> list out) that also offers the dataset-level
+    numbers over its items (averages, stacked arrays) and draws them; it saves under its own type name,
+    so that ``result_from_json`` rebuilds it with them."""
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "type": type(self).__name__}
+
+    def has_plot(self) -> bool:
+        return type(self).plot is not Result.plot
+
+    def _repr_html_(self) -> str:
+        return Result._repr_html_(self)
+
+
 def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes in (0, 1) and weights (summing to 1) of the ``n``-point Gauss-Legendre rule, as Captum's
     ``gausslegendre`` integrates IG."""

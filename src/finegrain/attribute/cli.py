@@ -1,9 +1,11 @@
-"""``finegrain attribute``: word attributions and interactions from the command line (argument parsing
-only; the work is :func:`finegrain.attribute.attribute` / :func:`finegrain.attribute.interactions`)."""
+"""``finegrain attribute``: word attributions, interactions and attributions of a generated continuation
+from the command line (argument parsing only; the work is :func:`finegrain.attribute.attribute`,
+:func:`finegrain.attribute.interactions` and :func:`finegrain.attribute.attribute_generation`)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _steps(value: str):
@@ -25,7 +27,8 @@ def register(subparsers) -> None:
         description="Word-level attribution of a target (class logit, next/masked token, continuation "
                     "log-probability, similarity to --pair, neuron activation) with Captum methods and layer "
                     "methods through the model's hook points, or pairwise interactions "
-                    "(--interactions ih|stii|archipelago). Every result names its target in words and is "
+                    "(--interactions ih|stii|archipelago), or the token x token attribution of a generated "
+                    "continuation (--generate N, inseq-style). Every result names its target in words and is "
                     "checked for completeness (scores summing to f(x) - f(x')).",
     )
     p.add_argument("--model", default="minilm", help="minilm, textgenrnn or a local HF model path")
@@ -46,6 +49,12 @@ def register(subparsers) -> None:
                    "gradient_shap, kernel_shap, shapley, shapley_exact, feature_ablation, occlusion, layer_ig, "
                    "layer_conductance, neuron_conductance")
     p.add_argument("--interactions", default=None, choices=["ih", "stii", "sti", "archipelago"])
+    p.add_argument("--generate", type=int, default=None, metavar="N",
+                   help="generate N tokens greedily after each --text (with the model's cache) and attribute every "
+                        "generated token to the prompt and the tokens before it: a token x token matrix (decoders: "
+                        "--task causal-lm; encoder-decoders: --text is the source; LSTM LMs)")
+    p.add_argument("--score", default="probability", choices=["probability", "log-probability", "logit"],
+                   help="with --generate: what each row explains about its generated token (default: probability)")
     p.add_argument("--layer", default=None, help="layer for layer_ig / layer_conductance")
     p.add_argument("--neuron", default=None, help="LAYER:UNIT for neuron_conductance")
     p.add_argument("--position", type=int, default=None, help="token of the neuron (default: every real token)")
@@ -61,7 +70,7 @@ def register(subparsers) -> None:
                    help="heatmap units in --html / --png (token: characters of a character model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", default=None, help="write results as JSON")
+    p.add_argument("--json", "--out", dest="json", default=None, help="write results as JSON")
     p.add_argument("--html", default=None, help="write the visualisation records as self-contained HTML")
     p.add_argument("--png", default=None, help="write the heatmap (or, with --interactions, the matrix) as PNG")
     p.set_defaults(func=run)
@@ -99,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     adapter = _adapter(args)
     target = parse_target(args.target, adapter, pair=args.pair)
     texts = list(args.text)
+    if args.generate is not None:
+        return _run_generation(args, adapter, texts)
     if args.interactions:
         kw: dict = {"baseline": args.baseline}
         if args.interactions == "ih":
@@ -124,6 +135,27 @@ def run(args: argparse.Namespace) -> int:
             plot_word_heatmap([r.words for r in records], [r.scores for r in records], args.png,
                               captions=[f"true={r.true_label or 'n/a'}  predicted={r.predicted_label or 'n/a'!r}  "
                                         f"target={r.target_label!r}  total={r.total:.3g}" for r in records])
+    if args.json:
+        save_json(res, args.json)
+    return 0
+
+
+def _run_generation(args: argparse.Namespace, adapter, texts: list[str]) -> int:
+    # heavy: imported when the command runs
+    from finegrain.attribute import attribute_generation, generations_html, save_json
+    from finegrain.results import write_text_atomic
+
+    res = attribute_generation(adapter, texts, max_new_tokens=args.generate, method=args.method, score=args.score,
+                               layer=args.layer, neuron=args.neuron, baseline=args.baseline, n_steps=args.steps,
+                               n_samples=args.samples, internal_batch_size=args.internal_batch_size,
+                               delta_tolerance=args.delta_tolerance, seed=args.seed)
+    print(res.table())
+    if args.html:
+        write_text_atomic(args.html, generations_html(res))
+    if args.png:
+        png = Path(args.png)
+        for i, r in enumerate(res):  # one picture per prompt: NAME.png, NAME-2.png, ...
+            r.plot(png if i == 0 else png.with_name(f"{png.stem}-{i + 1}{png.suffix or '.png'}"))
     if args.json:
         save_json(res, args.json)
     return 0

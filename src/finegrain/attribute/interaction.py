@@ -48,6 +48,11 @@ class Interaction(CheckedResult):
     in the total); Archipelago: ArchDetect pair strengths. ``main``: first-order scores per word.
     ``delta`` = total - (f(x) - f(x')) where the method is complete (``complete``: the stated
     criterion ``|delta| <= delta_tolerance * |f(x) - f(x')|``); ``description`` names the target.
+
+    What it cost: ``n_evaluations`` (IH: points of the ``n_steps`` x ``n_steps`` midpoint grid, each one
+    forward, one backward and one second-order backward per word; STII and Archipelago: evaluations of
+    the set function, i.e. forwards), ``n_steps`` (IH's steps per axis), ``n_samples`` (STII: random
+    orderings when sampled, ``None`` when exact over all 2^n subsets) and ``exact`` (STII).
     """
 
     method: str
@@ -63,6 +68,9 @@ class Interaction(CheckedResult):
     target: str = ""
     description: TargetDescription | None = None
     delta_tolerance: float = DELTA_TOLERANCE
+    n_steps: int | None = None
+    n_samples: int | None = None
+    exact: bool | None = None
 
     @property
     def complete(self) -> bool | None:
@@ -252,7 +260,7 @@ def integrated_hessians(
             f, prep.embeds[0], prep.base_embeds[0], groups, n + 1, steps, extra, internal_batch_size)
         gamma = gamma[:n, :n]
         out.append(_interaction("integrated_hessians", prep, gamma, gamma.sum(1), fx[0], fb[0],
-                                float(gamma.sum() - (fx[0] - fb[0])), target, evals=rows))
+                                float(gamma.sum() - (fx[0] - fb[0])), target, evals=rows, n_steps=steps))
     return _finish(out, single)
 
 
@@ -344,11 +352,11 @@ def shapley_taylor(adapter: ModelAdapter, texts, target: Target | str | None = N
     out = []
     for prep in each_example(adapter, texts, target, baseline, desc="shapley_taylor"):
         n = len(prep.words[0])
-        idx, vN, v0, _ = shapley_taylor_game(prep.game(0, batch_rows), n, max_exact, n_samples, seed)
+        idx, vN, v0, evals = shapley_taylor_game(prep.game(0, batch_rows), n, max_exact, n_samples, seed)
         exact = n <= max_exact
         out.append(_interaction("shapley_taylor", prep, idx, np.diag(idx).copy(), vN, v0,
                                 float(sti_total(idx) - (vN - v0)) if exact else None, target,
-                                evals=prep.counts[0]))
+                                evals=evals, n_samples=None if exact else n_samples, exact=exact))
     return _finish(out, single)
 
 
@@ -433,11 +441,11 @@ def archipelago(adapter: ModelAdapter, texts, target: Target | str | None = None
     out = []
     for prep in each_example(adapter, texts, target, baseline, desc="archipelago"):
         n = len(prep.words[0])
-        strength, sets, scores, vN, v0, _ = archipelago_game(prep.game(0, batch_rows), n, top_k, threshold)
+        strength, sets, scores, vN, v0, evals = archipelago_game(prep.game(0, batch_rows), n, top_k, threshold)
         main = np.zeros(n)
         for s_, sc in zip(sets, scores):
             main[s_] = sc / len(s_)
-        out.append(_interaction("archipelago", prep, strength, main, vN, v0, None, target, evals=prep.counts[0],
+        out.append(_interaction("archipelago", prep, strength, main, vN, v0, None, target, evals=evals,
                                 sets=sets, set_scores=scores))
     return _finish(out, single)
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from finegrain.attribute import layer as layer_methods
 from finegrain.attribute._core import (
     DELTA_TOLERANCE,
+    AggregateList,
     AttributionError,
     CheckedResult,
     Prepared,
@@ -577,42 +578,40 @@ def attribute(
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class LayerAttribution(CheckedResult):
-    """Attributions to every unit of a layer, per token: ``scores[example, token, unit]`` (zero at
-    padding; special tokens included), with ``index`` mapping units to :class:`Neuron` addresses.
-    Unpacks as ``scores, index = neuron_attribution(...)``. One result describes the whole batch of
-    texts (a hook point with one vector per example has one "token"). ``delta[b]`` =
-    ``scores[b].sum() - (f_x[b] - f_baseline[b])``; ``n_steps[b]`` the integration steps used."""
+    """Attributions of one example to every unit of a layer, per token: ``scores[token, unit]``
+    (special tokens included; a hook point with one vector per example has one "token",
+    ``"<example>"``), with ``index`` mapping units to :class:`Neuron` addresses. Unpacks as
+    ``scores, index = neuron_attribution(adapter, "one text", ...)``. ``delta`` =
+    ``scores.sum() - (f_x - f_baseline)`` (``None`` for gradient x activation); ``n_steps`` the
+    integration steps used."""
 
     scores: np.ndarray
     index: NeuronIndex
     layer: str
     method: str
-    tokens: list[list[str]]
-    token_word_ids: list[list[int | None]]
-    words: list[list[str]]
-    f_x: np.ndarray
-    f_baseline: np.ndarray
-    delta: np.ndarray | None
-    n_evaluations: np.ndarray
-    descriptions: list = field(default_factory=list)
-    n_steps: list = field(default_factory=list)
+    tokens: list[str]
+    token_word_ids: list[int | None]
+    words: list[str]
+    f_x: float
+    f_baseline: float
+    delta: float | None
+    n_evaluations: int
+    description: TargetDescription | None = None
+    n_steps: int | None = None
     delta_tolerance: float = DELTA_TOLERANCE
 
     def __iter__(self):
         return iter((self.scores, self.index))
 
-    def __len__(self) -> int:
-        return len(self.words)
+    @property
+    def gap(self) -> float:
+        return float(self.f_x - self.f_baseline)
 
     @property
-    def complete(self) -> list[bool | None]:
-        if self.delta is None:
-            return [None] * len(self.words)
-        return [is_complete(float(d), float(a - b), self.delta_tolerance)
-                for d, a, b in zip(self.delta, self.f_x, self.f_baseline)]
+    def complete(self) -> bool | None:
+        return is_complete(self.delta, self.gap, self.delta_tolerance)
 
-    _arrays = {"scores": np.float32, "f_x": np.float64, "f_baseline": np.float64, "delta": np.float64,
-               "n_evaluations": np.int64}
+    _arrays = {"scores": np.float32}
 
     @classmethod
     def _decode(cls, d: dict) -> dict:
@@ -623,49 +622,121 @@ class LayerAttribution(CheckedResult):
     def neurons(self) -> list[Neuron]:
         return self.index.neurons()
 
-    def word_scores(self, b: int) -> np.ndarray:
-        """``[n_words, units]``: token scores of example ``b`` summed within words."""
-        out = np.zeros((len(self.words[b]), self.scores.shape[2]))
-        for t, w in enumerate(self.token_word_ids[b]):
+    def word_scores(self) -> np.ndarray:
+        """``[n_words, units]``: token scores summed within words."""
+        out = np.zeros((len(self.words), self.scores.shape[1]))
+        for t, w in enumerate(self.token_word_ids):
             if w is not None:
-                out[w] += self.scores[b, t]
+                out[w] += self.scores[t]
         return out
 
-    def other_scores(self, b: int) -> np.ndarray:
-        """``[units]``: the part of example ``b``'s scores at tokens of no word (special tokens, spaces),
-        so that ``word_scores(b).sum(0) + other_scores(b) == scores[b].sum(0)``."""
-        return self.scores[b].sum(0) - self.word_scores(b).sum(0)
+    def other_scores(self) -> np.ndarray:
+        """``[units]``: the part of the scores at tokens of no word (special tokens, spaces), so that
+        ``word_scores().sum(0) + other_scores() == scores.sum(0)``."""
+        return self.scores.sum(0) - self.word_scores().sum(0)
 
-    def top(self, k: int = 10, b: int | None = None) -> list[tuple[Neuron, float]]:
-        """Neurons with the largest total attribution (over tokens; one example or all)."""
-        s = self.scores.sum(1) if b is None else self.scores[b : b + 1].sum(1)
-        tot = s.sum(0)
-        order = np.argsort(-np.abs(tot))[:k]
-        return [(self.index.neuron(int(i)), float(tot[i])) for i in order]
+    def top(self, k: int = 10) -> list[tuple[Neuron, float]]:
+        """Neurons with the largest total attribution (over tokens)."""
+        return _top_units(self.index, self.scores.sum(0), k)
 
     def table(self, k: int = 10) -> str:
-        lines = [f"{self.method} at {self.layer}: {len(self.words)} example(s), {self.scores.shape[2]} units"]
-        if self.descriptions:
-            lines.append(f"explains: {self.descriptions[0].text}" + (" (first example)" if len(self.words) > 1 else ""))
-        for i, c in enumerate(self.complete):
-            gap = float(self.f_x[i] - self.f_baseline[i])
-            d = "n/a" if self.delta is None else f"{float(self.delta[i]):.4g}"
-            verdict = "" if c is None else ("  complete" if c else "  INCOMPLETE")
-            lines.append(f"  example {i}: f(x)-f(x')={gap:.4g}  delta={d}{verdict}")
+        lines = [f"{self.method} at {self.layer}: {' '.join(self.words)!r}, {self.scores.shape[1]} units"]
+        if self.description is not None:
+            lines.append(f"explains: {self.description.text}")
+        lines.append(_layer_check_line(self))
+        lines.append("top units (total over tokens):")
+        lines += [f"  {n}  {v:+.4g}" for n, v in self.top(k)]
+        return "\n".join(lines)
+
+    def plot(self, path, k: int = 12) -> object:
+        """Tokens x top-``k`` units as a diverging heatmap (PNG)."""
+        return _plot_layer(self, path, k)
+
+
+def _top_units(index: NeuronIndex, totals: np.ndarray, k: int) -> list[tuple[Neuron, float]]:
+    order = np.argsort(-np.abs(totals))[:k]
+    return [(index.neuron(int(i)), float(totals[i])) for i in order]
+
+
+def _layer_check_line(r: LayerAttribution) -> str:
+    d = "n/a" if r.delta is None else f"{float(r.delta):.4g}"
+    c = r.complete
+    verdict = "" if c is None else ("  complete" if c else "  INCOMPLETE")
+    steps = "" if r.n_steps is None else f"  steps={r.n_steps}"
+    return f"f(x)-f(x')={r.gap:.4g}  delta={d}{verdict}{steps}  evaluations={r.n_evaluations}"
+
+
+def _plot_layer(r: LayerAttribution, path, k: int) -> object:
+    # heavy: matplotlib, imported when a picture is drawn
+    from finegrain.viz.plots import plot_matrix
+
+    units = [n.unit for n, _ in r.top(k)]
+    return plot_matrix(r.scores[:, units].T, path, row_labels=[str(r.index.neuron(u)) for u in units],
+                       col_labels=r.tokens, title=f"{r.method} at {r.layer}", center=0.0, colorbar_label="attribution")
+
+
+class LayerAttributionList(AggregateList):
+    """:func:`neuron_attribution` of a list of texts: one :class:`LayerAttribution` per text (list in,
+    list out), plus the batch view over them: ``scores [B, T, units]`` (zero-padded to the longest
+    example), ``f_x`` / ``f_baseline`` / ``delta`` / ``n_evaluations`` arrays, ``complete`` and
+    ``n_steps`` per example, ``word_scores(b)``, ``other_scores(b)`` and ``top(k)`` over all examples."""
+
+    @property
+    def scores(self) -> np.ndarray:
+        T = max(r.scores.shape[0] for r in self)
+        out = np.zeros((len(self), T, self[0].scores.shape[1]), dtype=np.float32)
+        for i, r in enumerate(self):
+            out[i, : r.scores.shape[0]] = r.scores
+        return out
+
+    # the batch view: per-example fields in the order of the examples (``index`` is the neurons'
+    # NeuronIndex, as on each item; it shadows list.index, which a list of results has no use for)
+    index = property(lambda self: self[0].index)
+    layer = property(lambda self: self[0].layer)
+    method = property(lambda self: self[0].method)
+    delta_tolerance = property(lambda self: self[0].delta_tolerance)
+    tokens = property(lambda self: [r.tokens for r in self])
+    token_word_ids = property(lambda self: [r.token_word_ids for r in self])
+    words = property(lambda self: [r.words for r in self])
+    n_steps = property(lambda self: [r.n_steps for r in self])
+    complete = property(lambda self: [r.complete for r in self])
+    descriptions = property(lambda self: [r.description for r in self])
+    f_x = property(lambda self: np.array([r.f_x for r in self]))
+    f_baseline = property(lambda self: np.array([r.f_baseline for r in self]))
+    n_evaluations = property(lambda self: np.array([r.n_evaluations for r in self]))
+
+    @property
+    def delta(self) -> np.ndarray | None:
+        return None if self[0].delta is None else np.array([r.delta for r in self], dtype=np.float64)
+
+    def neurons(self) -> list[Neuron]:
+        return self[0].neurons()
+
+    def word_scores(self, b: int) -> np.ndarray:
+        return self[b].word_scores()
+
+    def other_scores(self, b: int) -> np.ndarray:
+        return self[b].other_scores()
+
+    def top(self, k: int = 10, b: int | None = None) -> list[tuple[Neuron, float]]:
+        """Neurons with the largest total attribution over tokens (one example, or all)."""
+        if b is not None:
+            return self[b].top(k)
+        return _top_units(self[0].index, sum(r.scores.sum(0) for r in self), k)
+
+    def table(self, k: int = 10) -> str:
+        first = self[0]
+        lines = [f"{first.method} at {first.layer}: {len(self)} example(s), {first.scores.shape[1]} units"]
+        if first.description is not None:
+            lines.append(f"explains: {first.description.text}" + (" (first example)" if len(self) > 1 else ""))
+        lines += [f"  example {i}: {_layer_check_line(r)}" for i, r in enumerate(self)]
         lines.append("top units (total over tokens and examples):")
         lines += [f"  {n}  {v:+.4g}" for n, v in self.top(k)]
         return "\n".join(lines)
 
     def plot(self, path, k: int = 12) -> object:
         """Tokens x top-``k`` units of the first example as a diverging heatmap (PNG)."""
-        # heavy: matplotlib, imported when a picture is drawn
-        from finegrain.viz.plots import plot_matrix
-
-        T = len(self.tokens[0])
-        units = [n.unit for n, _ in self.top(k, 0)]
-        M = self.scores[0, :T][:, units].T
-        return plot_matrix(M, path, row_labels=[str(self.index.neuron(u)) for u in units], col_labels=self.tokens[0],
-                           title=f"{self.method} at {self.layer}", center=0.0, colorbar_label="attribution")
+        return _plot_layer(self[0], path, k)
 
 
 def neuron_attribution(
@@ -680,8 +751,10 @@ def neuron_attribution(
     internal_batch_size: int | None = 256,
     tokens_per_forward: int | None = 512,
     delta_tolerance: float = DELTA_TOLERANCE,
-) -> LayerAttribution:
-    """Attribution of ``target`` to all units of ``layer`` at every token.
+) -> LayerAttribution | LayerAttributionList:
+    """Attribution of ``target`` to all units of ``layer`` at every token: one
+    :class:`LayerAttribution` for a string, a :class:`LayerAttributionList` (one per text, with the
+    batch view ``.scores [B, T, units]``) for a list.
 
     ``method``: ``conductance`` (Dhamdhere et al. 2018; completeness holds for whole hidden states
     ``layer.i`` that every path crosses, not for sublayers beside the residual stream), ``layer_ig``
@@ -694,12 +767,13 @@ def neuron_attribution(
     if m is None:
         raise ParameterError(f"unknown layer method {method!r}; use conductance, layer_ig or grad_x_act")
     size = adapter.check_layer(layer)
-    words, _ = as_word_lists(texts)
+    words, single = as_word_lists(texts)
     target = parse_target(target, adapter)
     schedule = _steps_schedule(n_steps)
     if internal_batch_size is not None:
         batch_size = max(1, min(batch_size, internal_batch_size))
-    parts, toks, wids, wl, fx, fb, deltas, evals, descs, used = [], [], [], [], [], [], [], [], [], []
+    index = NeuronIndex({layer: size})
+    results: list[LayerAttribution] = []
     fn = layer_methods.layer_conductance if m == "conductance" else layer_methods.layer_integrated_gradients
     with eval_mode(adapter.model):
         for s in range(0, len(words), batch_size):
@@ -728,35 +802,16 @@ def neuron_attribution(
             for b in range(prep.n):
                 flat = out[b].shape[0] == 1 and prep.length(b) > 1
                 T = 1 if flat else prep.length(b)
-                parts.append(out[b][:T].cpu().numpy())
-                toks.append(["<example>"] if flat else prep.tokens(b))
-                wids.append([None] if flat else prep.token_word_ids(b))
-                wl.append(prep.words[b])
-                fx.append(f_x[b])
-                fb.append(f_b[b])
-                deltas.append(np.nan if dl[b] is None else dl[b])
-                evals.append(int(prep.counts[b]))
-                descs.append(prep.description(b))
-                used.append(st[b])
-    T = max(p.shape[0] for p in parts)
-    scores = np.zeros((len(parts), T, size), dtype=np.float32)
-    for i, p in enumerate(parts):
-        scores[i, : p.shape[0]] = p
-    res = LayerAttribution(
-        scores, NeuronIndex({layer: size}), layer, m, toks, wids, wl, np.array(fx), np.array(fb),
-        None if m == "grad_x_act" else np.array(deltas), np.array(evals), descs, used, delta_tolerance,
-    )
+                results.append(LayerAttribution(
+                    out[b][:T].cpu().numpy(), index, layer, m, ["<example>"] if flat else prep.tokens(b),
+                    [None] if flat else prep.token_word_ids(b), prep.words[b], float(f_x[b]), float(f_b[b]),
+                    dl[b], int(prep.counts[b]), prep.description(b), st[b], delta_tolerance))
     if m != "grad_x_act":
-        _warn_layer(res)
-    return res
+        warn_incomplete([(r.method, r.delta, r.gap, r.delta_tolerance) for r in results], "layer attribution")
+    return results[0] if single else LayerAttributionList(results)
 
 
-def _warn_layer(res: LayerAttribution) -> None:
-    warn_incomplete([(res.method, float(d), float(a - b), res.delta_tolerance)
-                     for d, a, b in zip(res.delta, res.f_x, res.f_baseline)], "layer attribution")
-
-
-def top_neurons(result: LayerAttribution, k: int = 10) -> list[tuple[Neuron, float]]:
+def top_neurons(result: LayerAttribution | LayerAttributionList, k: int = 10) -> list[tuple[Neuron, float]]:
     """Shortcut for :meth:`LayerAttribution.top`."""
     return result.top(k)
 

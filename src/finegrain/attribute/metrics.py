@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from finegrain.attribute._core import as_word_lists, each_example, seeded
+from finegrain.attribute._core import AggregateList, as_word_lists, each_example, seeded
 from finegrain.attribute.methods import Attribution, AttributionMethod, attribute_tensor
-from finegrain.attribute.targets import Target, parse_target
+from finegrain.attribute.targets import Target, TargetDescription, parse_target
 from finegrain.errors import ParameterError
 from finegrain.models.base import ModelAdapter
 from finegrain.results import Result
@@ -40,17 +40,89 @@ def _rank(scores: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Faithfulness(Result):
-    """Per-example ERASER scores: ``comprehensiveness[b, bin]``, ``sufficiency[b, bin]``; AOPC =
-    mean over bins; ``deletion`` / ``insertion`` areas under the normalised curves. One result
-    describes the whole set of examples it was computed on (the AOPC is a mean over them)."""
+    """ERASER scores of one example's attribution: ``comprehensiveness[bin]`` = f(x) - f(x without the
+    top-k% words) and ``sufficiency[bin]`` = f(x) - f(only those words); AOPC = mean over bins;
+    ``deletion`` / ``insertion``: areas under the curves of f as words are removed / inserted one by one
+    in attribution order (``deletion_curve`` / ``insertion_curve``, k = 0..n words); ``None`` without
+    curves. ``words`` and ``scores`` are the attribution that was evaluated."""
 
     bins: tuple
     comprehensiveness: np.ndarray
     sufficiency: np.ndarray
-    deletion: np.ndarray
-    insertion: np.ndarray
-    f_x: np.ndarray
-    f_baseline: np.ndarray
+    deletion: float | None
+    insertion: float | None
+    f_x: float
+    f_baseline: float
+    words: list[str] = field(default_factory=list)
+    scores: np.ndarray | None = None
+    deletion_curve: np.ndarray | None = None
+    insertion_curve: np.ndarray | None = None
+    description: TargetDescription | None = None
+
+    @property
+    def aopc_comprehensiveness(self) -> float:
+        return float(np.mean(self.comprehensiveness))
+
+    @property
+    def aopc_sufficiency(self) -> float:
+        return float(np.mean(self.sufficiency))
+
+    def summary(self) -> dict:
+        return {"comprehensiveness": self.aopc_comprehensiveness, "sufficiency": self.aopc_sufficiency,
+                "deletion_auc": self.deletion, "insertion_auc": self.insertion}
+
+    @classmethod
+    def _decode(cls, d: dict) -> dict:
+        d = dict(d)
+        d["bins"] = tuple(d["bins"])
+        for k in ("comprehensiveness", "sufficiency", "scores", "deletion_curve", "insertion_curve"):
+            if d.get(k) is not None:
+                d[k] = np.asarray(d[k], dtype=np.float64)
+        if isinstance(d.get("description"), dict):
+            d["description"] = TargetDescription.from_dict(d["description"])
+        return d
+
+    def table(self) -> str:
+        lines = [f"ERASER faithfulness of an attribution of {' '.join(self.words)!r}"]
+        if self.description is not None:
+            lines.append(f"explains: {self.description.text}")
+        lines += _bins_table(self.bins, self.comprehensiveness[None], self.sufficiency[None])
+        lines.append("  ".join(f"{k}={v:.4g}" for k, v in self.summary().items() if v is not None))
+        return "\n".join(lines)
+
+    def plot(self, path) -> object:
+        # heavy: matplotlib, imported when a picture is drawn
+        from finegrain.viz.attribution import plot_faithfulness_bins
+
+        return plot_faithfulness_bins(self.bins, self.comprehensiveness[None], self.sufficiency[None], path)
+
+
+def _bins_table(bins, comp: np.ndarray, suff: np.ndarray) -> list[str]:
+    lines = ["bin(%)  comprehensiveness  sufficiency"]
+    for k, b in enumerate(bins):
+        lines.append(f"{b:>6}  {comp[:, k].mean():>17.4g}  {suff[:, k].mean():>11.4g}")
+    return lines
+
+
+class FaithfulnessList(AggregateList):
+    """:func:`faithfulness` of a list of texts: one :class:`Faithfulness` per text (list in, list out),
+    plus the dataset-level numbers over them (DeYoung et al. 2020 report these): ``aopc_comprehensiveness``
+    / ``aopc_sufficiency`` (means over bins and examples), ``summary()``, the stacked
+    ``comprehensiveness [B, bins]`` / ``sufficiency``, ``deletion`` / ``insertion`` / ``f_x`` /
+    ``f_baseline`` arrays; its table and plot are the averages per bin."""
+
+    # the stacked per-example numbers, in the order of the examples
+    bins = property(lambda self: self[0].bins)
+    comprehensiveness = property(lambda self: np.array([r.comprehensiveness for r in self]))
+    sufficiency = property(lambda self: np.array([r.sufficiency for r in self]))
+    f_x = property(lambda self: np.array([r.f_x for r in self]))
+    f_baseline = property(lambda self: np.array([r.f_baseline for r in self]))
+    deletion = property(lambda self: self._curve_areas("deletion"))
+    insertion = property(lambda self: self._curve_areas("insertion"))
+
+    def _curve_areas(self, name: str) -> np.ndarray:
+        vals = [getattr(r, name) for r in self]
+        return np.array([] if any(v is None for v in vals) else vals, dtype=np.float64)
 
     @property
     def aopc_comprehensiveness(self) -> float:
@@ -61,24 +133,14 @@ class Faithfulness(Result):
         return float(self.sufficiency.mean())
 
     def summary(self) -> dict:
+        """The dataset-level AOPC and curve areas (means over examples)."""
         return {"comprehensiveness": self.aopc_comprehensiveness, "sufficiency": self.aopc_sufficiency,
                 "deletion_auc": float(self.deletion.mean()) if len(self.deletion) else None,
                 "insertion_auc": float(self.insertion.mean()) if len(self.insertion) else None}
 
-    @classmethod
-    def _decode(cls, d: dict) -> dict:
-        d = dict(d)
-        d["bins"] = tuple(d["bins"])
-        for k in ("comprehensiveness", "sufficiency", "deletion", "insertion", "f_x", "f_baseline"):
-            d[k] = np.asarray(d[k], dtype=np.float64)
-        return d
-
     def table(self) -> str:
-        lines = [f"ERASER faithfulness over {len(self.f_x)} example(s)",
-                 "bin(%)  comprehensiveness  sufficiency"]
-        comp, suff = self.comprehensiveness.reshape(-1, len(self.bins)), self.sufficiency.reshape(-1, len(self.bins))
-        for k, b in enumerate(self.bins):
-            lines.append(f"{b:>6}  {comp[:, k].mean():>17.4g}  {suff[:, k].mean():>11.4g}")
+        lines = [f"ERASER faithfulness over {len(self)} example(s)"]
+        lines += _bins_table(self.bins, self.comprehensiveness, self.sufficiency)
         lines.append("  ".join(f"{k}={v:.4g}" for k, v in self.summary().items() if v is not None))
         return "\n".join(lines)
 
@@ -114,23 +176,39 @@ class MethodComparison(Result):
         return plot_method_comparison(self.rows, path)
 
 
+def _attribution_list(attributions, single: bool) -> list:
+    """The attributions of a call, one per text: a single text may come with one attribution (an
+    :class:`Attribution` or its word scores) or a list of one."""
+    if single and (isinstance(attributions, Attribution) or (
+            not isinstance(attributions, str) and len(attributions) and np.isscalar(attributions[0]))):
+        return [attributions]
+    return list(attributions)
+
+
 def faithfulness(
     adapter: ModelAdapter,
     texts,
     target: Target | str | None,
-    attributions: Sequence[Attribution | np.ndarray],
+    attributions,
     bins: Sequence[float] = BINS,
     baseline: str | int = "pad",
     curves: bool = True,
-) -> Faithfulness:
+) -> Faithfulness | FaithfulnessList:
     """Comprehensiveness f(x) - f(x without the top-k% words) and sufficiency f(x) - f(only the
     top-k% words), per bin (at least one word per bin), plus deletion / insertion curves (remove /
     insert words one by one in attribution order; area by the trapezoid rule over the fraction of
-    words, values as f). Higher comprehensiveness and lower sufficiency = more faithful."""
-    words, _ = as_word_lists(texts)
+    words, values as f). Higher comprehensiveness and lower sufficiency = more faithful (DeYoung et
+    al. 2020).
+
+    A string (with one attribution: an :class:`Attribution` or its word scores) gives one
+    :class:`Faithfulness`; a list of texts (with one attribution each) a :class:`FaithfulnessList`,
+    whose ``aopc_comprehensiveness`` / ``aopc_sufficiency`` / ``summary()`` are the dataset-level
+    averages."""
+    words, single = as_word_lists(texts)
+    attributions = _attribution_list(attributions, single)
     if len(attributions) != len(words):
         raise ParameterError(f"{len(attributions)} attributions for {len(words)} texts")
-    comp, suff, dele, ins, fxs, fbs = [], [], [], [], [], []
+    out = []
     for prep, att in zip(each_example(adapter, words, target, baseline, desc="faithfulness"), attributions):
         n = len(prep.words[0])
         sc = _scores(att)
@@ -152,17 +230,15 @@ def faithfulness(
         fx = float(prep.value()[0])
         fb = float(prep.value(prep.base_embeds)[0])
         nb = len(bins)
-        comp.append(fx - vals[0 : 2 * nb : 2])
-        suff.append(fx - vals[1 : 2 * nb : 2])
+        dele = ins = dc = ic = None
         if curves:
             c = vals[2 * nb :]
             grid = np.linspace(0, 1, n + 1)
-            dele.append(_trapezoid(c[0::2], grid))
-            ins.append(_trapezoid(c[1::2], grid))
-        fxs.append(fx)
-        fbs.append(fb)
-    return Faithfulness(tuple(bins), np.array(comp), np.array(suff), np.array(dele), np.array(ins),
-                        np.array(fxs), np.array(fbs))
+            dc, ic = c[0::2], c[1::2]
+            dele, ins = float(_trapezoid(dc, grid)), float(_trapezoid(ic, grid))
+        out.append(Faithfulness(tuple(bins), fx - vals[0 : 2 * nb : 2], fx - vals[1 : 2 * nb : 2], dele, ins, fx, fb,
+                                list(prep.words[0]), sc, dc, ic, prep.description(0)))
+    return out[0] if single else FaithfulnessList(out)
 
 
 def comprehensiveness(adapter, texts, target, attributions, bins=BINS, baseline="pad") -> float:

@@ -59,9 +59,20 @@ def text_table(att) -> str:
     return "\n".join(lines)
 
 
+def interaction_cost(inter) -> str:
+    """What an interaction result cost, in words: steps, samples or exactness, and evaluations."""
+    if inter.n_steps is not None:
+        return (f"steps={inter.n_steps} ({inter.n_steps}x{inter.n_steps} grid)  evaluations={inter.n_evaluations} "
+                "(each a forward, a backward and a second-order backward per word)")
+    if inter.exact is not None:
+        how = "exact over all subsets" if inter.exact else f"sampled: {inter.n_samples} orderings"
+        return f"{how}  evaluations={inter.n_evaluations}"
+    return f"evaluations={inter.n_evaluations}"
+
+
 def interaction_table(inter, k: int = 10) -> str:
     lines = [f"method={inter.method}  target={inter.target}  f(x)={_fmt(inter.f_x)}  "
-             f"f(x')={_fmt(inter.f_baseline)}  delta={_fmt(inter.delta)}  evaluations={inter.n_evaluations}"]
+             f"f(x')={_fmt(inter.f_baseline)}  delta={_fmt(inter.delta)}  {interaction_cost(inter)}"]
     if inter.description is not None:
         lines.append(f"explains: {inter.description.text}")
     lines.append("main effects:")

@@ -32,7 +32,7 @@ from finegrain.errors import LayerError
 
 from .base import Batch, HookFn, ModelAdapter, ModelError
 
-__all__ = ["LSTMAdapter", "LSTMLanguageModel", "LSTMOutput", "HookedLSTMModel", "UnrolledLSTM"]
+__all__ = ["DecodeState", "HookedLSTMModel", "LSTMAdapter", "LSTMLanguageModel", "LSTMOutput", "UnrolledLSTM"]
 
 
 def _is_punct(ch: str) -> bool:
@@ -320,6 +320,52 @@ class HookedLSTMModel(nn.Module):
         only those)."""
         return self(input_ids, torch.ones_like(input_ids)).logits[:, list(positions)]
 
+    # -- decoding one token at a time --------------------------------------------------------------
+    #: whether :meth:`_start_cached` / :meth:`_step_cached` carry a state (subclasses that have one)
+    incremental: bool = False
+
+    def start_decoding(self, input_ids: torch.Tensor, cache: bool = True) -> DecodeState:
+        """Read a prompt ``[B, T]``: the next-token logits after its last token and the state from
+        which :meth:`decode_step` continues. With ``cache`` (and a model that has an incremental
+        state, :attr:`incremental`) the recurrent state is carried, so each later token costs one
+        step; otherwise every step recomputes the prediction from all ids (:meth:`logits_at` of the
+        last position), as a model without such a state must. Hooks apply in both, at the same
+        steps."""
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ModelError(f"decoding needs a non-empty [B, T] prompt, got shape {tuple(input_ids.shape)}")
+        if cache and self.incremental:
+            return self._start_cached(input_ids)
+        return DecodeState(input_ids, self.logits_at(input_ids, [input_ids.shape[1] - 1])[:, 0])
+
+    def decode_step(self, state: DecodeState, next_ids: torch.Tensor) -> DecodeState:
+        """Append one token per row (``next_ids [B]``, at step ``state.length``) and return the new
+        state with the logits after it."""
+        ids = torch.cat([state.ids, next_ids.reshape(-1, 1).to(state.ids)], 1)
+        if state.state is not None:
+            return self._step_cached(state, ids)
+        return DecodeState(ids, self.logits_at(ids, [ids.shape[1] - 1])[:, 0])
+
+    def _start_cached(self, input_ids: torch.Tensor) -> DecodeState:
+        raise NotImplementedError
+
+    def _step_cached(self, state: DecodeState, ids: torch.Tensor) -> DecodeState:
+        raise NotImplementedError
+
+
+@dataclass
+class DecodeState:
+    """Where one-token-at-a-time decoding stands: ``ids [B, length]`` read so far, ``logits [B, V]``
+    for the next token, and the model's carried state (``None``: the next step recomputes from
+    ``ids``)."""
+
+    ids: torch.Tensor
+    logits: torch.Tensor
+    state: object = None
+
+    @property
+    def length(self) -> int:
+        return int(self.ids.shape[1])
+
 
 class LSTMLanguageModel(HookedLSTMModel):
     """``embedding -> UnrolledLSTM -> head``.
@@ -370,6 +416,19 @@ class LSTMLanguageModel(HookedLSTMModel):
             last = (mask.sum(1).long() - 1).clamp_min(0)
             pooled = top[torch.arange(top.shape[0], device=top.device), last]
         return LSTMOutput(self.head(pooled), top)
+
+    @property
+    def incremental(self) -> bool:  # a language model carries (h, c) from token to token
+        return self.task == "lm"
+
+    def _start_cached(self, input_ids: torch.Tensor) -> DecodeState:
+        outs, state = self.rnn.forward_layers(self.embed(input_ids))
+        return DecodeState(input_ids, self.head(outs[-1][:, -1:])[:, 0], state)
+
+    def _step_cached(self, state: DecodeState, ids: torch.Tensor) -> DecodeState:
+        t = state.length  # the new token's step: hooks see it there, as in a full forward
+        outs, new = self.rnn.forward_layers(self.embed(ids[:, t:], step_offset=t), state.state, step_offset=t)
+        return DecodeState(ids, self.head(outs[-1])[:, 0], new)
 
 
 def _check_head(head: nn.Module, hidden: int, task: str, vocab_rows: int, like: torch.Tensor) -> None:
@@ -741,28 +800,66 @@ class LSTMAdapter(ModelAdapter):
             total = total + torch.logsumexp(logp[-1, boundary], 0)
         return total
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """The ids the model reads for a prompt: ``bos`` (if any) and the tokens of ``text``."""
+        return self._text_ids(text)
+
     @torch.no_grad()
-    def generate(self, prefix: str, n_chars: int = 100, temperature: float = 0.5, seed: int | None = None) -> str:
-        """Sample ``n_chars`` tokens after ``prefix`` (``temperature <= 0``: greedy); returns the
-        continuation only. Padding is never sampled; sampling stops early when ``bos`` (which also marks
-        the end of a text, as in textgenrnn) is produced."""
+    def generate_tokens(self, prefix: str | Sequence[int], n_tokens: int = 100, temperature: float = 0.0,
+                        seed: int | None = None, cache: bool = True) -> tuple[list[int], list[int], torch.Tensor]:
+        """``(prompt ids, generated ids, logits [generated, V])``: ``n_tokens`` tokens after ``prefix``
+        (a text, read as ``bos`` + its tokens, or ids), greedy when ``temperature <= 0``, else sampled
+        from ``softmax(logits / temperature)`` with a generator seeded by ``seed``. Padding is never
+        produced; generation stops after ``bos`` (which also marks the end of a text, as in
+        textgenrnn), which is then the last generated id. ``logits`` are the model's raw next-token
+        logits at each step.
+
+        ``cache`` (default): carry the recurrent state from token to token where the model has one
+        (:meth:`HookedLSTMModel.start_decoding`: an ``nn.LSTM`` LM, textgenrnn's stream mode), so a
+        token costs one LSTM step instead of a forward over the whole text. textgenrnn's window mode
+        has no such state: every prediction starts a fresh LSTM at the start of its 40-character window,
+        so each token runs exactly one window (40 steps, independent of the text length).
+        ``cache=False`` recomputes every prediction from all ids; both give the same tokens, and
+        attached hooks apply at the same steps.
+        """
         self._require_lm("generate")
-        ids = self._text_ids(prefix)
+        ids = self._text_ids(prefix) if isinstance(prefix, str) else [self.token_id(int(i)) for i in prefix]
         if not ids:
             raise ModelError("generate needs a non-empty prefix when the model has no bos token")
+        if n_tokens < 0:
+            raise ModelError(f"n_tokens must be >= 0, got {n_tokens}")
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         bos_id = self.stoi[self.bos] if self.bos is not None else None
-        out: list[str] = []
-        for _ in range(n_chars):
-            x = torch.tensor([ids], device=self.device)
-            logits = self.model.logits_at(x, [len(ids) - 1])[0, 0].double().cpu()
+        out: list[int] = []
+        logits_out: list[torch.Tensor] = []
+        state = None
+        for _ in range(n_tokens):
+            if state is None:
+                state = self.model.start_decoding(torch.tensor([ids], device=self.device), cache=cache)
+            else:
+                state = self.model.decode_step(state, torch.tensor([out[-1]], device=self.device))
+            logits = state.logits[0].double().cpu()
+            logits_out.append(logits.float())
+            logits = logits.clone()
             logits[self.pad_index] = -torch.inf
             if temperature <= 0:
                 nxt = int(logits.argmax())
             else:
                 nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
+            out.append(nxt)
             if nxt == bos_id:
                 break
-            ids.append(nxt)
-            out.append(self.itos[nxt])
-        return ("" if self.level == "char" else " ").join(out)
+        V = self.model.embedding.num_embeddings
+        return ids, out, torch.stack(logits_out) if logits_out else torch.zeros(0, V)
+
+    @torch.no_grad()
+    def generate(self, prefix: str, n_chars: int = 100, temperature: float = 0.5, seed: int | None = None,
+                 cache: bool = True) -> str:
+        """Sample ``n_chars`` tokens after ``prefix`` (``temperature <= 0``: greedy); returns the
+        continuation only. Padding is never sampled; sampling stops early when ``bos`` (which also marks
+        the end of a text, as in textgenrnn) is produced. ``cache``: see :meth:`generate_tokens`."""
+        _, out, _ = self.generate_tokens(prefix, n_chars, temperature, seed, cache)
+        bos_id = self.stoi[self.bos] if self.bos is not None else None
+        if out and out[-1] == bos_id:
+            out = out[:-1]
+        return ("" if self.level == "char" else " ").join(self.itos[i] for i in out)

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .base import ModelError
-from .lstm import HookedLSTMModel, LSTMAdapter, LSTMOutput, UnrolledLSTM
+from .lstm import DecodeState, HookedLSTMModel, LSTMAdapter, LSTMOutput, UnrolledLSTM
 
 __all__ = ["TextgenrnnModel", "convert_cudnn_lstm", "load_textgenrnn", "textgenrnn_files"]
 
@@ -151,17 +151,44 @@ class TextgenrnnModel(HookedLSTMModel):
         text = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds
         return torch.cat([pad.to(text.dtype), text], 1)
 
-    def _forward_stream(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> LSTMOutput:
-        n, steps, w = input_ids.shape[0], input_ids.shape[1], self.window
+    def _stream_features(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None):
+        """Stream mode: ``(features [B, W-1+T, D] of the padding context and the text, final state)``."""
+        n = input_ids.shape[0]
         # the padding context is the same for every row: run it once, without hooks
-        pre, (h, c) = self.features(input_ids.new_zeros(1, w - 1), hooked=False)
+        pre, (h, c) = self.features(input_ids.new_zeros(1, self.window - 1), hooked=False)
         state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
-        feats, _ = self.features(input_ids, state, inputs_embeds=inputs_embeds)
-        full = torch.cat([pre.expand(n, -1, -1).to(feats.dtype), feats], 1)  # [B, W-1+T, D]
+        feats, final = self.features(input_ids, state, inputs_embeds=inputs_embeds)
+        return torch.cat([pre.expand(n, -1, -1).to(feats.dtype), feats], 1), final
+
+    def _forward_stream(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> LSTMOutput:
+        steps, w = input_ids.shape[1], self.window
+        full, _ = self._stream_features(input_ids, inputs_embeds)  # [B, W-1+T, D]
         att = torch.softmax((full @ self.attention).unfold(1, w, 1), -1)  # [B, T, W]
         # a loop over the W window offsets avoids materialising [B, T, W, D]
         ctx = sum(att[..., k, None] * full[:, k : k + steps] for k in range(w))
-        return LSTMOutput(self.output(ctx), feats[..., -self.rnn.hidden_size :])
+        return LSTMOutput(self.output(ctx), full[:, w - 1 :, -self.rnn.hidden_size :])
+
+    # -- decoding one character at a time (LSTMAdapter.generate_tokens) ---------------------------
+    @property
+    def incremental(self) -> bool:
+        """Stream mode carries the LSTM state and the last ``window`` feature vectors (what the attention
+        pools) from character to character. Window mode has no incremental state: each prediction runs a
+        fresh LSTM from the start of its own 40-character window (the windows ending at ``t`` and ``t + 1``
+        start at different characters, so no state is shared), so decoding runs exactly one window per
+        character — ``window`` LSTM steps, whatever the length of the text."""
+        return self.context == "stream"
+
+    def _start_cached(self, input_ids: torch.Tensor) -> DecodeState:
+        full, state = self._stream_features(input_ids)
+        last = full[:, -self.window :]
+        return DecodeState(input_ids, self.output(self.pool(last)), (state, last))
+
+    def _step_cached(self, state: DecodeState, ids: torch.Tensor) -> DecodeState:
+        t = state.length
+        lstm_state, last = state.state
+        feat, lstm_state = self.features(ids[:, t:], lstm_state, step_offset=t)
+        last = torch.cat([last[:, 1:], feat.to(last.dtype)], 1)
+        return DecodeState(ids, self.output(self.pool(last)), (lstm_state, last))
 
 
 def textgenrnn_files() -> tuple[Path, Path]:
