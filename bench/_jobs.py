@@ -142,7 +142,8 @@ def stream_op(args) -> dict:
         from finegrain.probe.sources import StoreSource
 
         src = StoreSource(store, layers=["layer.0", "layer.1"], block_rows=args.block)
-        probe = LinearProbe(epochs=1, device="cpu", progress=False, block_rows=args.block).fit(src, store.labels("y"))
+        probe = LinearProbe.neurox(epochs=1, device="cpu", progress=False, block_rows=args.block)
+        probe.fit(src, store.labels("y"))
         w = abs(probe.coef_).sum(0)
         out.update(loss=probe.loss_history_[-1], planted_rank=int((w > w[0]).sum()))
     elif args.op == "top":
@@ -218,8 +219,8 @@ def fg_probe(args) -> dict:
     from finegrain.probe import LinearProbe
 
     Xtr, ytr, Xte, yte = _probe_data(args)
-    probe = LinearProbe(l1=args.l1, l2=args.l2, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        device="cpu", seed=args.seed, progress=False, precision=args.precision)
+    probe = LinearProbe.neurox(l1=args.l1, l2=args.l2, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                               device="cpu", random_state=args.seed, progress=False, precision=args.precision)
     t = time.perf_counter()
     probe.fit(Xtr, ytr)
     secs = time.perf_counter() - t

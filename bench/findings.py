@@ -53,10 +53,11 @@ def probing(store, lines: list[str]) -> None:
               "| layer | test accuracy | macro-F1 |", "| --- | --- | --- |"]
     lines += [f"| {r['layer']} | {r['test_acc']:.4f} | {r['test_macro_f1']:.4f} |" for r in lp.rows]
     y = store.labels("pos").astype(str)
-    Xtr, Xdev = store.matrix(layers, rows=train), store.matrix(layers, rows=dev)
+    Xtr = store.matrix(layers, rows=train)
     probe = LinearProbe().fit(Xtr, y[train])
     ranking = probe_weight_ranking(probe, store.neuron_index(layers))
-    mns = minimal_neuron_set(Xtr, y[train], Xdev, y[dev], ranking, tolerance=0.01, index=store.neuron_index(layers))
+    mns = minimal_neuron_set(store.view(layers, label="pos", rows=train), store.view(layers, label="pos", rows=dev),
+                             ranking, tolerance=0.01)
     lines += ["", f"Minimal neuron set (retrained probe within 1 point of the all-neuron oracle, dev split): "
               f"**{mns.k} of {Xtr.shape[1]} neurons** ({100 * mns.k / Xtr.shape[1]:.1f}%), dev accuracy "
               f"{mns.dev_acc:.4f} vs oracle {mns.oracle_acc:.4f}; "

@@ -10,13 +10,13 @@ import pytest
 
 from finegrain.evaluate import (
     AblationResult,
-    ablation_curves,
     control_labels,
     control_mapping,
+    probe_ablation,
     selectivity,
     selectivity_layers,
 )
-from finegrain.probe import LinearProbe
+from finegrain.probe import ArraySource, LinearProbe
 from finegrain.rank import probeless_ranking
 from finegrain.store import StoreWriter
 
@@ -74,13 +74,20 @@ def test_selectivity_high_for_label_feature_low_for_word_identity():
     tr, te = np.arange(1000), np.arange(1000, 1500)
     probe = LinearProbe(**{**FAST, "epochs": 25, "lr": 3e-2})
     ctrl = control_labels(words, labels, seed=0, dist_rows=tr)
-    s_label = selectivity(label_feat, labels, words, tr, te, probe=probe, control=ctrl)
-    s_ident = selectivity(identity, labels, words, tr, te, probe=probe, control=ctrl)
-    assert s_label["task_acc"] > 0.95 and s_ident["task_acc"] > 0.95
-    assert s_ident["control_acc"] > 0.9  # memorising types solves the control task too
-    assert s_label["control_acc"] < 0.7
-    assert s_label["selectivity"] > s_ident["selectivity"] + 0.25
-    assert s_label["selectivity"] == pytest.approx(s_label["task_acc"] - s_label["control_acc"])
+
+    def parts(F):
+        return ArraySource(F[tr], labels[tr], words=words[tr]), ArraySource(F[te], labels[te], words=words[te])
+
+    s_label = selectivity(*parts(label_feat), probe=probe, control=(ctrl[tr], ctrl[te]))
+    s_ident = selectivity(*parts(identity), probe=probe, control=(ctrl[tr], ctrl[te]))
+    assert s_label.task_acc > 0.95 and s_ident.task_acc > 0.95
+    assert s_ident.control_acc > 0.9  # memorising types solves the control task too
+    assert s_label.control_acc < 0.7
+    assert s_label.selectivity > s_ident.selectivity + 0.25
+    assert s_label.selectivity == pytest.approx(s_label.task_acc - s_label.control_acc)
+    # control labels drawn from the views' own words: one mapping over both splits
+    own = selectivity(*parts(label_feat), probe=probe)
+    assert own.control_acc < 0.7 and own.task_acc > 0.95
 
 
 # -- ablation --------------------------------------------------------------------------------------
@@ -99,9 +106,10 @@ def test_ablation_top_beats_random_beats_bottom(tmp_path):
     tr, te = slice(0, 500), slice(500, None)
     ranking = probeless_ranking(X[tr], y[tr])
     assert {n.unit for n in ranking.top(10)} == set(range(10))
-    res = ablation_curves(X[tr], y[tr], X[te], y[te], ranking, ks=[2, 5, 10], probe=LinearProbe(**FAST),
-                          n_random=3, seed=0)
-    for mode in ("zero", "retrain"):
+    # zero-filled keep-k (the classic "zero the non-selected neurons") and retraining
+    res = probe_ablation((X[tr], y[tr]), (X[te], y[te]), ranking, ks=[2, 5, 10], probe=LinearProbe(**FAST),
+                         modes=("keep", "retrain"), fill="zero", n_random=3, seed=0)
+    for mode in ("keep", "retrain"):
         top, rnd, bot = (res.mean(mode, s) for s in ("top", "random", "bottom"))
         assert top > rnd > bot, (mode, top, rnd, bot)
         assert res.ordered(mode)
@@ -109,15 +117,16 @@ def test_ablation_top_beats_random_beats_bottom(tmp_path):
     assert res.ks == [2, 5, 10] and res.full_acc > 0.9
     png = res.plot(tmp_path / "ablation.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    d = json.loads(res.save(tmp_path / "a.json").read_text())
-    assert d["ordered"] == {"zero": True, "retrain": True}
+    res.to_json(tmp_path / "a.json")
+    d = json.loads((tmp_path / "a.json").read_text())
+    assert d["ordered"] == {"keep": True, "retrain": True}
     assert "top > random > bottom: True" in res.table()
     assert isinstance(res, AblationResult)
-    frac = ablation_curves(X[tr], y[tr], X[te], y[te], ranking, ks=[0.05, 0.25], probe=LinearProbe(**FAST),
-                           modes=("zero",), n_random=1)
-    assert frac.ks == [2, 10] and list(frac.curves) == ["zero"]
+    frac = probe_ablation((X[tr], y[tr]), (X[te], y[te]), ranking, ks=[0.05, 0.25], probe=LinearProbe(**FAST),
+                          modes=("keep",), n_random=1)
+    assert frac.ks == [2, 10] and list(frac.curves) == ["keep"]
     with pytest.raises(ValueError, match="modes"):
-        ablation_curves(X[tr], y[tr], X[te], y[te], ranking, modes=("nope",))
+        probe_ablation((X[tr], y[tr]), (X[te], y[te]), ranking, modes=("nope",))
 
 
 # -- store-level selectivity and the CLI -----------------------------------------------------------------
@@ -151,12 +160,15 @@ def test_selectivity_layers_on_store(tmp_path):
 
 
 def test_cli_subcommands(tmp_path, capsys):
+    from finegrain.evaluate.cli import register as register_evaluate
     from finegrain.probe.cli import register
+    from finegrain.rank.cli import register as register_rank
 
     store = _store(tmp_path)
     parser = argparse.ArgumentParser(prog="finegrain")
     sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
+    for reg in (register, register_rank, register_evaluate):
+        reg(sub)
 
     def run(*argv):
         args = parser.parse_args(list(argv))
@@ -166,6 +178,10 @@ def test_cli_subcommands(tmp_path, capsys):
     run("probe", str(store.path), *common, "--plot", str(tmp_path / "p.png"))
     out = json.loads((tmp_path / "acts.probe.pos.json").read_text())
     assert [r["layer"] for r in out["rows"]] == ["layer.1", "layer.2", "all"]
+    # baselines beside every accuracy, in the JSON and the table
+    assert set(out["baselines"]) == {"majority", "word_type"}
+    assert all("above_baseline" in r and "control_acc" in r and "converged" in r for r in out["rows"])
+    assert "baselines (test accuracy)" in capsys.readouterr().out
     assert (tmp_path / "p.png").exists()
     for method in ("lca", "probeless", "gaussian"):
         run("rank", str(store.path), *common, "--method", method, "--max-dims", "3")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from finegrain.neurons import Neuron, NeuronIndex
+from finegrain.probe import ArraySource as ArrayView
 from finegrain.probe import LinearProbe
 from finegrain.rank import (
     GaussianProbe,
@@ -78,12 +79,13 @@ def test_planted_neurons_rank_first_for_every_method():
     tr, dv = slice(0, 300), slice(300, None)
     want = {Neuron("layer.1", 3), Neuron("layer.2", 2), Neuron("layer.2", 9)}
     probe = LinearProbe(**FAST).fit(X[tr], y[tr])
+    train, dev = ArrayView(X[tr], y[tr], index=INDEX), ArrayView(X[dv], y[dv], index=INDEX)
     rankings = [
         probe_weight_ranking(probe, INDEX),
         probeless_ranking(X[tr], y[tr], index=INDEX),
-        gaussian_ranking(X[tr], y[tr], X[dv], y[dv], max_dims=4, index=INDEX, progress=False),
-        gaussian_ranking(X[tr], y[tr], X[dv], y[dv], criterion="accuracy", max_dims=4, index=INDEX, progress=False),
-        gaussian_ranking(X[tr], y[tr], X[dv], y[dv], criterion="mi", max_dims=4, index=INDEX, progress=False),
+        gaussian_ranking(train, dev, max_dims=4, progress=False),
+        gaussian_ranking(train, dev, criterion="accuracy", max_dims=4, progress=False),
+        gaussian_ranking(train, dev, criterion="mi", max_dims=4, progress=False),
     ]
     for r in rankings:
         assert set(r.top(3)) == want, r
@@ -149,9 +151,15 @@ def test_probeless_scores_are_pairwise_mean_differences():
     X = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0], [0.0, 1.0], [2.0, 2.0]])
     y = np.array(["a", "a", "b", "b", "c"])
     # means: a=(2,0) b=(0,3) c=(2,2); unit 0: |2-0|+|2-2|+|0-2| = 4; unit 1: 3+2+1 = 6
-    r = probeless_ranking(X, y)
+    r = probeless_ranking(X, y, standardize=False)  # the paper's raw variant
     assert [n.unit for n in r.neurons] == [1, 0] and r.scores == pytest.approx([6, 4])
     assert r.per_class_scores["a"] == pytest.approx([5, 2])  # unit1: 3+2, unit0: 2+0
+    # standardised (the default): divided by each unit's std over all rows (unit 0: sqrt(1.36), unit 1:
+    # sqrt(3.44)), which puts unit 0 first: 4 / 1.166 = 3.43 > 6 / 1.855 = 3.23
+    s0, s1 = X[:, 0].std(), X[:, 1].std()
+    r = probeless_ranking(X, y)
+    assert [n.unit for n in r.neurons] == [0, 1] and r.scores == pytest.approx([4 / s0, 6 / s1])
+    assert r.meta["standardized"] and not probeless_ranking(X, y, standardize=False).meta["standardized"]
 
 
 def test_average_precision_matches_sklearn_with_ties():
@@ -197,7 +205,7 @@ def test_minimal_neuron_set_on_planted_data():
     tr, dv = slice(0, 400), slice(400, None)
     probe = LinearProbe(**FAST)
     ranking = probe_weight_ranking(probe.clone().fit(X[tr], y[tr]))
-    res = minimal_neuron_set(X[tr], y[tr], X[dv], y[dv], ranking, tolerance=0.02,
+    res = minimal_neuron_set((X[tr], y[tr]), (X[dv], y[dv]), ranking, tolerance=0.02,
                              fractions=(0.02, 0.05, 0.1, 0.5, 1.0), probe=probe)
     assert res.reached and res.k == 3 and set(n.unit for n in res.neurons) == set(PLANTED)
     assert res.dev_acc >= res.oracle_acc - 0.02

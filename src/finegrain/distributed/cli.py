@@ -10,13 +10,13 @@ def _cmd_probe_layers(args) -> int:
     from finegrain.distributed import probe_layers_ray
     from finegrain.probe import LinearProbe
 
-    probe = LinearProbe(l1=args.l1, l2=args.l2, epochs=args.epochs, lr=args.lr, seed=args.seed, progress=False)
+    probe = LinearProbe(l1=args.l1, l2=args.l2, epochs=args.epochs, lr=args.lr, random_state=args.seed, progress=False)
     layers = args.layers.split(",") if args.layers else None
     res = probe_layers_ray(args.store, args.label, layers=layers, probe=probe, seed=args.seed, stream=args.stream,
                            engine=args.engine, address=args.address, num_gpus=args.gpus_per_task)
     print(res.table())
     if args.out:
-        res.save(args.out)
+        res.to_json(args.out)
         print(f"saved {args.out}")
     return 0
 

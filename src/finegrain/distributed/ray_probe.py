@@ -7,7 +7,6 @@ changes. Stores travel as paths and are opened by each task, so nothing large is
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -53,16 +52,6 @@ def run_parallel(
     return ray.get(refs)
 
 
-def _probe_group(store_path: str, label: str, name: str, lays: list[str], probe, train, dev, test,
-                 stream: bool) -> dict:
-    """One row of :func:`finegrain.probe.probe_layers` (same reads, same probe, same metrics)."""
-    from finegrain.probe.layers import probe_group
-    from finegrain.store import ActivationStore
-
-    store = ActivationStore(store_path)
-    return probe_group(store, store.labels(label), name, lays, probe, train, dev, test, stream)
-
-
 def probe_layers_ray(
     store,
     label: str,
@@ -72,42 +61,34 @@ def probe_layers_ray(
     include_all: bool = True,
     stream: bool = False,
     seed: int = 0,
+    control: bool = True,
     engine: str = "ray",
     num_cpus: float = 1,
     num_gpus: float = 0,
     address: str | None = None,
 ):
     """:func:`finegrain.probe.probe_layers` with one Ray task per layer (and one for all layers
-    concatenated); returns the same :class:`~finegrain.probe.LayerProbeResult`.
+    concatenated); returns the same :class:`~finegrain.probe.LayerProbeResult` (baselines, control task,
+    ``above_baseline``): the splits, baselines and control labels are computed once here, and every task
+    runs :func:`finegrain.probe.layers.probe_group` on its layers' views.
 
-    ``store`` is an :class:`~finegrain.store.ActivationStore` or its path (the tasks open it
-    themselves, so the store must be on a file system the workers see).
+    ``store`` is an :class:`~finegrain.store.ActivationStore`, its path or a labelled store view (store views
+    travel as a path and a selection, so the store must be on a file system the workers see).
     """
-    from finegrain.probe import LayerProbeResult, LinearProbe, resolve_splits
-    from finegrain.probe.layers import ALL
+    from finegrain.probe.layers import LayerProbeResult, prepare_layers, probe_group
+    from finegrain.probe.probes import LinearProbe
     from finegrain.store import ActivationStore
+    from finegrain.store.view import View
 
-    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    if not isinstance(store, ActivationStore | View):
+        store = ActivationStore(store)
     probe = probe if probe is not None else LinearProbe()
-    layers = list(layers) if layers is not None else list(store.layers)
-    if not layers:
-        raise ValueError("no layers to probe")
-    store.labels(label)  # fail here, not in every task, on an unknown label column
-    parts = resolve_splits(store, splits, seed)
-    train, test = parts[0], parts[-1]
-    dev = parts[1] if len(parts) == 3 else None
-    groups: list[tuple[str, list[str]]] = [(lay, [lay]) for lay in layers]
-    if include_all and len(layers) > 1:
-        groups.append((ALL, layers))
-    jobs = [
-        {"store_path": os.fspath(store.path), "label": label, "name": name, "lays": lays, "probe": probe,
-         "train": train, "dev": dev, "test": test, "stream": stream}
-        for name, lays in groups
-    ]
-    rows = run_parallel(_probe_group, jobs, engine=engine, num_cpus=num_cpus, num_gpus=num_gpus, address=address)
-    return LayerProbeResult(
-        label=label,
-        probe=repr(probe),
-        rows=rows,
-        split_sizes={"train": len(train), "dev": 0 if dev is None else len(dev), "test": len(test)},
-    )
+    task = prepare_layers(store, label, layers, splits, include_all, seed, control)
+    jobs = []
+    for name, lays in task.groups:
+        train, dev, test = task.views(lays)
+        jobs.append({"train": train, "dev": dev, "test": test, "name": name, "probe": probe,
+                     "baselines": task.baselines, "control": task.control_parts(), "stream": stream, "seed": seed})
+    rows = run_parallel(probe_group, jobs, engine=engine, num_cpus=num_cpus, num_gpus=num_gpus, address=address)
+    return LayerProbeResult(label=task.base.label, probe=repr(probe), rows=rows, split_sizes=task.split_sizes(),
+                            baselines=task.baseline_acc)

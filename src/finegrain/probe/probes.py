@@ -1,26 +1,70 @@
-"""Probing classifiers: elastic-net softmax regression (Dalvi et al. 2019, NeuroX), binary logistic
-regression, ridge regression for real-valued properties, and a small MLP (for selectivity comparisons,
-Hewitt & Liang 2019).
+"""Probing classifiers, as scikit-learn estimators: elastic-net softmax regression (Dalvi et al. 2019,
+NeuroX), binary logistic regression, ridge regression for real-valued properties, and a small MLP (for
+selectivity comparisons, Hewitt & Liang 2019).
 
-All take ``X`` as a numpy array, an :class:`ActivationStore` or a :class:`StoreSource` (a store read
-lazily in row blocks, so that a matrix larger than RAM works), and ``y`` as one label per row.
+Every probe takes a view (:mod:`finegrain.store.view`: a store read lazily in row blocks, so that a matrix
+larger than RAM works, or an in-memory :class:`ArrayView`) or a bare array, with the labels of the view
+or an explicit ``y``; it remembers which neurons its columns are (``neurons_in_``), so rankings and
+ablations read addresses from the probe.
+
+**Convergence.** The torch probes train until the monitored loss stops improving (Prechelt 1998, "Early
+stopping — but when?"): with ``early_stopping=True`` (default) the loss on a dev split — the one passed
+to ``fit(..., dev=)``, else ``validation_fraction`` of the training sentences held out — and otherwise the
+training loss. The linear probes' ``solver="auto"`` uses full-batch L-BFGS (float64 as scikit-learn, zero
+start, strong-Wolfe line search, the L1 term smoothed) when the training matrix is in memory and small
+(``LBFGS_MAX_ENTRIES``), else mini-batch Adam. Adam: when the monitored loss has not improved by ``tol``
+for ``patience`` epochs (default 3) the learning rate is divided by 10 (``lr_decays`` times, default once,
+from the best weights), then training stops; ``lr="auto"`` is ``min(1e-2, 3 / n_features)`` on standardised
+inputs (a logit moves by about lr x sum|z| per step, so the step size is the same at every width).
+L-BFGS stops after ``patience`` iterations (default 30) without improvement or at a stationary point. The
+best-dev-loss weights are kept. ``n_epochs_`` (epochs, or L-BFGS iterations), ``best_epoch_``, ``solver_``,
+``lr_``, ``l2_`` and ``converged_`` (``False``: ``epochs`` ran out first; ``None``: ``tol=None``, fixed
+epochs, nothing checked) say what happened.
+
+**Regularisation.** The default ``l2="auto"`` chooses the L2 weight on the dev split where L-BFGS is used
+(a path of ``AUTO_L2_GRID`` values, strong to weak, each solved to convergence and warm-started;
+``l2_path_``) and then refits on all training rows when the dev split was held out of them; with Adam (large
+matrices, where the data term dominates any of these penalties and early stopping regularises) it is
+NeuroX's 1e-5.
+
+**Standardisation.** Inputs are standardised per unit inside the probe (``standardize=True``), so one
+learning rate suits LSTM states in [-1, 1] and transformer units with outlier variance alike, and the
+penalty treats every unit on the same scale; ``coef_`` and ``intercept_`` are folded back to the input units
+(``X @ coef_.T + intercept_`` are the logits), ``penalized_coef_`` are the standardised weights.
+``LinearProbe.neurox()`` is NeuroX's configuration (10 epochs of Adam at lr 1e-3, batch 128,
+l1 = l2 = 1e-5, raw inputs, no stopping rule) for comparisons.
+
+**Matching scikit-learn.** ``LogisticRegression(C)`` minimises ``C * sum(CE) + ||W||^2 / 2``, i.e. mean
+CE + ``||W||^2 / (2 C n)`` on ``n`` training rows. Its optimum ``W*`` is also the optimum of this probe's
+``mean CE + l2 * ||W||`` (l1 = 0) when ``l2 = ||W*||_F / (C n)``: both gradients vanish there and both
+objectives are convex. With ``standardize=True`` the comparison is with a ``StandardScaler`` in front of
+scikit-learn's model (the penalty then acts on the same standardised weights).
 """
 
 from __future__ import annotations
 
-import inspect
+import copy
 import math
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 from tqdm.auto import tqdm
 
+from finegrain.errors import NotFittedError, ParameterError
+from finegrain.models.kernels import onednn_usable
+from finegrain.neurons import NeuronIndex
 from finegrain.probe.metrics import classification_metrics
-from finegrain.probe.sources import ArraySource, StoreSource, as_labels, as_source
+from finegrain.probe.sources import as_labelled, labelled_view
+from finegrain.probe.stats import column_stats, view_bounds
+from finegrain.store import split_by_sentence
+from finegrain.store.view import ArrayView, View, as_view
 
 
 def _resolve_device(device) -> torch.device:
@@ -29,20 +73,63 @@ def _resolve_device(device) -> torch.device:
     return torch.device(device)
 
 
-@contextmanager
-def _small_work_threads(device: torch.device, work: int):
-    """Run tiny CPU problems single-threaded: intra-op threads only add synchronisation (and spin
-    badly on a busy machine) when each matmul is a few hundred kFLOP; from a few MFLOP per step (a
-    128 x 2,688 x 13 probe) two threads are 1.3x faster on an idle machine. Restores the setting after."""
-    if device.type != "cpu" or work >= 1_000_000:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+# below this many multiply-adds per step intra-op threads only add synchronisation (and spin badly on
+# a busy machine): a 128 x 384 x 13 step is 5-50x slower on 2 threads than on 1 under load; from a few
+# M per step (128 x 2,688 x 13) two threads are 1.3x faster on an idle machine
+SMALL_STEP_WORK = 1_000_000
+SMALL_BATCH_WORK = 64_000_000  # the same for a full-batch (L-BFGS) iteration: ~4M entries x 16 classes
+# solver="auto" trains a linear probe with full-batch L-BFGS when its training matrix is in memory and has at
+# most this many entries (15k rows x 32 units, 4k x 128): there an iteration costs milliseconds and L-BFGS
+# reaches the optimum of ill-conditioned objectives (small random models) that Adam only approaches; above,
+# mini-batch Adam, which reaches a given accuracy in 5-10x fewer passes over the matrix
+LBFGS_MAX_ENTRIES = 500_000
+ADAM_PATIENCE = 3  # epochs without dev-loss improvement before the lr decays / training stops (2 stopped
+# the memorising control task of MiniLM's 2,688 units a point early)
+LBFGS_PATIENCE = 30  # L-BFGS iterations without dev-loss improvement before it stops (10 stopped early on
+# noisy dev sets of a few hundred words)
+LBFGS_GRAD_TOL = 1e-6  # largest |gradient| of a stationary point
+L1_SMOOTHING = 1e-6  # |w| ~ sqrt(w^2 + eps^2) for L-BFGS, which needs a smooth objective
+SOLVERS = ("auto", "adam", "lbfgs")
+# l2="auto": with L-BFGS the L2 weight is chosen on the dev split from this grid (strong to weak, warm
+# starts; LogisticRegressionCV's idea); with Adam on a large matrix the data term dominates any of them and
+# early stopping regularises, so NeuroX's 1e-5 is used; without a dev split, the middle of the grid
+AUTO_L2_GRID = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5)
+AUTO_L2_ADAM = 1e-5
+AUTO_LR_SCALE = 3.0  # lr="auto" = min(1e-2, 3 / n_features) on standardised inputs
+AUTO_L2_WITHOUT_DEV = 1e-3
+LBFGS_CONVERGED_PATIENCE = 5  # iterations gaining less than tol (relative) that end one fit of the l2 path
+
+
+def run_with_threads(fn, n_threads: int | None, stop: threading.Event | None = None):
+    """``fn()`` with torch's intra-op thread count ``n_threads`` *in the thread that runs it*.
+
+    OpenMP's and MKL's thread counts are per thread, so ``fn`` runs in a worker thread that sets its own:
+    the caller's and the process's settings are never changed. ``None`` (or the current count) runs ``fn``
+    here. A KeyboardInterrupt sets ``stop`` (checked by the training loop) and waits for the worker."""
+    if n_threads is None or int(n_threads) == torch.get_num_threads():
+        return fn()
+    out: dict = {}
+
+    def work() -> None:
+        torch.set_num_threads(int(n_threads))  # this thread's OpenMP / MKL setting only
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # re-raised in the caller's thread
+            out["error"] = e
+
+    worker = threading.Thread(target=work, name="finegrain-probe-fit", daemon=True)
+    worker.start()
     try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        if stop is not None:
+            stop.set()
+        worker.join()
+        raise
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def _adam(params, **kw) -> torch.optim.Optimizer:
@@ -52,6 +139,32 @@ def _adam(params, **kw) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.Adam(params, **kw)
+
+
+def _linear(d_in: int, d_out: int, gen: torch.Generator) -> nn.Linear:
+    """``nn.Linear`` with its usual initialisation (Kaiming-uniform weights, U(+-1/sqrt(d_in)) bias) drawn
+    from ``gen``, not from torch's global RNG (which a probe must neither read nor reseed)."""
+    lin = nn.Linear(d_in, d_out, device="meta").to_empty(device="cpu")
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=gen)
+        bound = 1 / math.sqrt(d_in) if d_in > 0 else 0
+        lin.bias.uniform_(-bound, bound, generator=gen)
+    return lin
+
+
+class _Dropout(nn.Module):
+    """Dropout whose masks come from the probe's own generator (``nn.Dropout`` draws from the global RNG)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
+        return x * keep / (1 - self.p)
 
 
 class _FusedAdam:
@@ -97,8 +210,6 @@ class _MatmulNT:
     """
 
     def __init__(self, device: torch.device):
-        from finegrain.models.kernels import onednn_usable  # the op's presence and FINEGRAIN_ONEDNN
-
         self._op = torch.ops.mkldnn._linear_pointwise if device.type == "cpu" and onednn_usable() else None
         self._checked: set = set()
 
@@ -141,173 +252,598 @@ def elastic_net_loss(
     return F.cross_entropy(logits, targets) + l1 * weight.abs().sum() + l2 * torch.linalg.vector_norm(weight)
 
 
-class BaseProbe:
-    """scikit-learn-like parameter handling shared by all probes."""
+# -- the estimator base --------------------------------------------------------------------------------
+def _check_int(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
 
-    def get_params(self) -> dict:
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {n: getattr(self, n) for n in names}
+
+def _check_number(name: str, value, low: float, strict: bool = False) -> None:
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if not ok or not math.isfinite(float(value)) or (value <= low if strict else value < low):
+        raise ParameterError(f"{name} must be a number {'>' if strict else '>='} {low}, got {value!r}")
+
+
+class BaseProbe(BaseEstimator):
+    """What every probe shares: scikit-learn parameter handling (``get_params``/``set_params``, so
+    ``sklearn.base.clone``, ``GridSearchCV``, ``cross_val_score`` and pipelines work), the neurons its
+    columns are (``neurons_in_``, recorded at fit), and the checks of inputs against them."""
 
     def clone(self, **overrides) -> BaseProbe:
         """A fresh, unfitted probe with the same hyperparameters (optionally some changed)."""
-        return type(self)(**{**self.get_params(), **overrides})
+        return type(self)(**{**self.get_params(deep=False), **overrides})
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+    def __sklearn_is_fitted__(self) -> bool:
+        return bool(getattr(self, "fitted_", False))
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call .fit(X, y) first")
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call .fit(X, y) first")
+
+    def _seed(self) -> int:
+        """The seed of this fit's generators: ``random_state`` (or the deprecated ``seed``)."""
+        seed = getattr(self, "seed", None)
+        if seed is not None:
+            warnings.warn(f"{type(self).__name__}(seed=...) is deprecated; use random_state=...",
+                          DeprecationWarning, stacklevel=4)
+            return int(seed)
+        if self.random_state is None:
+            return int(np.random.SeedSequence().entropy % (2**63))
+        return int(self.random_state)
+
+    def _check_random_state(self) -> None:
+        for name in ("random_state", "seed"):
+            v = getattr(self, name, None)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0):
+                raise ParameterError(f"{name} must be None or a non-negative integer, got {v!r}")
+
+    def _record_input(self, view: View) -> None:
+        self.n_features_in_ = int(view.n_features)
+        self.neurons_in_ = view.index
+
+    def _input_view(self, X) -> View:
+        """``X`` as a view whose columns are the ones this probe was fitted on (checked: same width, and the
+        same neurons when both sides name model neurons)."""
+        self._check_fitted()
+        view, _ = as_view(X, block_rows=getattr(self, "block_rows", None))
+        check_neurons(self, view.index)
+        return view
+
+    @property
+    def neurons_(self) -> list:
+        """The neuron of every input column (from ``neurons_in_``)."""
+        self._check_fitted()
+        return self.neurons_in_.neurons()
 
 
-def _check_xy(src: ArraySource, y, what: str = "y") -> np.ndarray:
-    if y is None:
-        raise ValueError(f"{what} is required (one label per row of X)")
-    y = as_labels(y)
-    if y.ndim == 0:
-        raise ValueError(f"{what} must be a sequence of labels, got a scalar")
-    if len(y) != src.shape[0]:
-        raise ValueError(f"X has {src.shape[0]} rows but {what} has {len(y)} labels; they must match")
-    if src.shape[0] == 0:
-        raise ValueError("cannot fit a probe on 0 rows")
-    return y
+def check_neurons(probe, index: NeuronIndex, what: str = "X") -> NeuronIndex:
+    """The neuron index that names ``probe``'s input columns, checked against ``index`` (the columns of
+    data given to it): the widths must agree, and where both name model neurons (not the placeholder
+    ``x:0..`` of a bare array) they must be the same neurons in the same order. Returns the index that
+    names the columns (the probe's, unless it was fitted on a bare array)."""
+    d = probe.n_features_in_
+    if index.total != d:
+        raise ParameterError(f"{what} has {index.total} columns, the probe was trained on {d}")
+    mine = getattr(probe, "neurons_in_", None)
+    if mine is None or mine.is_placeholder:
+        return index
+    if not index.is_placeholder and index != mine:
+        bad = next(i for i, (a, b) in enumerate(zip(index.neurons(), mine.neurons())) if a != b)
+        raise ParameterError(f"{what}'s columns are not the neurons the probe was trained on: column {bad} is "
+                             f"{index.neuron(bad)}, the probe's is {mine.neuron(bad)} ({mine!r} vs {index!r})")
+    return mine
 
 
-class _TorchClassifier(BaseProbe):
-    """Mini-batch Adam training over the blocks of a source (see ``sources.py`` for the shuffling)."""
+class _Blocks:
+    """The training (or dev) rows of a fit, as tensors in the training space (standardised when asked).
 
+    An in-memory view is converted once and kept; a store view is re-read block by block every pass,
+    the next block read in a thread while the current one trains, so one block is in memory at a time."""
+
+    def __init__(self, view: View, y_idx: np.ndarray, convert, device: torch.device):
+        self.view = view
+        self.bounds = view.bounds()
+        self.convert = convert
+        self.y = torch.as_tensor(y_idx, dtype=torch.long, device=device)
+        self.cache: dict[int, torch.Tensor] | None = {} if isinstance(view, ArrayView) else None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def _tensor(self, b: int, Xb: np.ndarray | None = None) -> torch.Tensor:
+        if self.cache is not None:
+            if b not in self.cache:
+                self.cache[b] = self.convert(self.view.read(*self.bounds[b]))
+            return self.cache[b]
+        return self.convert(Xb)
+
+    def iterate(self, order) -> tuple[int, int, torch.Tensor]:
+        """``(start, stop, block tensor)`` in ``order`` (block numbers)."""
+        if self.cache is not None:
+            for b in order:
+                yield *self.bounds[b], self._tensor(b)
+            if len(self.cache) == len(self.bounds):
+                self.view = None  # every block converted: the view (maybe a copy of the rows) can go
+            return
+        order = list(order)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            fut = pool.submit(self.view.read, *self.bounds[order[0]]) if order else None
+            for j, b in enumerate(order):
+                Xb = fut.result()
+                if j + 1 < len(order):
+                    fut = pool.submit(self.view.read, *self.bounds[order[j + 1]])
+                yield *self.bounds[b], self._tensor(b, Xb)
+
+
+class _Stopping:
+    """The stopping rule of a fit (module docstring): the monitored loss (dev, else training) must improve
+    by ``tol`` within ``patience`` epochs; when it does not, the best weights come back (dev) and the
+    learning rate decays (``decays`` times), then training stops, converged. Records the histories and
+    ``n_epochs_`` / ``best_epoch_`` / ``converged_`` on the probe."""
+
+    def __init__(self, probe, has_dev: bool, patience: int, decays: int):
+        self.probe, self.has_dev, self.patience, self.decays = probe, has_dev, patience, decays
+        self.best = self.lowest = math.inf
+        self.best_state, self.best_epoch, self.bad, self.epoch = None, 0, 0, -1
+        self.converged = None if probe.tol is None else False
+        probe.loss_history_, probe.dev_loss_history_ = [], []
+
+    def update(self, epoch: int, train_loss: float, dev, bar) -> str:
+        """``"go"``, ``"decay"`` (lower the learning rate) or ``"stop"`` after an epoch."""
+        p = self.probe
+        self.epoch = epoch
+        p.loss_history_.append(train_loss)
+        monitored = train_loss
+        if dev is not None:
+            monitored = p._dev_loss(dev)
+            p.dev_loss_history_.append(monitored)
+            bar.set_postfix(loss=f"{train_loss:.4f}", dev=f"{monitored:.4f}")
+        else:
+            bar.set_postfix(loss=f"{train_loss:.4f}")
+        if p.tol is None:
+            return "go"
+        if monitored < self.lowest:  # the weights kept: the lowest dev loss, however small the gain
+            self.lowest, self.best_epoch = monitored, epoch
+            if self.has_dev:
+                self.best_state = [t.detach().clone() for t in p.model_.parameters()]
+        if monitored < self.best - p.tol:  # patience restarts only on a gain of more than tol
+            self.best, self.bad = monitored, 0
+            return "go"
+        self.bad += 1
+        if self.bad < self.patience:
+            return "go"
+        if self.best_state is not None:
+            p._restore(self.best_state)
+        if self.decays == 0:
+            self.converged = True
+            return "stop"
+        self.decays, self.bad = self.decays - 1, 0
+        return "decay"
+
+    def finish(self, converged: bool | None = None) -> None:
+        p = self.probe
+        if converged is not None:
+            self.converged = converged
+        if self.best_state is not None:
+            p._restore(self.best_state)
+        p.n_epochs_ = p.n_iter_ = self.epoch + 1
+        p.best_epoch_ = (self.best_epoch if p.tol is not None else self.epoch) + 1
+        p.converged_ = self.converged
+        if self.converged is False:
+            warnings.warn(f"{type(p).__name__} did not converge in {p.epochs} epochs (the {p.monitor_} loss was "
+                          f"still improving by more than tol={p.tol}); raise epochs or lr", ConvergenceWarning,
+                          stacklevel=5)
+
+
+class _TorchClassifier(ClassifierMixin, BaseProbe):
+    """Mini-batch Adam training over the blocks of a view, with the stopping rule of the module docstring."""
+
+    # the hyperparameters every torch probe has (set by the subclasses' __init__)
     epochs: int
     lr: float
     batch_size: int
+    standardize: bool
+    early_stopping: bool
+    validation_fraction: float
+    patience: int | None
+    tol: float | None
+    lr_decays: int
     device: str
-    seed: int
+    random_state: int | None
     block_rows: int | None
     progress: bool
+    n_threads: int | None
 
     def _validate(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        _check_int("epochs", self.epochs, 1)
+        if self.lr != "auto":
+            _check_number("lr", self.lr, 0, strict=True)
+        _check_int("batch_size", self.batch_size, 1)
+        if self.patience is not None:
+            _check_int("patience", self.patience, 1)
+        _check_int("lr_decays", self.lr_decays, 0)
+        if self.tol is not None:
+            _check_number("tol", self.tol, 0)
+        _check_number("validation_fraction", self.validation_fraction, 0)
+        if self.validation_fraction >= 0.5:
+            raise ParameterError(f"validation_fraction must be in [0, 0.5), got {self.validation_fraction}")
+        if self.n_threads is not None:
+            _check_int("n_threads", self.n_threads, 1)
+        if self.block_rows is not None:
+            _check_int("block_rows", self.block_rows, 1)
+        self._check_random_state()
 
     # -- subclass hooks --------------------------------------------------------------
-    def _work_per_step(self, d: int) -> int:
-        """Rough work of one step (the linear layer's, with a few classes), to choose the thread count."""
-        return self.batch_size * d * 16
-
-    def _build(self, d: int, k: int) -> nn.Module:
+    def _build(self, d: int, k: int, gen: torch.Generator) -> nn.Module:
         raise NotImplementedError
+
+    def _first_linear(self, model: nn.Module) -> nn.Linear:
+        return model[0] if isinstance(model, nn.Sequential) else model
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, total: torch.Tensor) -> None:
         """One optimisation step on a batch; adds the batch's summed loss to ``total`` (on device). ``xb``
         is a reused buffer: it must not be kept after the step."""
         raise NotImplementedError
 
-    def _logits(self, xb: torch.Tensor) -> torch.Tensor:
-        return self.model_(xb)
-
-    # -- fitting -----------------------------------------------------------------------
-    def fit(self, X, y) -> _TorchClassifier:
-        """Train on ``X`` (array, store or StoreSource) and labels ``y`` (any hashable labels)."""
-        self._validate()
-        src = as_source(X, self.block_rows)
-        device = _resolve_device(self.device)
-        with _small_work_threads(device, self._work_per_step(src.shape[1])):
-            return self._fit(src, y)
-
-    def _fit(self, src: ArraySource, y) -> _TorchClassifier:
-        y = _check_xy(src, y)
-        classes, y_idx = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(
-                f"need at least 2 classes to train a probe, got {len(classes)} ({classes.tolist()!r})"
-            )
-        self._check_classes(len(classes))
-        self.classes_ = classes
-        self.n_features_in_ = src.shape[1]
-        self.device_ = _resolve_device(self.device)
-        torch.manual_seed(self.seed)
-        self.model_ = self._build(src.shape[1], len(classes)).to(self.device_)
-        self._init_optimizer()
-        rng = np.random.default_rng(self.seed)
-        y_all = torch.as_tensor(y_idx, dtype=torch.long, device=self.device_)
-        in_memory = not isinstance(src, StoreSource)
-        cache: dict[int, torch.Tensor] = {}
-        bs = self.batch_size
-        self.loss_history_ = []
-        bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=None if self.progress else True)
-        xbuf = None  # batches are gathered into one buffer: a fresh 1 MB tensor per step costs page faults
-        for _ in bar:
-            self.model_.train()
-            total, count = torch.zeros(1, device=self.device_), 0  # summed on device: no per-step sync
-            for start, stop, perm, Xb in self._epoch_blocks(src, rng, cache if in_memory else None):
-                perm_t = torch.as_tensor(perm, device=self.device_)
-                if xbuf is None or xbuf.dtype != Xb.dtype:
-                    xbuf = Xb.new_empty((bs, Xb.shape[1]))
-                # the batches' indices and labels as views of one permuted copy: two ops per block, not per step
-                for idx, yb in zip(perm_t.split(bs), y_all[start:stop].index_select(0, perm_t).split(bs)):
-                    # index_select is several times faster than advanced indexing for row gathers; a
-                    # batch gathered alone stays in cache for the forward and the backward matmul
-                    self._step(torch.index_select(Xb, 0, idx, out=xbuf[: len(idx)]), yb, total)
-                    count += len(idx)
-            self.loss_history_.append(float(total) / max(count, 1))
-            bar.set_postfix(loss=f"{self.loss_history_[-1]:.4f}")
-        self.model_.eval()
-        self.fitted_ = True
-        return self
+    def _loss_sum(self, logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy of a batch (what the dev loss monitors)."""
+        return F.cross_entropy(logits.float(), yb, reduction="sum")
 
     def _check_classes(self, k: int) -> None:
         pass
 
     def _init_optimizer(self) -> None:
-        self.optimizer_ = _adam(self.model_.parameters(), lr=self.lr)
+        self.optimizer_ = _adam(self.model_.parameters(), lr=self.lr_)
 
-    def _to_tensor(self, Xb: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(Xb, dtype=np.float32), device=self.device_)
+    def _set_lr(self, lr: float) -> None:
+        if getattr(self, "optimizer_", None) is not None:
+            for group in self.optimizer_.param_groups:
+                group["lr"] = lr
 
     def _train_dtype(self) -> torch.dtype:
         return torch.float32
 
-    def _train_tensor(self, Xb: np.ndarray) -> torch.Tensor:
-        """A block of the training matrix, in the training precision."""
-        return self._to_tensor(Xb).to(self._train_dtype())
+    # -- fitting -----------------------------------------------------------------------
+    def fit(self, X, y=None, dev=None) -> _TorchClassifier:
+        """Train on ``X`` (a labelled view, a store view, a store or an array) with labels ``y`` (default:
+        the view's). ``dev``: a labelled view or ``(X, y)`` pair whose loss decides when to stop
+        (``early_stopping=True``; without it ``validation_fraction`` of the training sentences is held out)."""
+        self._validate()
+        view, labels = labelled_view(X, y, what="X")
+        dev_pair = None if dev is None else as_labelled(dev, "dev")
+        self._stop = threading.Event()
+        try:
+            run_with_threads(lambda: self._fit(view, labels, dev_pair), self._fit_threads(view), self._stop)
+        finally:
+            del self._stop
+        return self
 
-    def _epoch_blocks(self, src: ArraySource, rng: np.random.Generator, cache: dict | None):
-        """Yield ``(start, stop, within-block permutation, block tensor)`` in shuffled block order.
+    def _work_per_step(self, d: int) -> int:
+        """Rough multiply-adds of one step (the linear layer's, with a few classes), to choose threads."""
+        return self.batch_size * d * 16
 
-        Blocks of a store are re-read every epoch (one block in memory, the next prefetched in a
-        thread); an in-memory matrix is converted once and cached.
-        """
-        bounds = src._bounds()
-        order = rng.permutation(len(bounds))
-        perms = [rng.permutation(bounds[b][1] - bounds[b][0]) for b in order]
-        if cache is not None:  # keyed by the block's first row
-            for b, perm in zip(order, perms):
-                start = bounds[b][0]
-                if start not in cache:
-                    cache[start] = self._train_tensor(src._read(*bounds[b]))
-                yield start, bounds[b][1], perm, cache[start]
+    def _fit_threads(self, view: View) -> int | None:
+        """``n_threads``, or for ``None`` one thread for a small probe on the CPU (else torch's setting)."""
+        if self.n_threads is not None:
+            return int(self.n_threads)
+        n, d = view.shape
+        lbfgs = self._solver(view) == "lbfgs"
+        work = n * d * 16 if lbfgs else self._work_per_step(d)
+        if _resolve_device(self.device).type == "cpu" and work < (SMALL_BATCH_WORK if lbfgs else SMALL_STEP_WORK):
+            return 1
+        return None
+
+    def _holdout(self, view: View, labels: np.ndarray, seed: int):
+        """(train view, train labels, dev view, dev labels) with ``validation_fraction`` of the sentences
+        held out, or ``None`` where there are too few sentences to hold any out."""
+        vf = float(self.validation_fraction)
+        sent = view.sent_ids
+        n_sent = len(np.unique(sent))
+        if vf <= 0 or n_sent < 4 or round(vf * n_sent) < 1:
+            return None
+        tr, dv = split_by_sentence(sent, (1 - vf, vf), seed)
+        if not len(tr) or not len(dv):
+            return None
+        return view.subset(tr), labels[tr], view.subset(dv), labels[dv]
+
+    def _convert(self, device: torch.device, dtype: torch.dtype):
+        shift, inv = self._shift_t, self._inv_t
+
+        def convert(Xb: np.ndarray) -> torch.Tensor:
+            t = torch.as_tensor(np.ascontiguousarray(Xb, dtype=np.float32), device=device)
+            if shift is not None:
+                t = (t - shift).mul_(inv)  # a new tensor: the caller's array is never written
+            return t.to(dtype)
+
+        return convert
+
+    def _fit(self, view: View, labels: np.ndarray, dev_pair) -> None:
+        if len(view) == 0:
+            raise ParameterError("cannot fit a probe on 0 rows")
+        classes, y_idx = np.unique(labels, return_inverse=True)
+        if len(classes) < 2:
+            raise ParameterError(
+                f"need at least 2 classes to train a probe, got {len(classes)} ({classes.tolist()!r})")
+        self._check_classes(len(classes))
+        seed = self._seed()
+        rng = np.random.default_rng(seed)
+        device = _resolve_device(self.device)
+        self.device_ = device
+        self.classes_ = classes
+        self._record_input(view)
+        train_view, train_y, dev_view, dev_y = view, labels, None, None
+        if self.early_stopping:
+            if dev_pair is not None:
+                dev_view, dev_y = dev_pair
+                check_neurons(self, dev_view.index, "dev")
+            else:
+                held = self._holdout(view, labels, seed)
+                if held is not None:
+                    train_view, train_y, dev_view, dev_y = held
+        # dev rows whose label the probe cannot output carry no loss it could lower
+        if dev_view is not None:
+            known = np.isin(dev_y, classes)
+            if not known.all():
+                dev_view, dev_y = dev_view.subset(np.flatnonzero(known)), dev_y[known]
+            if len(dev_y) == 0:
+                dev_view = dev_y = None
+        self.monitor_ = "dev" if dev_view is not None else "train"
+        if self.standardize:
+            stats = column_stats(train_view)
+            self.mean_, self.scale_ = stats.mean.astype(np.float32), stats.scale().astype(np.float32)
+            self._shift_t = torch.as_tensor(self.mean_, device=device)
+            self._inv_t = torch.as_tensor(1.0 / self.scale_, device=device)
+        else:
+            d = view.n_features
+            self.mean_, self.scale_ = np.zeros(d, np.float32), np.ones(d, np.float32)
+            self._shift_t = self._inv_t = None
+        gen = torch.Generator().manual_seed(seed)
+        self.model_ = self._build(view.n_features, len(classes), gen).to(device)
+        self._generator = torch.Generator(device=device).manual_seed(seed + 1)
+        for m in self.model_.modules():
+            if isinstance(m, _Dropout):
+                m.generator = self._generator
+        self.solver_ = self._solver(train_view)
+        self._start_l2(dev_view is not None)
+        self.lr_ = self._learning_rate(view.n_features)
+        if self.solver_ == "adam":
+            self._init_optimizer()
+        convert = self._convert(device, self._train_dtype() if self.solver_ == "adam" else torch.float32)
+        train = _Blocks(train_view, np.searchsorted(classes, train_y), convert, device)
+        dev = None if dev_view is None else _Blocks(dev_view, np.searchsorted(classes, dev_y), convert, device)
+        del train_view, dev_view, view  # the blocks hold what training needs
+        # (with an internal holdout, the L-BFGS path refits on train + held-out rows once l2 is chosen)
+        try:
+            if self.solver_ == "lbfgs":
+                self._train_lbfgs(train, dev, refit=dev_pair is None and dev is not None)
+            else:
+                self._train(train, dev, rng)
+        finally:
+            self._cleanup()
+        self._fold_standardization()
+        self.model_.eval()
+        self.fitted_ = True
+
+    def _train(self, train: _Blocks, dev: _Blocks | None, rng: np.random.Generator) -> None:
+        """Mini-batch Adam: one epoch per pass over the (shuffled) blocks."""
+        bs = self.batch_size
+        rule = _Stopping(self, dev is not None, self._patience(), int(self.lr_decays))
+        lr = self.lr_
+        bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=None if self.progress else True)
+        xbuf = None  # batches are gathered into one buffer: a fresh 1 MB tensor per step costs page faults
+        for epoch in bar:
+            self.model_.train()
+            total, count = torch.zeros(1, device=self.device_), 0  # summed on device: no per-step sync
+            order = rng.permutation(len(train.bounds))
+            perms = [rng.permutation(train.bounds[b][1] - train.bounds[b][0]) for b in order]
+            for (start, stop, Xb), perm in zip(train.iterate(order), perms):
+                if self._stop.is_set():
+                    raise KeyboardInterrupt
+                perm_t = torch.as_tensor(perm, device=self.device_)
+                if xbuf is None or xbuf.dtype != Xb.dtype:
+                    xbuf = Xb.new_empty((bs, Xb.shape[1]))
+                # the batches' indices and labels as views of one permuted copy: two ops per block, not per step
+                for idx, yb in zip(perm_t.split(bs), train.y[start:stop].index_select(0, perm_t).split(bs)):
+                    # index_select is several times faster than advanced indexing for row gathers; a
+                    # batch gathered alone stays in cache for the forward and the backward matmul
+                    self._step(torch.index_select(Xb, 0, idx, out=xbuf[: len(idx)]), yb, total)
+                    count += len(idx)
+            action = rule.update(epoch, float(total) / max(count, 1), dev, bar)
+            if action == "stop":
+                break
+            if action == "decay":
+                lr /= 10
+                self._set_lr(lr)
+        bar.close()
+        rule.finish()
+
+    def _patience(self) -> int:
+        if self.patience is not None:
+            return int(self.patience)
+        return LBFGS_PATIENCE if getattr(self, "solver_", "adam") == "lbfgs" else ADAM_PATIENCE
+
+    def _solver(self, view: View) -> str:
+        return "adam"
+
+    def _objective(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The smooth full-batch training objective minimised by L-BFGS (linear probes only)."""
+        raise NotImplementedError
+
+    def _start_l2(self, has_dev: bool) -> None:
+        """``l2_``, the L2 weight the fit starts with (the probes without an L2 term have none)."""
+
+    def _learning_rate(self, d: int) -> float:
+        """``lr``, or for ``"auto"``: Adam moves every weight by about lr a step, so a logit moves by about
+        lr * sum|z| ~ 0.8 lr d on standardised inputs; ``min(1e-2, AUTO_LR_SCALE / d)`` keeps that step the
+        same whatever the width (1e-2 for an LSTM's 128 units, 1.1e-3 for MiniLM's 2,688); raw inputs 1e-3."""
+        if self.lr != "auto":
+            return float(self.lr)
+        return min(1e-2, AUTO_LR_SCALE / max(d, 1)) if self.standardize else 1e-3
+
+    def _train_lbfgs(self, train: _Blocks, dev: _Blocks | None, refit: bool = False) -> None:
+        """Full-batch L-BFGS (strong-Wolfe line search) from zero weights, in float64 as scikit-learn: in
+        float32 the line search stalls where an ill-conditioned objective (collinear units) is flat to 1e-7.
+
+        A fixed ``l2``: one iteration per "epoch", with the stopping rule of Adam (no learning rate to decay),
+        also stopping at a stationary point. ``l2="auto"``: the objective is solved to convergence for each
+        ``AUTO_L2_GRID`` value (strong to weak, each fit warm-started from the last), the value with the lowest
+        dev loss is kept (``l2_``, ``l2_path_``), and with an internal holdout the probe is refitted on all
+        training rows at that value (``refit``)."""
+        X = torch.cat([Xb for _, _, Xb in train.iterate(range(len(train.bounds)))]).double()
+        y = train.y
+        self.model_.double()
+        with torch.no_grad():
+            for t in self.model_.parameters():
+                t.zero_()
+        try:
+            if self.l2 == "auto" and dev is not None:
+                self._lbfgs_path(X, y, dev, refit)
+            else:
+                self._lbfgs_early_stopping(X, y, dev)
+        finally:
+            self.model_.float()
+
+    def _lbfgs(self):
+        # one iteration per step() call (to monitor the loss in between); max_eval must be set: its default
+        # (1.25 x max_iter = 1 evaluation) leaves the line search no room, and L-BFGS stalls
+        return torch.optim.LBFGS(list(self.model_.parameters()), lr=1, max_iter=1, max_eval=25, history_size=10,
+                                 line_search_fn="strong_wolfe", tolerance_grad=0, tolerance_change=0)
+
+    def _lbfgs_iteration(self, opt, X: torch.Tensor, y: torch.Tensor) -> tuple[float, bool]:
+        """One L-BFGS iteration: ``(objective, stationary)``."""
+        if self._stop.is_set():
+            raise KeyboardInterrupt
+
+        def closure():
+            opt.zero_grad()
+            loss = self._objective(X, y)
+            loss.backward()
+            return loss
+
+        self.model_.train()
+        loss = float(opt.step(closure).detach())
+        return loss, max(float(t.grad.abs().max()) for t in self.model_.parameters()) < LBFGS_GRAD_TOL
+
+    def _lbfgs_early_stopping(self, X: torch.Tensor, y: torch.Tensor, dev: _Blocks | None) -> None:
+        opt = self._lbfgs()
+        rule = _Stopping(self, dev is not None, self._patience(), 0)
+        bar = tqdm(range(self.epochs), desc=f"{type(self).__name__} (L-BFGS)", disable=None if self.progress else True)
+        stationary = False
+        for it in bar:
+            loss, stationary = self._lbfgs_iteration(opt, X, y)
+            if rule.update(it, loss, dev, bar) == "stop" or stationary:
+                break
+        bar.close()
+        rule.finish(True if stationary and self.tol is not None else None)
+
+    def _lbfgs_converge(self, X: torch.Tensor, y: torch.Tensor, budget: int) -> tuple[int, float, bool]:
+        """L-BFGS until stationary or the objective gains less than ``tol`` (relative) for ``patience``
+        iterations: ``(iterations, objective, converged)``."""
+        opt, best, bad, loss = self._lbfgs(), math.inf, 0, math.inf
+        tol = 1e-4 if self.tol is None else self.tol
+        for it in range(budget):
+            loss, stationary = self._lbfgs_iteration(opt, X, y)
+            if stationary:
+                return it + 1, loss, True
+            if loss < best - tol * max(1.0, abs(best)):
+                best, bad = loss, 0
+            else:
+                bad += 1
+                if bad >= LBFGS_CONVERGED_PATIENCE:
+                    return it + 1, loss, True
+        return budget, loss, False
+
+    def _lbfgs_path(self, X: torch.Tensor, y: torch.Tensor, dev: _Blocks, refit: bool) -> None:
+        self.loss_history_, self.dev_loss_history_, self.l2_path_ = [], [], []
+        used, best, all_converged = 0, (math.inf, None, None), True
+        bar = tqdm(AUTO_L2_GRID, desc=f"{type(self).__name__} (L-BFGS, l2 path)",
+                   disable=None if self.progress else True)
+        worse = 0
+        for l2 in bar:
+            self.l2_ = l2
+            n_it, loss, converged = self._lbfgs_converge(X, y, max(1, self.epochs - used))
+            used += n_it
+            all_converged &= converged
+            dev_loss = self._dev_loss(dev)
+            self.loss_history_.append(loss)
+            self.dev_loss_history_.append(dev_loss)
+            self.l2_path_.append({"l2": l2, "iterations": n_it, "loss": loss, "dev_loss": dev_loss})
+            bar.set_postfix(l2=f"{l2:g}", dev=f"{dev_loss:.4f}")
+            if dev_loss < best[0]:
+                best, worse = (dev_loss, l2, [t.detach().clone() for t in self.model_.parameters()]), 0
+            else:
+                worse += 1
+                if worse >= 2:  # dev loss is U-shaped in l2: two steps past its minimum end the path
+                    break
+            if used >= self.epochs:
+                break
+        bar.close()
+        self.l2_ = best[1]
+        self._restore(best[2])
+        if refit:  # the held-out rows chose l2; now every training row serves the fit
+            Xd = torch.cat([Xb for _, _, Xb in dev.iterate(range(len(dev.bounds)))]).double()
+            n_it, _, converged = self._lbfgs_converge(torch.cat([X, Xd]), torch.cat([y, dev.y]),
+                                                      max(1, self.epochs - used))
+            used += n_it
+            all_converged &= converged
+        self.n_epochs_ = self.n_iter_ = self.best_epoch_ = used
+        self.converged_ = bool(all_converged)
+        if not all_converged:
+            warnings.warn(f"{type(self).__name__}: L-BFGS did not converge within {self.epochs} iterations along "
+                          f"the l2 path; raise epochs", ConvergenceWarning, stacklevel=5)
+
+    def _restore(self, state: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for p, s in zip(self.model_.parameters(), state):
+                p.copy_(s)
+
+    @torch.no_grad()
+    def _dev_loss(self, dev: _Blocks) -> float:
+        self.model_.eval()
+        total = torch.zeros((), device=self.device_)
+        for start, stop, Xb in dev.iterate(range(len(dev.bounds))):
+            total += self._loss_sum(self._training_logits(Xb), dev.y[start:stop])
+        return float(total) / max(len(dev), 1)
+
+    def _training_logits(self, xb: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch in the training space (inputs already standardised)."""
+        if xb.dtype == torch.float32 and self._first_linear(self.model_).weight.dtype == torch.float64:
+            return self.model_(xb.double())  # the float64 L-BFGS fit
+        if xb.dtype != torch.float32:
+            with torch.autocast(xb.device.type, dtype=xb.dtype):
+                return self.model_(xb).float()
+        return self.model_(xb)
+
+    def _cleanup(self) -> None:
+        """Drop training-time state (optimizer, buffers, generators): a fitted probe pickles and copies lightly."""
+        for name in ("optimizer_", "_adam", "_W", "_b", "_Wflat", "_bcol", "_pen", "_gb", "_penflat", "_l1",
+                     "_minus_one", "_ones", "_mm_nt", "_generator", "_shift_t", "_inv_t"):
+            self.__dict__.pop(name, None)
+        for m in self.model_.modules():
+            if isinstance(m, _Dropout):
+                m.generator = None
+
+    def _fold_standardization(self) -> None:
+        """Turn the first layer's weights on standardised inputs into weights on the input units:
+        ``W z + b`` with ``z = (x - mean) / scale`` is ``(W / scale) x + (b - W (mean / scale))``."""
+        if not self.standardize:
             return
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            fut = pool.submit(src._read, *bounds[order[0]]) if len(order) else None
-            for j, (b, perm) in enumerate(zip(order, perms)):
-                Xb = fut.result()
-                if j + 1 < len(order):
-                    fut = pool.submit(src._read, *bounds[order[j + 1]])
-                yield bounds[b][0], bounds[b][1], perm, self._train_tensor(Xb)
+        lin = self._first_linear(self.model_)
+        inv = torch.as_tensor(1.0 / self.scale_, device=lin.weight.device)
+        shift = torch.as_tensor(self.mean_, device=lin.weight.device)
+        with torch.no_grad():
+            lin.bias.sub_(lin.weight @ (shift * inv))
+            lin.weight.mul_(inv)
 
     # -- inference -----------------------------------------------------------------------
     @torch.no_grad()
     def decision_function(self, X) -> np.ndarray:
-        self._check_fitted()
-        src = as_source(X, self.block_rows)
-        if src.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {src.shape[1]} columns, the probe was trained on {self.n_features_in_}")
-        outs = [self._logits(self._to_tensor(Xb)).float().cpu().numpy() for _, Xb in src.iter_blocks()]
-        return np.concatenate(outs) if outs else np.zeros((0, len(self.classes_)), np.float32)
+        """Logits ``[n, n_classes]`` (one column for the binary :class:`LogisticProbe`)."""
+        view = self._input_view(X)
+        self.model_.eval()
+        outs = [self.model_(torch.as_tensor(view.read(a, b), device=self.device_)).float().cpu().numpy()
+                for a, b in view_bounds(view, self.block_rows)]
+        return np.concatenate(outs) if outs else np.zeros((0, self._n_logits()), np.float32)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``[n, n_classes]`` in the order of ``classes_``."""
@@ -321,17 +857,48 @@ class _TorchClassifier(BaseProbe):
         self._check_fitted()
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
-    def score(self, X, y) -> float:
-        """Accuracy."""
-        src = as_source(X, self.block_rows)
-        y = _check_xy(src, y)
-        return float(np.mean(self.predict(src) == y))
+    def _n_logits(self) -> int:
+        last = self.model_[-1] if isinstance(self.model_, nn.Sequential) else self.model_
+        return int(last.weight.shape[0])
 
-    def evaluate(self, X, y) -> dict:
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """Accuracy on ``X`` with labels ``y`` (default: the view's)."""
+        view, y = labelled_view(X, y, what="X")
+        pred = self.predict(view)
+        return float(np.average(pred == y, weights=sample_weight))
+
+    def evaluate(self, X, y=None) -> dict:
         """Accuracy, macro-F1 and per-class precision / recall / F1 (see ``classification_metrics``)."""
-        src = as_source(X, self.block_rows)
-        y = _check_xy(src, y)
-        return classification_metrics(y, self.predict(src), labels=self.classes_)
+        view, y = labelled_view(X, y, what="X")
+        return classification_metrics(y, self.predict(view), labels=self.classes_)
+
+    def masked(self, keep, fill=None) -> _TorchClassifier:
+        """A fitted copy of this probe that sees only the input columns ``keep`` (column numbers, or neurons
+        of ``neurons_in_``): every other unit reads as ``fill`` (one value per input unit, e.g. its training
+        mean; default 0). Done in the first layer's weights — the removed columns' weights are zeroed and
+        their contribution at ``fill`` moves into the bias — so no masked copy of the data is ever made."""
+        self._check_fitted()
+        d = self.n_features_in_
+        keep = np.asarray(keep)
+        if keep.dtype.kind not in "iu":
+            keep = np.asarray(self.neurons_in_.columns(list(keep)), dtype=np.int64)
+        if len(keep) and (keep.min() < 0 or keep.max() >= d):
+            raise ParameterError(f"columns to keep must be in 0..{d - 1}")
+        drop = np.ones(d, dtype=bool)
+        drop[keep] = False
+        new = copy.copy(self)
+        new.model_ = copy.deepcopy(self.model_)
+        lin = self._first_linear(new.model_)
+        dropped = torch.as_tensor(np.flatnonzero(drop), device=lin.weight.device)
+        with torch.no_grad():
+            if fill is not None:
+                fill = np.asarray(fill, dtype=np.float32).reshape(-1)
+                if len(fill) != d:
+                    raise ParameterError(f"fill has {len(fill)} values, the probe has {d} inputs")
+                f = torch.as_tensor(fill, device=lin.weight.device)[dropped]
+                lin.bias.add_(lin.weight[:, dropped] @ f)
+            lin.weight[:, dropped] = 0
+        return new
 
 
 class LinearProbe(_TorchClassifier):
@@ -339,44 +906,102 @@ class LinearProbe(_TorchClassifier):
     sand in the desert?", AAAI; NeuroX ``train_logistic_regression_probe``).
 
     loss = mean cross-entropy + ``l1`` * sum|W| + ``l2`` * ||W||_2 (Frobenius norm, not squared; the
-    bias is not penalised), minimised with Adam on mini-batches. Two classes work as well (a two-way
-    softmax). ``coef_`` is ``[n_classes, n_features]``; ``classes_`` keeps the label names.
-    ``block_rows`` sets the block size used when streaming (``None``: the whole array is one block).
-    ``precision="bfloat16"``: mixed-precision training, the training matrix held in bfloat16 (half the
-    memory) and the matmuls in bfloat16 with float32 accumulation, float32 weights, softmax and Adam;
-    about 1.5x faster where the CPU (AVX512-BF16, AMX) or GPU has bfloat16 units.
+    bias is not penalised; ``l2="auto"``: chosen on the dev split, see the module docstring; the value used
+    is ``l2_``), minimised until the dev loss stops improving (see the module docstring:
+    ``epochs`` is the maximum; ``solver``: ``"auto"``, ``"adam"`` (mini-batches) or ``"lbfgs"`` (full batch,
+    in memory)). With ``standardize=True`` the penalty acts on the
+    weights of standardised units (``penalized_coef_``). Two classes work as well (a two-way softmax).
+    ``coef_`` is ``[n_classes, n_features]`` on the input units; ``classes_`` keeps the label names;
+    ``neurons_in_`` the neurons of the columns. ``block_rows`` sets the block size used when streaming
+    (``None``: an in-memory array is one block). ``precision="bfloat16"``: mixed-precision training, the
+    training matrix held in bfloat16 (half the memory) and the matmuls in bfloat16 with float32
+    accumulation, float32 weights, softmax and Adam; about 1.5x faster where the CPU (AVX512-BF16, AMX) or
+    GPU has bfloat16 units. ``n_threads``: torch's intra-op threads for the fit, set in the fitting thread only (see
+    :func:`run_with_threads`; ``None``: one thread for a small probe on the CPU, else torch's setting).
+    ``seed`` is the deprecated name of ``random_state``.
     """
 
     def __init__(
         self,
         l1: float = 1e-5,
-        l2: float = 1e-5,
-        epochs: int = 10,
-        lr: float = 1e-3,
+        l2: float | str = "auto",
+        epochs: int = 100,
+        lr: float | str = "auto",
         batch_size: int = 128,
+        standardize: bool = True,
+        early_stopping: bool = True,
+        validation_fraction: float = 0.1,
+        patience: int | None = None,
+        tol: float | None = 1e-4,
+        lr_decays: int = 1,
+        solver: str = "auto",
         device: str = "auto",
-        seed: int = 0,
+        random_state: int | None = 0,
         block_rows: int | None = None,
         progress: bool = True,
         precision: str = "float32",
+        n_threads: int | None = None,
+        seed: int | None = None,
     ):
-        self.l1, self.l2 = l1, l2
+        self.l1, self.l2, self.solver = l1, l2, solver
         self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
-        self.device, self.seed, self.block_rows, self.progress = device, seed, block_rows, progress
-        self.precision = precision
+        self.standardize, self.early_stopping = standardize, early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience, self.tol, self.lr_decays = patience, tol, lr_decays
+        self.device, self.random_state, self.block_rows, self.progress = device, random_state, block_rows, progress
+        self.precision, self.n_threads, self.seed = precision, n_threads, seed
+
+    @classmethod
+    def neurox(cls, **overrides) -> LinearProbe:
+        """NeuroX's ``train_logistic_regression_probe`` configuration (Dalvi et al. 2019): 10 epochs of Adam
+        at lr 1e-3, batch 128, l1 = l2 = 1e-5, raw (unstandardised) inputs, no stopping rule."""
+        kw = dict(l1=1e-5, l2=1e-5, epochs=10, lr=1e-3, batch_size=128, standardize=False, early_stopping=False,
+                  tol=None, lr_decays=0, solver="adam")
+        return cls(**{**kw, **overrides})
 
     def _validate(self) -> None:
         super()._validate()
-        if self.l1 < 0 or self.l2 < 0:
-            raise ValueError(f"l1 and l2 must be >= 0, got l1={self.l1}, l2={self.l2}")
+        _check_number("l1", self.l1, -math.inf)
+        if self.l2 != "auto":
+            _check_number("l2", self.l2, -math.inf)
+        if self.l1 < 0 or (self.l2 != "auto" and self.l2 < 0):
+            raise ParameterError(f"l1 and l2 must be >= 0, got l1={self.l1}, l2={self.l2}")
         if self.precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
+            raise ParameterError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
+        if self.solver not in SOLVERS:
+            raise ParameterError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+
+    def _start_l2(self, has_dev: bool) -> None:
+        if self.l2 != "auto":
+            self.l2_ = float(self.l2)
+        elif self.solver_ == "lbfgs" and has_dev:
+            self.l2_ = AUTO_L2_GRID[0]  # the path starts at the strongest penalty
+        else:
+            self.l2_ = AUTO_L2_ADAM if self.solver_ == "adam" else AUTO_L2_WITHOUT_DEV
+
+    def _solver(self, view: View) -> str:
+        if self.solver != "auto":
+            return self.solver
+        small = isinstance(view, ArrayView) and view.shape[0] * view.shape[1] <= LBFGS_MAX_ENTRIES
+        return "lbfgs" if small and self.precision == "float32" else "adam"
+
+    def _smooth_penalty(self, W: torch.Tensor) -> torch.Tensor:
+        """The elastic-net penalty with |w| smoothed to sqrt(w^2 + eps^2) (and ||W|| to sqrt(||W||^2 + eps^2))."""
+        pen = W.new_zeros(())
+        if self.l1:
+            pen = pen + self.l1 * torch.sqrt(W * W + L1_SMOOTHING**2).sum()
+        if self.l2_:
+            pen = pen + self.l2_ * torch.sqrt((W * W).sum() + L1_SMOOTHING**2)
+        return pen
+
+    def _objective(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model_(X), y) + self._smooth_penalty(self.model_.weight)
 
     def _train_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.precision == "bfloat16" else torch.float32
 
-    def _build(self, d: int, k: int) -> nn.Module:
-        return nn.Linear(d, k)
+    def _build(self, d: int, k: int, gen: torch.Generator) -> nn.Module:
+        return _linear(d, k, gen)
 
     def _init_optimizer(self) -> None:
         lin = self.model_
@@ -385,12 +1010,17 @@ class LinearProbe(_TorchClassifier):
         self._Wflat, self._bcol = self._W.view(-1), self._b.view(-1, 1)
         self._pen, self._gb = torch.zeros_like(self._W), torch.zeros_like(self._b)
         self._penflat = self._pen.view(-1)
-        self._adam = _FusedAdam([self._W, self._b], lr=self.lr)
+        self._adam = _FusedAdam([self._W, self._b], lr=self.lr_)
         dev = self._W.device
         self._l1 = torch.tensor(float(self.l1), device=dev)
         self._minus_one = torch.full((1, self.batch_size), -1.0, device=dev)
         self._ones = torch.ones(self.batch_size, device=dev)
         self._mm_nt = _MatmulNT(dev)
+
+    def _set_lr(self, lr: float) -> None:
+        super()._set_lr(lr)
+        if getattr(self, "_adam", None) is not None:
+            self._adam.lr = lr
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, total: torch.Tensor) -> None:
         # Hand-written gradient of elastic_net_loss: avoids autograd bookkeeping, which dominates the
@@ -411,9 +1041,9 @@ class LinearProbe(_TorchClassifier):
         g.scatter_add_(0, yb, self._minus_one[:, :n]).mul_(1.0 / n)
         # the penalty's gradient l1 * sign(W) + l2 * W / ||W|| (copysign: +-l1 at W = +-0, a subgradient)
         torch.copysign(self._l1, W, out=pen)
-        if self.l2:  # W = 0 gives 0 here, and no host sync is needed
-            pen.addcdiv_(W, torch.dot(self._Wflat, self._Wflat).sqrt_().clamp_min_(1e-30), value=self.l2)
-        if self.l1 or self.l2:
+        if self.l2_:  # W = 0 gives 0 here, and no host sync is needed
+            pen.addcdiv_(W, torch.dot(self._Wflat, self._Wflat).sqrt_().clamp_min_(1e-30), value=self.l2_)
+        if self.l1 or self.l2_:
             # <penalty gradient, W> = l1 * sum|W| + l2 * ||W||: the penalty's value in one op
             total.add_(torch.dot(self._penflat, self._Wflat), alpha=n)
         if mixed:
@@ -423,19 +1053,19 @@ class LinearProbe(_TorchClassifier):
         torch.mv(g, self._ones[:n], out=self._gb)
         self._adam.step([gW, self._gb])
 
-    def loss(self, X, y) -> float:
-        """The full training objective on ``(X, y)`` with the current parameters."""
+    def _penalty(self, W: torch.Tensor) -> torch.Tensor:
+        return self.l1 * W.abs().sum() + self.l2_ * torch.linalg.vector_norm(W)
+
+    def loss(self, X, y=None) -> float:
+        """The full training objective on ``(X, y)`` with the current parameters (the penalty on
+        ``penalized_coef_``)."""
         self._check_fitted()
-        src = as_source(X)
-        y = _check_xy(src, y)
-        idx = np.searchsorted(self.classes_, y)
-        with torch.no_grad():
-            logits = torch.as_tensor(self.decision_function(src))
-            return float(
-                elastic_net_loss(
-                    logits, torch.as_tensor(idx), self.model_.weight.detach().cpu().float(), self.l1, self.l2
-                )
-            )
+        view, y = labelled_view(X, y, what="X")
+        z = torch.as_tensor(self.decision_function(view))
+        return float(self._data_loss(z, y) + self._penalty(torch.as_tensor(self.penalized_coef_)))
+
+    def _data_loss(self, z: torch.Tensor, y: np.ndarray) -> torch.Tensor:
+        return F.cross_entropy(z, torch.as_tensor(np.searchsorted(self.classes_, y)))
 
     @property
     def coef_(self) -> np.ndarray:
@@ -447,13 +1077,30 @@ class LinearProbe(_TorchClassifier):
         self._check_fitted()
         return self.model_.bias.detach().cpu().numpy().copy()
 
-    def set_weights(self, coef, intercept, classes) -> LinearProbe:
-        """Install given parameters (e.g. hand-set weights for a test, or a saved probe)."""
+    @property
+    def penalized_coef_(self) -> np.ndarray:
+        """``coef_ * scale_``: the weights the elastic-net penalty acts on — per standard deviation of each
+        unit with ``standardize=True``, ``coef_`` itself otherwise. Rankings by probe weight use these, so a
+        unit with a large variance ("rogue" dimension) neither gains nor loses rank from its scale alone."""
+        return self.coef_ * self.scale_[None, :]
+
+    def set_weights(self, coef, intercept, classes, index=None) -> LinearProbe:
+        """Install given parameters (e.g. hand-set weights for a test, or a saved probe); ``index`` names
+        the columns (default: the placeholder ``x:0..``)."""
         coef = np.asarray(coef, dtype=np.float32)
+        if coef.ndim != 2:
+            raise ParameterError(f"coef must be [n_classes, n_features], got shape {coef.shape}")
         self.classes_ = np.asarray(classes)
-        self.n_features_in_ = coef.shape[1]
+        d = coef.shape[1]
+        self.n_features_in_ = d
+        self.neurons_in_ = NeuronIndex.placeholder(d) if index is None else (
+            index if isinstance(index, NeuronIndex) else NeuronIndex.from_neurons(index))
+        if self.neurons_in_.total != d:
+            raise ParameterError(f"index has {self.neurons_in_.total} columns, coef has {d}")
+        self.mean_, self.scale_ = np.zeros(d, np.float32), np.ones(d, np.float32)
+        self.l2_ = AUTO_L2_WITHOUT_DEV if self.l2 == "auto" else float(self.l2)
         self.device_ = _resolve_device(self.device)
-        self.model_ = self._build(coef.shape[1], coef.shape[0]).to(self.device_)
+        self.model_ = nn.Linear(d, coef.shape[0]).to(self.device_)
         with torch.no_grad():
             self.model_.weight.copy_(torch.as_tensor(coef))
             self.model_.bias.copy_(torch.as_tensor(np.asarray(intercept, dtype=np.float32)))
@@ -470,56 +1117,67 @@ class LogisticProbe(LinearProbe):
 
     def _check_classes(self, k: int) -> None:
         if k != 2:
-            raise ValueError(f"LogisticProbe is binary; got {k} classes (use LinearProbe for more)")
+            raise ParameterError(f"LogisticProbe is binary; got {k} classes (use LinearProbe for more)")
 
-    def _build(self, d: int, k: int) -> nn.Module:
-        return nn.Linear(d, 1 if k == 2 else k)
+    def _build(self, d: int, k: int, gen: torch.Generator) -> nn.Module:
+        return _linear(d, 1 if k == 2 else k, gen)
 
     _init_optimizer = _TorchClassifier._init_optimizer  # autograd + torch.optim.Adam (one logit)
+    _set_lr = _TorchClassifier._set_lr
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, total: torch.Tensor) -> None:
         W = self.model_.weight
         self.optimizer_.zero_grad(set_to_none=True)
-        with torch.autocast(xb.device.type, dtype=xb.dtype, enabled=xb.dtype != torch.float32):
-            z = self.model_(xb)[:, 0]
-        loss = F.binary_cross_entropy_with_logits(z.float(), yb.float())
-        loss = loss + self.l1 * W.abs().sum() + self.l2 * torch.linalg.vector_norm(W)
+        z = self._training_logits(xb)[:, 0]
+        loss = F.binary_cross_entropy_with_logits(z, yb.float()) + self._penalty(W)
         loss.backward()
         self.optimizer_.step()
         total.add_(loss.detach(), alpha=len(yb))
 
-    def loss(self, X, y) -> float:
-        self._check_fitted()
-        src = as_source(X)
-        y = _check_xy(src, y)
-        z = torch.as_tensor(self.decision_function(src))[:, 0]
-        t = torch.as_tensor((y == self.classes_[1]).astype(np.float32))
-        W = self.model_.weight.detach().cpu()
-        return float(
-            F.binary_cross_entropy_with_logits(z, t) + self.l1 * W.abs().sum() + self.l2 * torch.linalg.vector_norm(W)
-        )
+    def _loss_sum(self, logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits[:, 0].float(), yb.float(), reduction="sum")
+
+    def _objective(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (F.binary_cross_entropy_with_logits(self.model_(X)[:, 0], y.float())
+                + self._smooth_penalty(self.model_.weight))
+
+    def _data_loss(self, z: torch.Tensor, y: np.ndarray) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(z[:, 0], torch.as_tensor((y == self.classes_[1]).astype(np.float32)))
 
 
 class MLPProbe(_TorchClassifier):
     """A small multi-layer perceptron probe (ReLU), e.g. MLP-1 / MLP-2 of Hewitt & Liang 2019, used to
-    compare selectivity with the linear probe. ``hidden`` is the tuple of hidden sizes."""
+    compare selectivity with the linear probe. ``hidden`` is the tuple of hidden sizes; training and the
+    stopping rule as :class:`LinearProbe` (autograd, ``torch.optim.Adam`` with ``weight_decay``)."""
 
     def __init__(
         self,
         hidden: int | tuple[int, ...] = (256,),
         dropout: float = 0.0,
         weight_decay: float = 0.0,
-        epochs: int = 10,
+        epochs: int = 100,
         lr: float = 1e-3,
         batch_size: int = 128,
+        standardize: bool = True,
+        early_stopping: bool = True,
+        validation_fraction: float = 0.1,
+        patience: int | None = None,
+        tol: float | None = 1e-4,
+        lr_decays: int = 1,
         device: str = "auto",
-        seed: int = 0,
+        random_state: int | None = 0,
         block_rows: int | None = None,
         progress: bool = True,
+        n_threads: int | None = None,
+        seed: int | None = None,
     ):
         self.hidden, self.dropout, self.weight_decay = hidden, dropout, weight_decay
         self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
-        self.device, self.seed, self.block_rows, self.progress = device, seed, block_rows, progress
+        self.standardize, self.early_stopping = standardize, early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience, self.tol, self.lr_decays = patience, tol, lr_decays
+        self.device, self.random_state, self.block_rows, self.progress = device, random_state, block_rows, progress
+        self.n_threads, self.seed = n_threads, seed
 
     def _hidden_sizes(self) -> tuple[int, ...]:
         return (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
@@ -527,21 +1185,21 @@ class MLPProbe(_TorchClassifier):
     def _validate(self) -> None:
         super()._validate()
         hidden = self._hidden_sizes()
-        if not hidden or any(h < 1 for h in hidden):
-            raise ValueError(f"hidden sizes must be positive ints, got {self.hidden!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not hidden or any(isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in hidden):
+            raise ParameterError(f"hidden sizes must be positive ints, got {self.hidden!r}")
+        if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            raise ParameterError(f"dropout must be in [0, 1), got {self.dropout}")
+        _check_number("weight_decay", self.weight_decay, 0)
 
-    def _build(self, d: int, k: int) -> nn.Module:
-        hidden = self._hidden_sizes()
+    def _build(self, d: int, k: int, gen: torch.Generator) -> nn.Module:
         layers: list[nn.Module] = []
         prev = d
-        for h in hidden:
-            layers += [nn.Linear(prev, h), nn.ReLU()]
+        for h in self._hidden_sizes():
+            layers += [_linear(prev, int(h), gen), nn.ReLU()]
             if self.dropout:
-                layers.append(nn.Dropout(self.dropout))
-            prev = h
-        layers.append(nn.Linear(prev, k))
+                layers.append(_Dropout(self.dropout))
+            prev = int(h)
+        layers.append(_linear(prev, k, gen))
         return nn.Sequential(*layers)
 
     def _work_per_step(self, d: int) -> int:
@@ -549,7 +1207,7 @@ class MLPProbe(_TorchClassifier):
         return self.batch_size * sum(a * b for a, b in zip(sizes, sizes[1:])) * 3
 
     def _init_optimizer(self) -> None:
-        self.optimizer_ = _adam(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.optimizer_ = _adam(self.model_.parameters(), lr=self.lr_, weight_decay=self.weight_decay)
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, total: torch.Tensor) -> None:
         self.optimizer_.zero_grad(set_to_none=True)
@@ -559,7 +1217,7 @@ class MLPProbe(_TorchClassifier):
         total.add_(loss.detach(), alpha=len(yb))
 
 
-class RidgeProbe(BaseProbe):
+class RidgeProbe(RegressorMixin, BaseProbe):
     """Ridge regression for real-valued properties: argmin ||y - XW^T - b||^2 + alpha ||W||_F^2
     (intercept unpenalised), solved exactly from X^T X accumulated over row blocks (streams a store).
     ``score`` is R^2 (averaged over targets)."""
@@ -567,25 +1225,25 @@ class RidgeProbe(BaseProbe):
     def __init__(self, alpha: float = 1.0, fit_intercept: bool = True, block_rows: int | None = 8192):
         self.alpha, self.fit_intercept, self.block_rows = alpha, fit_intercept, block_rows
 
-    def fit(self, X, y) -> RidgeProbe:
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        src = as_source(X, self.block_rows)
-        y = _check_xy(src, y)
+    def fit(self, X, y=None) -> RidgeProbe:
+        _check_number("alpha", self.alpha, 0)
+        view, y = labelled_view(X, y, what="X")
+        if len(view) == 0:
+            raise ParameterError("cannot fit a probe on 0 rows")
         try:
             Y = np.asarray(y, dtype=np.float64)
         except ValueError as e:
-            raise ValueError("RidgeProbe needs real-valued targets (use LinearProbe for labels)") from e
+            raise ParameterError("RidgeProbe needs real-valued targets (use LinearProbe for labels)") from e
         self._1d = Y.ndim == 1
         Y = Y.reshape(len(Y), -1)
-        d = src.shape[1]
+        d = view.n_features
         n = 0
         sx, sy = np.zeros(d), np.zeros(Y.shape[1])
         xtx, xty = np.zeros((d, d)), np.zeros((d, Y.shape[1]))
-        for pos, Xb in src.iter_blocks():
-            Xb = Xb.astype(np.float64)
-            Yb = Y[pos]
-            n += len(pos)
+        for start, stop in view_bounds(view, self.block_rows):
+            Xb = view.read(start, stop).astype(np.float64)
+            Yb = Y[start:stop]
+            n += stop - start
             sx += Xb.sum(0)
             sy += Yb.sum(0)
             xtx += Xb.T @ Xb
@@ -599,22 +1257,26 @@ class RidgeProbe(BaseProbe):
         W = np.linalg.solve(xtx + self.alpha * np.eye(d), xty)  # [d, t]
         self.coef_ = W.T.astype(np.float32)
         self.intercept_ = (my - mx @ W).astype(np.float32)
-        self.n_features_in_ = d
+        self._record_input(view)
         self.fitted_ = True
         return self
 
     def predict(self, X) -> np.ndarray:
-        self._check_fitted()
-        src = as_source(X, self.block_rows)
-        out = np.concatenate([Xb @ self.coef_.T + self.intercept_ for _, Xb in src.iter_blocks()])
+        view = self._input_view(X)
+        out = np.concatenate([view.read(a, b) @ self.coef_.T + self.intercept_
+                              for a, b in view_bounds(view, self.block_rows)])
         return out[:, 0] if self._1d else out
 
-    def score(self, X, y) -> float:
+    def score(self, X, y=None, sample_weight=None) -> float:
         """Coefficient of determination R^2."""
-        src = as_source(X, self.block_rows)
-        Y = np.asarray(_check_xy(src, y), dtype=np.float64).reshape(src.shape[0], -1)
-        P = np.asarray(self.predict(src), dtype=np.float64).reshape(Y.shape)
+        view, y = labelled_view(X, y, what="X")
+        Y = np.asarray(y, dtype=np.float64).reshape(len(view), -1)
+        P = np.asarray(self.predict(view), dtype=np.float64).reshape(Y.shape)
         ss_res = ((Y - P) ** 2).sum(0)
         ss_tot = ((Y - Y.mean(0)) ** 2).sum(0)
         r2 = 1 - ss_res / np.where(ss_tot > 0, ss_tot, math.inf)
         return float(np.mean(r2))
+
+
+__all__ = ["BaseProbe", "LinearProbe", "LogisticProbe", "MLPProbe", "RidgeProbe", "check_neurons",
+           "elastic_net_loss", "run_with_threads"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from finegrain.errors import ParameterError
 from finegrain.neurons import NeuronIndex
 from finegrain.store import ActivationStore
 from finegrain.store.view import ArrayView, StoreView, View, as_labels, as_view
@@ -38,4 +39,23 @@ def source_index(X) -> NeuronIndex:
     return NeuronIndex.placeholder(int(np.asarray(X).shape[1]))
 
 
-__all__ = ["ArraySource", "StoreSource", "as_labels", "as_source", "as_view", "source_index"]
+def labelled_view(X, y=None, index=None, what: str = "X") -> tuple[View, np.ndarray]:
+    """``(view, labels)`` like :func:`as_view`, but labels are required: ``y``, or the view's own label."""
+    view, labels = as_view(X, y, index)
+    if labels is None:
+        raise ParameterError(f"{what} has no labels: pass y=... (one label per row) or a view made with label=...")
+    return view, labels
+
+
+def as_labelled(data, what: str = "data") -> tuple[View, np.ndarray]:
+    """A split given as a labelled view (or store view with ``label=``) or as an ``(X, y)`` pair, as
+    ``(view, labels)``: the one way every analysis with train/dev/test inputs reads them."""
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise ParameterError(f"{what}: a split is a labelled view or an (X, y) pair, got a {len(data)}-tuple")
+        return labelled_view(data[0], data[1], what=what)
+    return labelled_view(data, what=what)
+
+
+__all__ = ["ArraySource", "StoreSource", "as_labelled", "as_labels", "as_source", "as_view", "labelled_view",
+           "source_index"]

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from finegrain.errors import LayerError, ParameterError
 from finegrain.neurons import Neuron, NeuronIndex
+from finegrain.results import Result
 
 
 def column_neurons(index: NeuronIndex | Sequence[Neuron | str] | int) -> list[Neuron]:
-    """The neuron of every column: from a NeuronIndex, an explicit list, or a width (``{"x": d}``)."""
+    """The neuron of every column: from a NeuronIndex, an explicit list, or a width (placeholder ``x:0..``)."""
     if isinstance(index, NeuronIndex):
         return index.neurons()
     if isinstance(index, int | np.integer):
-        return NeuronIndex({"x": int(index)}).neurons()
+        return NeuronIndex.placeholder(int(index)).neurons()
     return [Neuron.parse(n) for n in index]
 
 
+def _score(s) -> float:
+    # JSON has no infinities: a score written as null (unreachable, -inf) reads back as -inf
+    return float("-inf") if s is None else float(s)
+
+
 @dataclass
-class Ranking:
+class Ranking(Result):
     """Neurons ordered from most to least important, with their scores.
 
     ``scores[i]`` belongs to ``neurons[i]`` (non-increasing). ``per_class`` maps a class name to that
@@ -40,13 +45,13 @@ class Ranking:
 
     def __post_init__(self) -> None:
         self.neurons = [Neuron.parse(n) for n in self.neurons]
-        self.scores = [float(s) for s in self.scores]
+        self.scores = [_score(s) for s in self.scores]
         if len(self.neurons) != len(self.scores):
-            raise ValueError(f"{len(self.neurons)} neurons but {len(self.scores)} scores")
+            raise ParameterError(f"{len(self.neurons)} neurons but {len(self.scores)} scores")
         if len(set(self.neurons)) != len(self.neurons):
-            raise ValueError("a ranking lists every neuron at most once")
+            raise ParameterError("a ranking lists every neuron at most once")
         self.per_class = {str(c): [Neuron.parse(n) for n in ns] for c, ns in self.per_class.items()}
-        self.per_class_scores = {str(c): [float(s) for s in v] for c, v in self.per_class_scores.items()}
+        self.per_class_scores = {str(c): [_score(s) for s in v] for c, v in self.per_class_scores.items()}
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -61,7 +66,7 @@ class Ranking:
     # -- selections -------------------------------------------------------------------
     def _check_k(self, k: int) -> int:
         if not 0 <= k <= len(self):
-            raise ValueError(f"k must be in 0..{len(self)}, got {k}")
+            raise ParameterError(f"k must be in 0..{len(self)}, got {k}")
         return int(k)
 
     def top(self, k: int) -> list[Neuron]:
@@ -81,13 +86,13 @@ class Ranking:
     def top_fraction(self, p: float) -> list[Neuron]:
         """The top ``p`` (0..1) fraction, at least one neuron when ``p > 0``."""
         if not 0 <= p <= 1:
-            raise ValueError(f"fraction must be in [0, 1], got {p}")
+            raise ParameterError(f"fraction must be in [0, 1], got {p}")
         k = int(round(p * len(self)))
         return self.top(max(k, 1) if p > 0 and len(self) else k)
 
     def top_per_class(self, c: str, k: int) -> list[Neuron]:
         if str(c) not in self.per_class:
-            raise KeyError(f"no per-class detail for {c!r}; have {sorted(self.per_class)}")
+            raise ParameterError(f"no per-class detail for {c!r}; have {sorted(self.per_class)}")
         return self.per_class[str(c)][:k]
 
     def by_layer(self, k: int | None = None) -> dict[str, int]:
@@ -101,43 +106,24 @@ class Ranking:
         ns = self.neurons if neurons is None else [Neuron.parse(n) for n in neurons]
         missing = [str(n) for n in ns if n not in pos]
         if missing:
-            raise KeyError(f"neurons not in the matrix: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+            raise LayerError(f"neurons not in the matrix: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
         return np.array([pos[n] for n in ns], dtype=np.int64)
 
-    # -- serialisation ------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return {
-            "method": self.method,
-            "neurons": [str(n) for n in self.neurons],
-            "scores": self.scores,
-            "per_class": {c: [str(n) for n in ns] for c, ns in self.per_class.items()},
-            "per_class_scores": self.per_class_scores,
-            "meta": self.meta,
-        }
+    # -- showing -------------------------------------------------------------------------
+    def table(self, k: int = 20) -> str:
+        k = min(k, len(self))
+        lines = [f"ranking {self.method}: {len(self)} neurons; top {k}",
+                 f"{'rank':>4}  {'neuron':<20} {'score':>10}"]
+        lines += [f"{i + 1:>4}  {str(n):<20} {s:>10.4g}" for i, (n, s) in enumerate(zip(self.neurons[:k], self.scores))]
+        by_layer = self.by_layer(max(1, len(self) // 20))
+        lines.append("layers of the top 5%: " + ", ".join(f"{lay} {c}" for lay, c in by_layer.items()))
+        return "\n".join(lines)
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+    def plot(self, path: str | os.PathLike, k: int = 30):
+        """The scores of the top ``k`` neurons, coloured by layer (PNG)."""
+        from finegrain.viz.probing import plot_ranking  # heavy: matplotlib, imported when a plot is drawn
 
-    @classmethod
-    def from_dict(cls, d: dict) -> Ranking:
-        return cls(
-            neurons=d["neurons"],
-            scores=d["scores"],
-            method=d["method"],
-            per_class=d.get("per_class", {}),
-            per_class_scores=d.get("per_class_scores", {}),
-            meta=d.get("meta", {}),
-        )
-
-    @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> Ranking:
-        s = str(text_or_path)
-        if not s.lstrip().startswith("{"):
-            s = Path(s).read_text()
-        return cls.from_dict(json.loads(s))
+        return plot_ranking(self, path, k=k)
 
 
 def ranking_from_scores(
@@ -151,7 +137,7 @@ def ranking_from_scores(
     scores = np.asarray(scores, dtype=np.float64)
     neurons = column_neurons(index)
     if len(neurons) != len(scores):
-        raise ValueError(f"{len(scores)} scores for a matrix of {len(neurons)} neurons")
+        raise ParameterError(f"{len(scores)} scores for a matrix of {len(neurons)} neurons")
     order = np.argsort(-scores, kind="stable")
     per_class, pcs = {}, {}
     for c, s in (per_class_scores or {}).items():
@@ -167,3 +153,6 @@ def ranking_from_scores(
         per_class_scores=pcs,
         meta=meta or {},
     )
+
+
+__all__ = ["Ranking", "column_neurons", "ranking_from_scores"]

@@ -10,24 +10,44 @@ from __future__ import annotations
 
 import numpy as np
 
-from finegrain.neurons import Neuron
-from finegrain.rank.ranking import Ranking, column_neurons
+from finegrain.errors import ParameterError
+from finegrain.neurons import Neuron, NeuronIndex
+from finegrain.probe.probes import check_neurons
+from finegrain.rank.ranking import Ranking, column_neurons, ranking_from_scores
 
 
 def _weights_and_classes(probe) -> tuple[np.ndarray, list[str]]:
-    if hasattr(probe, "coef_"):
-        W = np.asarray(probe.coef_, dtype=np.float64)
+    if isinstance(probe, np.ndarray | list | tuple):
+        W = np.asarray(probe, dtype=np.float64)
+        classes = [str(c) for c in range(W.shape[0])] if W.ndim == 2 else []
+    else:
+        # a finegrain probe ranks by the weights its penalty saw (per unit std when standardised)
+        attr = "penalized_coef_" if hasattr(type(probe), "penalized_coef_") else "coef_"
+        if not hasattr(type(probe), attr) and not hasattr(probe, attr):
+            raise ParameterError(f"ranking by probe weights needs a fitted linear probe or a weight matrix, got "
+                                 f"{type(probe).__name__}")
+        W = np.asarray(getattr(probe, attr), dtype=np.float64)  # an unfitted finegrain probe: NotFittedError
         classes = [str(c) for c in getattr(probe, "classes_", range(W.shape[0]))]
         if W.shape[0] == 1 and len(classes) == 2:  # binary logistic: the row belongs to classes_[1]
             classes = classes[1:]
-    else:
-        W = np.asarray(probe, dtype=np.float64)
-        classes = [str(c) for c in range(W.shape[0])]
     if W.ndim != 2:
-        raise ValueError(f"probe weights must be [n_classes, n_neurons], got shape {W.shape}")
+        raise ParameterError(f"probe weights must be [n_classes, n_neurons], got shape {W.shape}")
     if len(classes) != W.shape[0]:
-        raise ValueError(f"{W.shape[0]} weight rows but {len(classes)} class names")
+        raise ParameterError(f"{W.shape[0]} weight rows but {len(classes)} class names")
     return np.abs(W), classes
+
+
+def _columns(probe, index, d: int) -> list[Neuron]:
+    """The neurons of the weight columns: the probe's own (``neurons_in_``), checked against ``index`` when
+    both are given; ``index`` alone for a weight matrix or a probe fitted on a bare array."""
+    if getattr(probe, "neurons_in_", None) is not None:
+        given = None if index is None else (
+            index if isinstance(index, NeuronIndex) else NeuronIndex.from_neurons(column_neurons(index)))
+        return check_neurons(probe, given if given is not None else probe.neurons_in_, "index").neurons()
+    neurons = column_neurons(index if index is not None else d)
+    if len(neurons) != d:
+        raise ParameterError(f"probe has {d} weights per class but the index describes {len(neurons)} neurons")
+    return neurons
 
 
 def entry_thresholds(weights) -> np.ndarray:
@@ -52,9 +72,9 @@ def top_neurons_per_class(probe, percentage: float, index=None) -> tuple[list[Ne
     """NeuroX ``get_top_neurons``: per class the smallest |W[c]| prefix reaching ``percentage``
     (0..1) of the class mass, and their union (ordered by column)."""
     if not 0 <= percentage <= 1:
-        raise ValueError(f"percentage must be in [0, 1], got {percentage}")
+        raise ParameterError(f"percentage must be in [0, 1], got {percentage}")
     A, classes = _weights_and_classes(probe)
-    neurons = column_neurons(index if index is not None else A.shape[1])
+    neurons = _columns(probe, index, A.shape[1])
     E = entry_thresholds(A)
     per = {}
     union: set[int] = set()
@@ -69,9 +89,12 @@ def top_neurons_per_class(probe, percentage: float, index=None) -> tuple[list[Ne
 def probe_weight_ranking(probe, index=None, step: float | None = None) -> Ranking:
     """Global neuron order of Dalvi et al. 2019 from a trained linear probe (or a weight matrix).
 
-    ``probe``: a fitted :class:`LinearProbe` / :class:`LogisticProbe` (uses ``coef_``, ``classes_``)
-    or an ``[n_classes, n_neurons]`` array. ``index`` names the columns (NeuronIndex, neuron list;
-    default ``{"x": d}``).
+    ``probe``: a fitted :class:`LinearProbe` / :class:`LogisticProbe` (its ``penalized_coef_`` — the
+    weights per standard deviation of each unit when it standardised its inputs, so a high-variance unit
+    gains nothing from its scale — ``classes_`` and ``neurons_in_``), another fitted linear model with
+    ``coef_``, or an ``[n_classes, n_neurons]`` array. The neurons come from the probe; ``index`` is only
+    needed for a weight matrix or a probe fitted on a bare array, and must match the probe's own neurons
+    otherwise (a different index is an error, not a relabelling).
 
     ``step=None`` gives the limit of an infinitely fine sweep of p: neurons ordered by the smallest p
     at which any class admits them (ties: larger share of some class's mass first, then column).
@@ -81,9 +104,7 @@ def probe_weight_ranking(probe, index=None, step: float | None = None) -> Rankin
     """
     A, classes = _weights_and_classes(probe)
     d = A.shape[1]
-    neurons = column_neurons(index if index is not None else d)
-    if len(neurons) != d:
-        raise ValueError(f"probe has {d} weights per class but the index describes {len(neurons)} neurons")
+    neurons = _columns(probe, index, d)
     E = entry_thresholds(A)
     entry = E.min(axis=0)
     share = (A / np.maximum(A.sum(1, keepdims=True), 1e-300)).max(0)
@@ -93,7 +114,7 @@ def probe_weight_ranking(probe, index=None, step: float | None = None) -> Rankin
         order = np.lexsort((cols, -share, key_entry))
     else:
         if not 0 < step <= 1:
-            raise ValueError(f"step must be in (0, 1], got {step}")
+            raise ParameterError(f"step must be in (0, 1], got {step}")
         n_steps = int(round(1 / step))
         grid = np.arange(n_steps + 1) * step
         # first grid p admitting the neuron: p > e, or p == 0 for a class's top neuron (e == 0)
@@ -103,8 +124,6 @@ def probe_weight_ranking(probe, index=None, step: float | None = None) -> Rankin
         order = np.lexsort((cols, key_entry))
     score = np.where(np.isfinite(key_entry), 1.0 - np.minimum(key_entry, 1.0), 0.0)
     per_class = {name: A[c] for c, name in enumerate(classes)}
-    from finegrain.rank.ranking import ranking_from_scores
-
     detail = ranking_from_scores(np.zeros(d), neurons, "probe_weights", per_class_scores=per_class)
     return Ranking(
         neurons=[neurons[j] for j in order],
@@ -117,5 +136,6 @@ def probe_weight_ranking(probe, index=None, step: float | None = None) -> Rankin
             "step": step,
             "entry_percentage": [float(x) if np.isfinite(x) else None for x in entry[order]],
             "classes": classes,
+            "standardized": bool(getattr(probe, "standardize", False)),
         },
     )

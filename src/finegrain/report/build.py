@@ -197,14 +197,14 @@ def _corpus_summary(corpus, store, props) -> dict:
 
 def _probing(store, props: list[str], cfg: ReportConfig) -> dict:
     """Layer-wise probes + control-task selectivity, a global ranking over all layers, ablation."""
-    from finegrain.evaluate import ablation_curves, selectivity_layers
+    from finegrain.evaluate import probe_ablation, selectivity_layers
     from finegrain.probe import LinearProbe, probe_layers
     from finegrain.rank import probe_weight_ranking, probeless_ranking
 
     layers = list(store.layers)
     train, dev, test = store.split((0.8, 0.1, 0.1), seed=cfg.seed)
     splits = (train, dev, test)
-    template = LinearProbe(epochs=cfg.epochs, seed=cfg.seed)
+    template = LinearProbe(epochs=cfg.epochs, random_state=cfg.seed)
     result: dict = {}
     index = store.neuron_index(layers)
     for prop in tqdm(props, desc="properties", leave=False):
@@ -213,14 +213,15 @@ def _probing(store, props: list[str], cfg: ReportConfig) -> dict:
             log.warning("property %s has a single class: skipped", prop)
             continue
         # the all-layers probe is trained once below (and reused for the ranking), not also in probe_layers
-        lp = probe_layers(store, prop, layers=layers, probe=template, splits=splits, include_all=False)
+        lp = probe_layers(store, prop, layers=layers, probe=template, splits=splits, include_all=False, control=False)
         sel = selectivity_layers(store, prop, layers=layers, probe=template, splits=splits, seed=cfg.seed)
         Xtr, Xte = store.matrix(layers, rows=train), store.matrix(layers, rows=test)
         probe = template.clone().fit(Xtr, y[train])
         ranking = probe_weight_ranking(probe, index)
         probeless = probeless_ranking(Xtr, y[train], index)
-        abl = ablation_curves(Xtr, y[train], Xte, y[test], ranking, ks=[0.005, 0.02, 0.1],
-                              probe=template, index=index, modes=("zero", "retrain"), n_random=1, seed=cfg.seed)
+        abl = probe_ablation(store.view(layers, label=prop, rows=train), store.view(layers, label=prop, rows=test),
+                             ranking, ks=[0.005, 0.02, 0.1], probe=probe, modes=("keep", "retrain"), n_random=1,
+                             seed=cfg.seed)
         acc = lp.accuracy("test")
         full_acc = probe.score(Xte, y[test])
         result[prop] = {
