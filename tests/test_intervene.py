@@ -17,15 +17,15 @@ from finegrain.intervene import (
     Set,
     Steer,
     Zero,
-    ablation_curve,
     agreement_accuracy,
+    concept_control,
     continuation_logprob,
     continuation_logprobs,
     expert_units,
-    expert_units_control,
     generate,
     intervene,
     mean_values,
+    model_ablation_curve,
     single_unit_sweep,
     word_positions,
 )
@@ -161,7 +161,12 @@ H = 6
 
 
 def planted_parts(task="lm", seed=0):
-    torch.manual_seed(seed)
+    with torch.random.fork_rng():  # seeded initialisation without changing the global RNG
+        torch.manual_seed(seed)
+        return _planted_parts(task)
+
+
+def _planted_parts(task):
     emb = nn.Embedding(len(VOCAB), 4, padding_idx=0)
     lstm = nn.LSTM(4, H, 1, batch_first=True)
     with torch.no_grad():
@@ -286,7 +291,7 @@ def test_batched_sweep_matches_loop_and_finds_classifier_unit(tiny_gpt2, tmp_pat
     assert (tmp_path / "sweep.png").stat().st_size > 0
     # top of a ranking hurts more than its bottom (Dalvi et al. 2019)
     ranking = [Neuron("lstm.1", u) for u in range(H)]
-    curve = ablation_curve(ad, ranking, acc, ks=[1, 2], random_repeats=2)
+    curve = model_ablation_curve(ad, ranking, acc, ks=[1, 2], random_repeats=2)
     assert curve.scores["top"][0] < curve.scores["bottom"][0]
     curve.plot(tmp_path / "curve.png")
     assert "top" in curve.to_csv() and (tmp_path / "curve.png").exists()
@@ -295,7 +300,7 @@ def test_batched_sweep_matches_loop_and_finds_classifier_unit(tiny_gpt2, tmp_pat
 def test_setting_concept_unit_flips_classifier():
     ad = lstm_adapter("cls")
     texts = ["a cd", "a dd", "a c", "b cd"]
-    res = expert_units_control(ad, Set("lstm.1:0", -1.0), texts=texts)
+    res = concept_control(ad, Set("lstm.1:0", -1.0), texts=texts)
     assert res.predictions_before == [0, 0, 0, 1]
     assert res.predictions_after == [1, 1, 1, 1]
     assert res.flip_rate == 0.75

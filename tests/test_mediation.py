@@ -6,10 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from finegrain.data.generate import gender_continuations
 from finegrain.intervene import Set, continuation_logprob, intervene
-from finegrain.mediation import FALLBACK_CONTINUATIONS, Mediation, mediation_analysis
+from finegrain.mediation import Mediation, mediation_analysis
 from finegrain.models.lstm import LSTMAdapter
 from finegrain.neurons import Neuron
+
+FALLBACK_CONTINUATIONS = gender_continuations()
 
 PROFS = ["nurse", "doctor", "baker", "pilot", "cat", "dog"]
 TEMPLATES = ["The {} said that"]
@@ -94,24 +97,37 @@ def test_heads_selection_tables_and_heatmaps(tiny_gpt2, tmp_path):
     assert '"te"' in res.to_json()
 
 
-def test_char_lstm_through_sequence_logprob():
-    torch.manual_seed(0)
+def char_lstm(seed=0, scale=1.0):
+    """A random 2-layer character LSTM LM (``scale`` multiplies its LSTM weights)."""
     vocab = ["<pad>", "<s>", " "] + list("abcdefghijklmnopqrstuvwxyzT")
-    ad = LSTMAdapter.from_modules(nn.Embedding(len(vocab), 8, padding_idx=0), nn.LSTM(8, 6, 2, batch_first=True),
-                                  nn.Linear(6, len(vocab)), vocab, level="char", bos="<s>", device="cpu")
-    med = Mediation(ad, positions="last").fit(TEMPLATES, ["nurse", "cook"])
+    with torch.random.fork_rng():  # seeded initialisation without changing the global RNG
+        torch.manual_seed(seed)
+        parts = (nn.Embedding(len(vocab), 8, padding_idx=0), nn.LSTM(8, 6, 2, batch_first=True),
+                 nn.Linear(6, len(vocab)))
+    with torch.no_grad():
+        for p in parts[1].parameters():
+            p.mul_(scale)
+    return LSTMAdapter.from_modules(*parts, vocab, level="char", bos="<s>", device="cpu")
+
+
+def test_char_lstm_through_sequence_logprob():
+    ad = char_lstm(scale=3.0)
+    # a random LSTM soon forgets: a short template keeps a total effect to mediate
+    med = Mediation(ad, positions="last").fit(["The {} a"], ["nurse", "cook"])
     ex = med.examples[0]
+    assert abs(ex.te) > 1e-3
     he, she = (continuation_logprob(ad, ex.base, c) for c in (" he", " she"))
     assert ex.stereotypical == ("male" if he >= she else "female")
     eff = med.neuron_effects("lstm.2")
     assert len(eff.nie) == 6 and np.isfinite(eff.nie).all()
     assert np.allclose(med.neuron_effects("embedding", units=range(3)).nie, 0.0)  # same last char
     # the whole top state (h and c of both layers) at the last prompt step mediates everything
-    steps = ex.steps
+    last_alt, last_base = len(ex.alt), len(ex.base)  # bos + characters: the last prompt step
     edits = []
     for lay in ("lstm.1", "lstm.1.cell", "lstm.2", "lstm.2.cell"):
-        src = med._acts(ex, 1, lay)[0, steps[1] - 1]
-        edits.append(Set(lay, src, positions=[steps[0] - 1]))
+        with torch.no_grad():
+            src = ad.run_with_cache(ad.encode([ex.alt]), [lay])[1][lay][0, last_alt]
+        edits.append(Set(lay, src, positions=[last_base]))
     cn = FALLBACK_CONTINUATIONS
     with intervene(ad, edits):
         nie = y(ad, ex.base, cn[ex.anti], cn[ex.stereotypical]) / np.exp(ex.log_y_base) - 1

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from finegrain.models.base import Batch, ModelAdapter, ModelError
+from finegrain.errors import LayerError, ParameterError
+from finegrain.models.base import Batch, ModelAdapter, preserved_state
 from finegrain.neurons import Neuron
+from finegrain.store import ActivationStore
 
 Positions = Any  # None | int | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor (bool mask)
 
@@ -40,7 +42,7 @@ class Head:
 # neuron specs
 def _flatten_spec(spec) -> list:
     if spec is None:
-        raise ModelError("an edit needs neurons (a Neuron, 'layer.i:u', a layer name, a Head or a list)")
+        raise ParameterError("an edit needs neurons (a Neuron, 'layer.i:u', a layer name, a Head or a list)")
     if hasattr(spec, "neurons") and not isinstance(spec, str | Neuron | Head):
         spec = spec.neurons
     if isinstance(spec, str | Neuron | Head):
@@ -59,7 +61,7 @@ def resolve_neurons(adapter: ModelAdapter, spec) -> dict[str, list[int]]:
         if isinstance(item, Head):
             n_heads, head_dim = adapter.heads(item.layer)
             if not 0 <= item.head < n_heads:
-                raise ModelError(f"{item.layer} has {n_heads} heads; head {item.head} does not exist")
+                raise LayerError(f"{item.layer} has {n_heads} heads; head {item.head} does not exist")
             out.setdefault(item.layer, []).extend(range(item.head * head_dim, (item.head + 1) * head_dim))
             continue
         if isinstance(item, str) and ":" not in item:
@@ -69,7 +71,7 @@ def resolve_neurons(adapter: ModelAdapter, spec) -> dict[str, list[int]]:
         n = Neuron.parse(item)
         size = adapter.check_layer(n.layer)
         if n.unit >= size:
-            raise ModelError(f"{n} out of range: {n.layer} has {size} units")
+            raise LayerError(f"{n} out of range: {n.layer} has {size} units")
         out.setdefault(n.layer, []).append(n.unit)
     return out
 
@@ -127,13 +129,13 @@ def _position_mask(positions: Positions, act: torch.Tensor, step: int | None) ->
             m = positions.to(act.device)
             m = m[None].expand(B, -1) if m.dim() == 1 else m
             if m.shape != (B, T):
-                raise ModelError(f"position mask has shape {tuple(m.shape)}, activations are [{B}, {T}]")
+                raise ParameterError(f"position mask has shape {tuple(m.shape)}, activations are [{B}, {T}]")
             return m[..., None]
         m = torch.zeros(B, T, dtype=torch.bool, device=act.device)
         for b, pos in enumerate(_per_row(positions, B)):
             for p in pos:
                 if not -T <= p < T:
-                    raise ModelError(f"position {p} out of range for a sequence of {T} tokens")
+                    raise ParameterError(f"position {p} out of range for a sequence of {T} tokens")
                 m[b, p] = True
         return m[..., None]
     # LSTM: one time step
@@ -145,7 +147,7 @@ def _position_mask(positions: Positions, act: torch.Tensor, step: int | None) ->
         return m[:, step, None]
     rows = _per_row(positions, B)
     if any(p < 0 for pos in rows for p in pos):
-        raise ModelError("negative positions are not supported for LSTMs (the length is unknown per step)")
+        raise ParameterError("negative positions are not supported for LSTMs (the length is unknown per step)")
     return torch.tensor([[step in pos] for pos in rows], dtype=torch.bool, device=act.device)
 
 
@@ -155,7 +157,7 @@ def _per_row(positions, B: int) -> list[list[int]]:
     positions = list(positions)
     if positions and not isinstance(positions[0], int | np.integer):
         if len(positions) != B:
-            raise ModelError(f"per-row positions given for {len(positions)} rows, batch has {B}")
+            raise ParameterError(f"per-row positions given for {len(positions)} rows, batch has {B}")
         return [[int(p) for p in pos] for pos in positions]
     return [[int(p) for p in positions]] * B
 
@@ -181,10 +183,10 @@ def _values_at(values: torch.Tensor, act: torch.Tensor, step: int | None) -> tor
     if step is None:
         T = act.shape[1]
         if values.shape[1] < T:
-            raise ModelError(f"values cover {values.shape[1]} positions, the input has {T}")
+            raise ParameterError(f"values cover {values.shape[1]} positions, the input has {T}")
         return values[:, :T]
     if step >= values.shape[1]:
-        raise ModelError(f"values cover {values.shape[1]} steps, the input has more")
+        raise ParameterError(f"values cover {values.shape[1]} steps, the input has more")
     return values[:, step]
 
 
@@ -296,7 +298,7 @@ class Mean(_UnitEdit):
         ns = [Neuron(lay, u) for lay, units in spec.items() for u in units]
         self._resolved = torch.as_tensor(mean_values(adapter, ns, self.values, rows=self.rows), dtype=torch.float32)
         if self._resolved.shape != (len(ns),):
-            raise ModelError(f"Mean: {len(ns)} neurons but {tuple(self._resolved.shape)} values")
+            raise ParameterError(f"Mean: {len(ns)} neurons but {tuple(self._resolved.shape)} values")
 
     def _new(self, sub, act, step, layer, sl):
         return self._resolved[sl].to(sub.device, sub.dtype)
@@ -322,7 +324,7 @@ class Steer(_UnitEdit):
     def _prepare(self, adapter, spec):
         k = sum(len(u) for u in spec.values())
         if self.vector is None or int(np.prod(np.shape(self.vector))) != k:
-            raise ModelError(f"Steer: vector must have {k} entries for {self.layer}")
+            raise ParameterError(f"Steer: vector must have {k} entries for {self.layer}")
 
     def _new(self, sub, act, step, layer, sl):
         return sub + self.alpha * _as_tensor(self.vector, sub).flatten()
@@ -348,11 +350,11 @@ class Resample(_UnitEdit):
     def _prepare(self, adapter, spec):
         src = self.source
         if src is None:
-            raise ModelError("Resample needs a source (Batch, texts or activation cache)")
+            raise ParameterError("Resample needs a source (Batch, texts or activation cache)")
         if isinstance(src, dict):
             missing = [lay for lay in spec if lay not in src]
             if missing:
-                raise ModelError(f"Resample source cache lacks layers {missing}")
+                raise ParameterError(f"Resample source cache lacks layers {missing}")
             self._cache = {lay: src[lay].detach() for lay in spec}
             self._valid = None
             return
@@ -368,7 +370,7 @@ class Resample(_UnitEdit):
         vals = src.index_select(-1, torch.tensor(spec_units, device=src.device)).to(sub.device, sub.dtype)
         B = sub.shape[0]
         if vals.shape[0] not in (1, B):
-            raise ModelError(f"Resample source has {vals.shape[0]} rows, the batch has {B}")
+            raise ParameterError(f"Resample source has {vals.shape[0]} rows, the batch has {B}")
         if step is None:
             T = sub.shape[1]
             Ts = vals.shape[1]
@@ -414,10 +416,10 @@ class PerRow(Edit):
         if units.dim() == 1:
             units = units[:, None]
         if units.numel() and (int(units.max()) >= size or int(units.min()) < 0):
-            raise ModelError(f"PerRow: unit index out of range for {self.layer} ({size} units)")
+            raise LayerError(f"PerRow: unit index out of range for {self.layer} ({size} units)")
         rows = torch.arange(units.shape[0]) if self.rows is None else torch.as_tensor(self.rows, dtype=torch.long)
         if rows.shape[0] != units.shape[0]:
-            raise ModelError(f"PerRow: {rows.shape[0]} rows but {units.shape[0]} unit sets")
+            raise ParameterError(f"PerRow: {rows.shape[0]} rows but {units.shape[0]} unit sets")
         values = None if self.values is None else torch.as_tensor(self.values)
         positions = self.positions
 
@@ -468,22 +470,20 @@ def mean_values(adapter: ModelAdapter | None, neurons: Sequence[Neuron], source,
     """Mean activation of each neuron over a reference: an ActivationStore (its rows, or
     ``rows``), a list of texts/word lists or a Batch (mean over non-padding tokens), or a
     ready vector."""
-    from finegrain.store import ActivationStore
-
     neurons = [Neuron.parse(n) for n in neurons]
     if isinstance(source, ActivationStore):
         X = source.matrix(neurons=neurons, rows=rows)
         if len(X) == 0:
-            raise ModelError("Mean: no reference rows")
+            raise ParameterError("Mean: no reference rows")
         return X.mean(0)
     if source is None:
-        raise ModelError("Mean needs values: a vector, an ActivationStore, reference texts or a Batch")
+        raise ParameterError("Mean needs values: a vector, an ActivationStore, reference texts or a Batch")
     if isinstance(source, Batch) or (
         isinstance(source, list | tuple) and source and isinstance(source[0], str | list | tuple)
         and not isinstance(source[0], int | float)
     ):
         if adapter is None:
-            raise ModelError("mean values from texts need an adapter")
+            raise ParameterError("mean values from texts need an adapter")
         return _mean_from_texts(adapter, neurons, source, batch_size)
     v = np.asarray(source.detach().cpu() if torch.is_tensor(source) else source, dtype=np.float32)
     return v.reshape(-1) if v.size == len(neurons) else v
@@ -506,7 +506,7 @@ def _mean_from_texts(adapter, neurons, source, batch_size) -> np.ndarray:
                 sums[lay] = sums[lay] + a[mm].double().sum(0).cpu()
             count += int(m.sum())
     if not count:
-        raise ModelError("Mean: the reference texts produced no tokens")
+        raise ParameterError("Mean: the reference texts produced no tokens")
     return np.array([float(sums[n.layer][n.unit] / count) for n in neurons], dtype=np.float32)
 
 
@@ -514,7 +514,7 @@ def _compile_all(adapter: ModelAdapter, edits: Iterable[Edit]) -> dict[str, list
     hooks: dict[str, list] = {}
     for e in edits:
         if not isinstance(e, Edit):
-            raise ModelError(f"not an edit: {e!r} (use Zero, Mean, Set, Scale, Steer, Resample, PerRow)")
+            raise ParameterError(f"not an edit: {e!r} (use Zero, Mean, Set, Scale, Steer, Resample, PerRow)")
         for layer, fn in e.compile(adapter):
             hooks.setdefault(layer, []).append(fn)
     return hooks
@@ -537,4 +537,13 @@ def intervene(adapter: ModelAdapter, edits: Edit | Iterable[Edit] | None) -> Ite
         edits = [edits]
     hooks = _compile_all(adapter, list(edits))
     with adapter.hooks(hooks):
+        yield adapter
+
+
+@contextlib.contextmanager
+def eval_mode(adapter: ModelAdapter) -> Iterator[ModelAdapter]:
+    """Run an analysis with the model in eval mode (no dropout) and hand it back in the training mode
+    (and ``requires_grad`` flags) it had, also on error (:func:`finegrain.models.base.preserved_state`)."""
+    with preserved_state(adapter.model):
+        adapter.model.eval()
         yield adapter

@@ -1,21 +1,12 @@
-"""Causal mediation analysis of neurons and attention heads (Vig et al. 2020)."""
+"""Causal mediation analysis of neurons and attention heads (Vig et al. 2020), with plausibility
+checks that say when the numbers do not describe gender bias."""
 
-from __future__ import annotations
+from finegrain.lazy import lazy_api
 
-from finegrain.mediation.mediation import (
-    FALLBACK_CONTINUATIONS,
-    FALLBACK_PROFESSIONS,
-    FALLBACK_SUBSTITUTES,
-    FALLBACK_TEMPLATES,
-    Effects,
-    Example,
-    Mediation,
-    MediationResult,
-    builtin_gender_data,
-    mediation_analysis,
-)
+# imported on first use, so that a command line that only parses arguments does not load torch
+_API = {name: "finegrain.mediation.mediation" for name in (
+    "CRITERIA", "POSITIONS", "Effects", "Example", "Mediation", "MediationResult", "builtin_gender_data",
+    "mediation_analysis")}
 
-__all__ = [
-    "Effects", "Example", "FALLBACK_CONTINUATIONS", "FALLBACK_PROFESSIONS", "FALLBACK_SUBSTITUTES",
-    "FALLBACK_TEMPLATES", "Mediation", "MediationResult", "builtin_gender_data", "mediation_analysis",
-]
+
+__getattr__, __dir__, __all__ = lazy_api(__name__, _API)
