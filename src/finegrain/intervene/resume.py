@@ -199,6 +199,7 @@ class _Replayer(_RNNProxy):
         upper = UnrolledLSTM(rnn.hidden_size, rnn.hidden_size, rnn.num_layers - cut, rnn.bias, rnn.batch_first)
         upper.cells = nn.ModuleList(list(rnn.cells)[cut:])  # the same parameters
         upper.hidden_hooks, upper.cell_hooks = rnn.hidden_hooks[cut:], rnn.cell_hooks[cut:]  # the same hook lists
+        upper.output_hooks = rnn.output_hooks[cut:]  # whole-sequence output hooks above the cut, too
         self.upper = upper
 
     def forward_layers(self, x, state=None, *args, **kwargs):
