@@ -30,34 +30,13 @@ from finegrain.models.base import Batch, ModelAdapter
 from finegrain.models.lstm import LSTMAdapter
 from finegrain.models.textgenrnn import TextgenrnnModel
 from finegrain.results import ResultList
-from finegrain.testing import sharpen, tiny_bert, tiny_gpt2
+from finegrain.testing import LSTM_CHARS as CHARS
+from finegrain.testing import sharpen, tiny_bert, tiny_gpt2, tiny_textgenrnn
+from finegrain.testing import tiny_lstm_lm as tiny_lstm
 
-CHARS = ["<pad>", "<s>", " ", ".", ","] + list("abcdefghijklmnopqrstuvwxyz")
 FAST = {"n_steps": 4, "n_samples": 4, "n_baselines": 2}
 
 
-def tiny_lstm(seed: int = 0, task: str = "lm", **kw) -> LSTMAdapter:
-    """A 2-layer character LSTM LM from a config, wrapped as users wrap theirs (from_modules)."""
-    g = torch.Generator().manual_seed(seed)
-    emb, lstm = nn.Embedding(len(CHARS), 8, padding_idx=0), nn.LSTM(8, 12, 2, batch_first=True)
-    head = nn.Linear(12, len(CHARS) if task == "lm" else 2)
-    with torch.no_grad():
-        for p in [*emb.parameters(), *lstm.parameters(), *head.parameters()]:
-            p.copy_(torch.randn(p.shape, generator=g) * 0.8)
-        emb.weight[0] = 0
-    return LSTMAdapter.from_modules(emb, lstm, head, CHARS, task, level="char", bos="<s>", device="cpu", **kw)
-
-
-def tiny_textgenrnn(context: str = "window", seed: int = 0) -> LSTMAdapter:
-    """textgenrnn's architecture (embedding -> 2 LSTMs -> attention over [emb, h1, h2] -> dense) at toy
-    size with a 6-character window, random weights."""
-    g = torch.Generator().manual_seed(seed)
-    model = TextgenrnnModel(vocab_size=len(CHARS), embedding_dim=6, hidden_size=5, window=6, context=context)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.7)
-    return LSTMAdapter(model, CHARS, level="char", bos="<s>", unk=0, pad_index=0, name="tiny-textgenrnn",
-                       device="cpu")
 
 
 ADAPTERS = {

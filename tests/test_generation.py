@@ -18,34 +18,13 @@ from torch import nn
 from finegrain.attribute import GenerationAttribution, attribute_generation, generate_greedy
 from finegrain.errors import ParameterError
 from finegrain.models.lstm import HookedLSTMModel, LSTMAdapter, LSTMOutput, UnrolledLSTM
-from finegrain.models.textgenrnn import TextgenrnnModel
 from finegrain.results import ResultList, result_from_json
-from finegrain.testing import sharpen, tiny_bert, tiny_gpt2
+from finegrain.testing import LSTM_CHARS as CHARS
+from finegrain.testing import sharpen, tiny_bert, tiny_gpt2, tiny_lstm_lm, tiny_textgenrnn
 
-CHARS = ["<pad>", "<s>", " ", ".", ","] + list("abcdefghijklmnopqrstuvwxyz")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def tiny_lstm_lm(seed: int = 0) -> LSTMAdapter:
-    """A 2-layer character LSTM LM from a config, wrapped as users wrap theirs (from_modules)."""
-    g = torch.Generator().manual_seed(seed)
-    emb, lstm = nn.Embedding(len(CHARS), 8, padding_idx=0), nn.LSTM(8, 12, 2, batch_first=True)
-    head = nn.Linear(12, len(CHARS))
-    with torch.no_grad():
-        for p in [*emb.parameters(), *lstm.parameters(), *head.parameters()]:
-            p.copy_(torch.randn(p.shape, generator=g) * 0.8)
-        emb.weight[0] = 0
-    return LSTMAdapter.from_modules(emb, lstm, head, CHARS, level="char", bos="<s>", device="cpu")
-
-
-def tiny_textgenrnn(context: str = "window", seed: int = 0) -> LSTMAdapter:
-    """textgenrnn's architecture at toy size (6-character windows), random weights."""
-    g = torch.Generator().manual_seed(seed)
-    model = TextgenrnnModel(vocab_size=len(CHARS), embedding_dim=6, hidden_size=5, window=6, context=context)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.7)
-    return LSTMAdapter(model, CHARS, level="char", bos="<s>", unk=0, pad_index=0, name="tiny-textgenrnn", device="cpu")
 
 
 class LagModel(HookedLSTMModel):

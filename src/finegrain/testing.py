@@ -111,3 +111,44 @@ def sharpen(adapter: HFAdapter, std: float = 0.4, seed: int = 0) -> HFAdapter:
             if isinstance(m, torch.nn.Linear | torch.nn.Embedding):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
     return adapter
+
+
+LSTM_CHARS = ["<pad>", "<s>", " ", ".", ","] + list(string.ascii_lowercase)
+
+
+def tiny_lstm_lm(seed: int = 0, task: str = "lm", embedding: int = 8, hidden: int = 12, layers: int = 2,
+                 std: float = 0.8, **kw):
+    """A small character LSTM (a language model, or a 2-class classifier with ``task="classification"``)
+    wrapped as users wrap theirs (``LSTMAdapter.from_modules``; bos ``<s>``, padding index 0), with
+    N(0, std) weights from a local generator."""
+    from torch import nn
+
+    from finegrain.models.lstm import LSTMAdapter
+
+    with torch.random.fork_rng(devices=[]):  # module constructors draw from the global generator
+        emb = nn.Embedding(len(LSTM_CHARS), embedding, padding_idx=0)
+        lstm = nn.LSTM(embedding, hidden, layers, batch_first=True)
+        head = nn.Linear(hidden, len(LSTM_CHARS) if task == "lm" else 2)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in [*emb.parameters(), *lstm.parameters(), *head.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+        emb.weight[0] = 0
+    return LSTMAdapter.from_modules(emb, lstm, head, LSTM_CHARS, task, level="char", bos="<s>", device="cpu", **kw)
+
+
+def tiny_textgenrnn(context: str = "window", seed: int = 0, window: int = 6):
+    """textgenrnn's architecture (embedding -> 2 LSTMs -> attention over [emb, h1, h2] -> dense) at toy size
+    with a ``window``-character context, random weights from a local generator."""
+    from finegrain.models.lstm import LSTMAdapter
+    from finegrain.models.textgenrnn import TextgenrnnModel
+
+    with torch.random.fork_rng(devices=[]):
+        model = TextgenrnnModel(vocab_size=len(LSTM_CHARS), embedding_dim=6, hidden_size=5, window=window,
+                                context=context)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.7)
+    return LSTMAdapter(model, LSTM_CHARS, level="char", bos="<s>", unk=0, pad_index=0, name="tiny-textgenrnn",
+                       device="cpu")
