@@ -198,9 +198,15 @@ def test_decoder_sources_from_the_corpus_column_and_errors(tmp_path):
     assert other.meta["fingerprint"] != ref.meta["fingerprint"] == st.meta["fingerprint"]
     with pytest.raises(CorpusError, match="source"):
         extract_seq2seq(a, Corpus.from_words(TGT), tmp_path / "x.fgstore", side="decoder", progress=False)
-    with pytest.raises(CorpusError, match="another source"):
-        extract_seq2seq(a, Corpus.from_words([["x"], ["x"]]), tmp_path / "y.fgstore", side="decoder",
-                        sources=[["a"], ["b"]], progress=False)
+    # identical targets with different sources (once refused): each is read behind its own source
+    pairs = [["ab"], ["cde", "f"]]
+    dup = extract_seq2seq(a, Corpus.from_words([["x", "y"]] * 2), tmp_path / "y.fgstore", side="decoder",
+                          sources=pairs, layers=["dec.layer.2"], progress=False)
+    for i, s in enumerate(pairs):
+        alone = extract_seq2seq(a, Corpus.from_words([["x", "y"]]), tmp_path / f"y{i}.fgstore", side="decoder",
+                                sources=[s], layers=["dec.layer.2"], progress=False)
+        np.testing.assert_allclose(dup["dec.layer.2"][2 * i : 2 * i + 2], alone["dec.layer.2"][:], atol=2e-5)
+    assert not np.allclose(dup["dec.layer.2"][:2], dup["dec.layer.2"][2:])
     with pytest.raises(ParameterError):
         extract_seq2seq(a, Corpus.from_words(TGT), tmp_path / "z.fgstore", side="middle")
     with pytest.raises(ParameterError):
@@ -223,7 +229,7 @@ def test_probes_on_decoder_rows_find_a_planted_target_word_property(tmp_path):
     while len(tgt) < 70:
         c = [rng.choice("AB") for _ in range(rng.randint(3, 6))]
         t = [rng.choice(vocab[k]) for k in c]
-        if t in tgt:  # a target's source is found by its words (see extract_seq2seq)
+        if t in tgt:  # distinct targets: a clean split by sentence
             continue
         tgt.append(t)
         cls.append(c)
@@ -424,3 +430,34 @@ def test_decoder_layers_without_a_target_fail_clearly(tmp_path):
         extract(a, Corpus.from_words(SRC), tmp_path / "x.fgstore", progress=False)
     _, cache = a.run_with_cache(a.encode(SRC), ["enc.layer.3"])  # the encoder alone runs on sources
     assert cache["enc.layer.3"].shape[:2] == a.encode(SRC).inputs["input_ids"].shape
+
+
+def test_extract_command_reads_either_side(tmp_path, capsys):
+    from finegrain.cli import main
+    from finegrain.store import ActivationStore
+
+    a = tiny_bart()
+    path = tmp_path / "my-nmt"
+    a.model.save_pretrained(path)
+    a.tokenizer.save_pretrained(path)
+    (tmp_path / "tgt.txt").write_text("".join(" ".join(t) + "\n" for t in TGT))
+    (tmp_path / "src.txt").write_text("".join(" ".join(s) + "\n" for s in SRC))
+    base = ["extract", "--model", str(path), "--device", "cpu", "--layers", "all"]
+    assert main([*base, "--corpus", str(tmp_path / "tgt.txt"), "--side", "decoder", "--sources",
+                 str(tmp_path / "src.txt"), "--out", str(tmp_path / "d.fgstore")]) == 0
+    assert main([*base, "--corpus", str(tmp_path / "src.txt"), "--side", "encoder",
+                 "--out", str(tmp_path / "e.fgstore")]) == 0
+    dec, enc = ActivationStore(tmp_path / "d.fgstore"), ActivationStore(tmp_path / "e.fgstore")
+    ref = extract_seq2seq(load_model(str(path), device="cpu"), Corpus.from_words(TGT), tmp_path / "r.fgstore",
+                          side="decoder", sources=SRC, layers="all", progress=False)
+    assert dec.layers == ref.layers and all(x.startswith("dec.") for x in dec.layers)
+    assert all(x.startswith("enc.") for x in enc.layers) and enc.n_rows == sum(map(len, SRC))
+    for layer in ref.layers:
+        np.testing.assert_array_equal(dec[layer][:], ref[layer][:])
+    # a sources file of the wrong length names itself and both counts, and writes nothing
+    (tmp_path / "short.txt").write_text("ab cde\n")
+    capsys.readouterr()
+    assert main([*base, "--corpus", str(tmp_path / "tgt.txt"), "--side", "decoder", "--sources",
+                 str(tmp_path / "short.txt"), "--out", str(tmp_path / "x.fgstore")]) == 2
+    err = capsys.readouterr().err
+    assert "short.txt: 1 source sentences for the 3 sentences" in err and not (tmp_path / "x.fgstore").exists()

@@ -19,6 +19,8 @@ import logging
 import os
 import sys
 
+from finegrain.errors import CorpusError, FinegrainError, ParameterError
+
 _PLUGINS = [
     "finegrain.data.cli",
     "finegrain.probe.cli",
@@ -48,13 +50,20 @@ def _cmd_extract(args) -> int:
     from finegrain.store import check_output
 
     check_output(args.out, args.overwrite)  # a refused --out fails before the model is loaded
-    if args.corpus.startswith("builtin:"):
-        from finegrain.data import builtin_corpus  # heavy: imported when the command runs
-
-        corpus = builtin_corpus(args.corpus.split(":", 1)[1])
-    else:
-        corpus = read_corpus(args.corpus, labels=args.labels, label=args.label)
+    corpus = read_corpus(args.corpus, labels=args.labels, label=args.label)  # a file or builtin:NAME
+    sources = None
+    if args.sources:
+        # one source sentence per line, parallel to the corpus's (target) sentences
+        sources = [s.words for s in read_corpus(args.sources, format="text")]
+        if len(sources) != len(corpus):
+            raise CorpusError(f"{args.sources}: {len(sources)} source sentences for the {len(corpus)} sentences "
+                              f"of {args.corpus} (one source per line, in the corpus's order)")
+    seq2seq = {k: v for k, v in (("side", args.side), ("sources", sources)) if v is not None}
+    if args.align != "input":
+        seq2seq["align"] = args.align
     if args.engine == "ray":
+        if seq2seq:
+            raise ParameterError("--side/--sources/--align run with --engine local")
         from finegrain.distributed import extract_ray  # heavy: imported when the command runs
 
         store = extract_ray(
@@ -67,7 +76,7 @@ def _cmd_extract(args) -> int:
         store = extract(
             model, corpus, args.out, layers=args.layers, aggregation=args.aggregation, pooling=args.pooling,
             dtype=args.dtype, batch_size=args.batch_size, overwrite=args.overwrite, precision=args.precision,
-            neurons=args.neurons,
+            neurons=args.neurons, **seq2seq,
         )
     print(store.info())
     return 0
@@ -131,6 +140,14 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
                    help="stored precision (auto: float16 once a float32 store would pass 2 GiB)")
     e.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="compute precision of the forward (autocast); --dtype is the stored precision")
+    e.add_argument("--side", default=None, choices=["encoder", "decoder"],
+                   help="encoder-decoder models: the encoder (rows = source words) or the teacher-forced decoder "
+                        "(rows = target words, with --sources)")
+    e.add_argument("--sources", default=None,
+                   help="with --side decoder: a text file of source sentences, one per line, parallel to --corpus "
+                        "(default: the corpus's sentence-level 'source' column)")
+    e.add_argument("--align", default="input", choices=["input", "output"],
+                   help="with --side decoder: read a target word where it is the decoder's input or its prediction")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--device", default="auto")
     e.add_argument("--engine", default="local", choices=["local", "ray"])
@@ -171,8 +188,6 @@ def error_line(e: BaseException) -> str | None:
     """The one line the command line prints for ``e``, or ``None`` for an error that is a bug (its
     traceback is then the report). An ``OSError`` names its file and its errno (``ENOSPC``, ...); a
     ``KeyError`` is never a bare quoted key."""
-    from finegrain.errors import FinegrainError  # light
-
     if isinstance(e, OSError) and e.strerror and (e.filename is not None or not isinstance(e, FinegrainError)):
         code = errno.errorcode.get(e.errno or 0)
         where = f"{e.filename}" + (f" -> {e.filename2}" if getattr(e, "filename2", None) else "")

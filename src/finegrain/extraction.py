@@ -35,9 +35,11 @@ from tqdm.auto import tqdm
 
 import finegrain
 from finegrain.data.corpus import Corpus
-from finegrain.errors import ParameterError
+from finegrain.errors import CorpusError, ParameterError
 from finegrain.models.base import Batch, ModelAdapter, ModelError, preserved_state
 from finegrain.models.kernels import onednn_linears
+from finegrain.models.seq2seq import Seq2SeqAdapter, word_lists
+from finegrain.neurons import parse_neurons
 from finegrain.store import ActivationStore, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 AGGREGATIONS = ("first", "last", "mean", "token")
 TOKENLESS_ROWS_KEPT = 1000  # rows of tokenless words listed in the metadata (their count is always there)
 POOLINGS = ("cls", "mean", "last")
+SOURCE_COLUMN = "source"  # the corpus's sentence-level column of sources (decoder side of an encoder-decoder)
 PRECISIONS = ("float32", "bfloat16", "float16")
 DTYPES = ("auto", "float32", "float16")
 AUTO_FLOAT16_BYTES = 2 << 30  # dtype="auto": float16 once a float32 store would pass 2 GiB
@@ -191,17 +194,16 @@ def token_rows_per_sentence(model: ModelAdapter, sentences: Sequence[Sequence[st
     return rows
 
 
-def _token_map(batch: Batch, units: Sequence[_Unit], base_rows: Sequence[int], aggregation: str, device):
-    """For a batch, return ``(src, dst, n_out, dest_rows)``: output row ``dst[k]`` receives token
-    ``src[k]`` (a flat index into ``[B*T]``); output row ``j`` goes to buffer row ``dest_rows[j]``."""
+def _token_map(batch: Batch, units: Sequence[_Unit], base_rows: Sequence[int], aggregation: str):
+    """For a batch, ``(src, rows)``: token ``src[k]`` (a flat index into ``[B*T]``) is aggregated into
+    buffer row ``rows[k]`` (``base_rows[b]``: the buffer row of the first word of unit ``b``'s sentence).
+    For ``first``/``last`` one token per word is kept."""
     T = len(batch.word_ids[0])
     src: list[int] = []
-    dst: list[int] = []
-    dest: list[int] = []
+    rows: list[int] = []
     for b, (u, base) in enumerate(zip(units, base_rows)):
         wid = batch.word_ids[b]
-        out0 = len(dest)
-        dest.extend(range(base + u.start, base + u.stop))
+        r0 = base + u.start
         for t, w in enumerate(wid):
             if w is None:
                 continue
@@ -210,10 +212,9 @@ def _token_map(batch: Batch, units: Sequence[_Unit], base_rows: Sequence[int], a
             if aggregation == "last" and t + 1 < len(wid) and wid[t + 1] == w:
                 continue
             src.append(b * T + t)
-            dst.append(out0 + w)
-    # int64 even when empty: a batch whose words all tokenize to nothing has no (src, dst) pair at all
-    return (torch.tensor(src, dtype=torch.long, device=device), torch.tensor(dst, dtype=torch.long, device=device),
-            len(dest), np.asarray(dest, dtype=np.int64))
+            rows.append(r0 + w)
+    # int64 even when empty: a batch whose words all tokenize to nothing has no (src, row) pair at all
+    return np.asarray(src, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
 def _token_rows_map(batch: Batch, units: Sequence[_Unit], bases: Sequence[int], expected: Sequence[int],
@@ -253,13 +254,6 @@ def _token_rows_map(batch: Batch, units: Sequence[_Unit], bases: Sequence[int], 
     return src, np.asarray(dest, dtype=np.int64), words, tokens
 
 
-def _aggregate(act: torch.Tensor, src, dst, n_out: int, counts) -> torch.Tensor:
-    flat = act.reshape(-1, act.shape[-1])
-    out = torch.zeros((n_out, act.shape[-1]), dtype=flat.dtype, device=act.device)
-    out.index_add_(0, dst, flat.index_select(0, src))
-    return out if counts is None else out / counts
-
-
 def _pool(act: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     m = mask.to(act.device).bool()
     if act.shape[1] != m.shape[1]:  # character LSTMs report per-step states: same length as mask
@@ -269,6 +263,43 @@ def _pool(act: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
         return (act.float() * w).sum(1) / w.sum(1).clamp_min(1)
     idx = m.float().argmax(1) if pooling == "cls" else (m.shape[1] - 1 - m.flip(1).float().argmax(1))
     return act[torch.arange(act.shape[0], device=act.device), idx].float()
+
+
+FORWARD_OVERHEAD_TOKENS = {"cpu": 48}  # a forward's fixed cost in tokens' worth of compute (others: 1024)
+
+
+def forward_overhead_tokens(device) -> int:
+    """The fixed cost of one forward pass (Python, kernel launches) in tokens' worth of compute, for
+    :func:`length_batches`: measured for MiniLM on 2 CPU cores (~3-6 ms against ~0.1 ms per token);
+    accelerators compute padding almost for free, so there batches are as full as allowed."""
+    return FORWARD_OVERHEAD_TOKENS.get(torch.device(device).type, 1024)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, overhead: float) -> list[tuple[int, int]]:
+    """Cut units sorted by token count (``lengths``, ascending) into batches ``[a, b)`` of at most
+    ``batch_size`` units that minimise the compute of the padded batches plus ``overhead`` per
+    forward pass: ``sum((b - a) * lengths[b - 1] + overhead)``, by dynamic programming (O(n x batch_size)).
+
+    Fixed batches of ``batch_size`` cut through groups of equal length and pad short sentences to long
+    ones: within a buffer of 512 generated sentences that was ~6% more tokens than a sort of the whole
+    corpus; the optimal cut is within ~2% of it (exact lengths bucketed, neighbours merged only where a
+    further forward pass costs more than the padding)."""
+    n, size = len(lengths), max(1, int(batch_size))
+    best = [0.0] * (n + 1)
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[j - 1]
+        b_cost, b_cut = float("inf"), j - 1
+        for i in range(max(0, j - size), j):
+            c = best[i] + (j - i) * longest
+            if c < b_cost:
+                b_cost, b_cut = c, i
+        best[j], cut[j] = b_cost + overhead, b_cut
+    out, j = [], n
+    while j:
+        out.append((cut[j], j))
+        j = cut[j]
+    return out[::-1]
 
 
 def model_facts(model: ModelAdapter, layers: Sequence[str] | str | None = "hidden") -> dict:
@@ -405,8 +436,6 @@ def max_tokens(facts: dict, max_length: int | None = None) -> int:
 def neuron_units(facts: dict, neurons) -> tuple[list[str], dict[str, list[int]]]:
     """``(layers, {layer: sorted unit ids})`` of a neuron selection such as ``["layer.3:7", "layer.5:1"]``
     (or a comma-separated string), checked against the model's layer sizes (``facts``)."""
-    from finegrain.neurons import parse_neurons
-
     try:
         ns = parse_neurons(neurons)
     except ValueError as e:
@@ -436,7 +465,7 @@ def _check_options(aggregation: str, pooling: str | None, precision: str, dtype:
 
 def compute_buffer(
     model: ModelAdapter, plan: ExtractionPlan, sentences: Sequence[Sequence[str]], batch_size: int = 32,
-    on_sentences=None, extras: dict | None = None,
+    on_sentences=None, extras: dict | None = None, sources: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Activations ``{layer: [rows, size]}`` of one buffer of sentences (word lists), rows in order.
 
@@ -444,10 +473,18 @@ def compute_buffer(
     same values, whether it runs in ``extract`` or in a Ray actor. ``on_sentences(n)`` reports progress.
     ``extras`` (a dict, filled in): ``"tokenless"``, buffer rows of words that produced no token (their
     rows are zero); for token-level plans ``"token_word"`` (the word of each row) and ``"tokens"``.
+    ``sources``: for a model that reads each sentence behind another one (the decoder side of an
+    encoder-decoder, ``needs_sources``), that sentence, one per sentence of ``sentences``.
+
+    Word rows are summed (``index_add``, in float32) straight into the buffer, then divided by their
+    token counts once per buffer (``mean``): no per-batch output array, no scatter of it afterwards.
     """
     layer_names, sizes, pooling = plan.layer_names, plan.sizes, plan.pooling
     np_dtype, torch_dtype = plan.np_dtype, plan.torch_dtype
     token_level = plan.level == "token"
+    word_level = not pooling and not token_level
+    if sources is not None and len(sources) != len(sentences):
+        raise ParameterError(f"{len(sources)} sources for {len(sentences)} sentences")
     units = _plan_units(model, sentences, plan.max_tokens)
     specials = _special_tokens(model) if token_level else set()
     unit_rows = _unit_token_rows(model, sentences, units, specials) if token_level else None
@@ -459,7 +496,11 @@ def compute_buffer(
         rows_per_sent = [1 if pooling else len(w) for w in sentences]
     local_start = np.concatenate([[0], np.cumsum(rows_per_sent, dtype=np.int64)])
     n_buf = int(local_start[-1])
-    buf = {lay: np.empty((n_buf, sizes[lay]), dtype=np_dtype) for lay in layer_names}
+    # word rows are sums first: zeros (a tokenless word keeps its row of zeros), float32 whatever is stored
+    buf = {lay: (np.zeros if word_level else np.empty)((n_buf, sizes[lay]), dtype=np.float32 if word_level
+                                                        else np_dtype) for lay in layer_names}
+    sums = {lay: torch.from_numpy(buf[lay]) for lay in layer_names} if word_level else {}
+    word_rows: list[np.ndarray] = []  # the buffer row of every aggregated token, for the counts
     unit_base = []  # token level: the first buffer row of each unit (windows of a sentence follow each other)
     if token_level:
         nxt = local_start[:-1].copy()
@@ -470,46 +511,56 @@ def compute_buffer(
     tokens: list[str] = [""] * n_buf if token_level else []
     tokenless: list[int] = []
     order = sorted(range(len(units)), key=lambda k: units[k].n_tokens)
+    groups = [order[a:b] for a, b in length_batches([units[k].n_tokens for k in order], batch_size,
+                                                    forward_overhead_tokens(model.device))]
     pooled_parts: dict[int, list[dict[str, torch.Tensor]]] = {}
     keep = {lay: torch.as_tensor(u, device=model.device) for lay, u in plan.units.items()}
     # one autocast region for the whole buffer, so that its cache of low-precision weights is reused
     with plan.fast_linears(model, batch_size), plan.autocast(model.device):
-        for k0 in range(0, len(order), batch_size):
-            ks = order[k0 : k0 + batch_size]
+        for ks in groups:
             group = [units[k] for k in ks]
-            batch = model.encode([sentences[u.sent][u.start : u.stop] for u in group])
+            words = [sentences[u.sent][u.start : u.stop] for u in group]
+            batch = (model.encode(words) if sources is None
+                     else model.encode(words, sources=[sources[u.sent] for u in group]))
             with torch.inference_mode():
                 _, cache = model.run_with_cache(batch, layer_names)
                 for lay, idx in keep.items():
                     cache[lay] = cache[lay][..., idx]
+                if word_level:
+                    src, rows = _token_map(batch, group, [int(local_start[u.sent]) for u in group], plan.aggregation)
+                    word_rows.append(rows)
+                    src_t = torch.from_numpy(src).to(cache[layer_names[0]].device)
+                    rows_t = torch.from_numpy(rows)
+                    for lay in layer_names:
+                        flat = cache[lay].reshape(-1, cache[lay].shape[-1])
+                        sums[lay].index_add_(0, rows_t, flat.index_select(0, src_t).float().cpu())
             if pooling:
                 for lay in layer_names:
                     pooled = _pool(cache[lay], batch.attention_mask, pooling).cpu()
                     for b, u in enumerate(group):
                         pooled_parts.setdefault(u.sent, []).append({lay: pooled[b]})
             elif token_level:
-                src, dest, words, toks = _token_rows_map(batch, group, [unit_base[k] for k in ks],
-                                                         [unit_rows[k] for k in ks], specials)
-                token_word[dest] = words
+                src, dest, tok_words, toks = _token_rows_map(batch, group, [unit_base[k] for k in ks],
+                                                             [unit_rows[k] for k in ks], specials)
+                token_word[dest] = tok_words
                 for r, t in zip(dest.tolist(), toks):
                     tokens[r] = t
                 idx = torch.as_tensor(src, dtype=torch.long, device=cache[layer_names[0]].device)
                 for lay in layer_names:
                     flat = cache[lay].reshape(-1, cache[lay].shape[-1])
                     buf[lay][dest] = flat.index_select(0, idx).float().to(torch_dtype).cpu().numpy()
-            else:
-                base = [int(local_start[u.sent]) for u in group]
-                device = cache[layer_names[0]].device
-                src, dst, n_out, dest = _token_map(batch, group, base, plan.aggregation, device)
-                counts = torch.zeros(n_out, device=device).index_add_(0, dst, torch.ones(len(dst), device=device))
-                if bool((counts == 0).any()):
-                    tokenless.extend(int(r) for r in dest[(counts == 0).cpu().numpy()])
-                counts = counts[:, None].clamp_min(1) if plan.aggregation == "mean" else None
-                for lay in layer_names:
-                    vec = _aggregate(cache[lay].float(), src, dst, n_out, counts)
-                    buf[lay][dest] = vec.to(torch_dtype).cpu().numpy()
+            del cache
             if on_sentences is not None:
                 on_sentences(len({u.sent for u in group if u.stop == len(sentences[u.sent])}))
+    if word_level:
+        counts = np.bincount(np.concatenate(word_rows), minlength=n_buf) if word_rows else np.zeros(n_buf, np.int64)
+        tokenless = np.flatnonzero(counts == 0).tolist()
+        many = np.flatnonzero(counts > 1)
+        for lay in layer_names:
+            if plan.aggregation == "mean" and len(many):  # x / 1 is x: only rows of several tokens change
+                buf[lay][many] /= counts[many, None].astype(np.float32)
+            if np_dtype != np.float32:
+                buf[lay] = buf[lay].astype(np_dtype)
     if pooling:
         for lay in layer_names:
             for i in range(len(sentences)):
@@ -561,6 +612,50 @@ def buffer_index(plan: ExtractionPlan, sents: Sequence, b0: int, extras: dict | 
     }
 
 
+def _side_view(model: ModelAdapter, corpus: Corpus, side: str | None, sources, align: str, layers,
+               neurons=None) -> ModelAdapter:
+    """The adapter extraction runs: ``model`` itself, or for an encoder-decoder the view of one side
+    (:meth:`~finegrain.models.seq2seq.Seq2SeqAdapter.side`) with the decoder's sources bound."""
+    if not isinstance(model, Seq2SeqAdapter):
+        if side is not None or sources is not None:
+            raise ParameterError(f"side= and sources= are for encoder-decoder models; {model.name} is "
+                                 f"{'an' if model.kind[:1] in 'aeiou' else 'a'} {model.kind}")
+        return model
+    if side is None:
+        if neurons is not None:
+            try:
+                names = [n.layer for n in parse_neurons(neurons)]
+            except ValueError as e:
+                raise ModelError(str(e)) from e
+        else:
+            names = model.resolve_layers(layers) if layers not in (None, "hidden", "all") else ["enc", "dec"]
+        on = {str(name).split(".", 1)[0] for name in names}
+        if on != {"enc"} and on != {"dec"}:
+            raise ModelError(f"{model.name} is an encoder-decoder: pass side='encoder' (rows = source words) or "
+                             "side='decoder' with sources= (rows = target words; decoder layers need a target)")
+        side = "encoder" if on == {"enc"} else "decoder"
+    if side == "encoder":
+        if sources is not None:
+            raise ParameterError("side='encoder' reads the corpus as the source sentences; sources= is for the decoder")
+        return model.side("encoder")
+    if side != "decoder":
+        raise ParameterError(f"side must be 'encoder' or 'decoder', got {side!r}")
+    if sources is None:
+        if SOURCE_COLUMN not in corpus.sentence_label_columns:
+            raise CorpusError(f"{corpus.name}: the decoder side needs the source of each target sentence: pass "
+                              f"sources=, or give the corpus a sentence-level column {SOURCE_COLUMN!r}")
+        sources = [s.sent_labels[SOURCE_COLUMN] for s in corpus.sentences]
+    src = word_lists(sources, "sources")
+    if len(src) != len(corpus):
+        raise CorpusError(f"{len(src)} sources for {len(corpus)} target sentences")
+    targets = [s.words for s in corpus.sentences]
+    too_long = [i for i, n in enumerate(model.token_counts(targets, target=True)) if n > model.max_length]
+    if too_long:
+        raise CorpusError(f"target sentence {too_long[0]} has more than {model.max_length} tokens (the model "
+                          "maximum); the decoder side cannot split a target into windows")
+    return model.side("decoder", sources=src, targets=targets, align=align)
+
+
 def extract(
     model: ModelAdapter,
     corpus,
@@ -580,6 +675,9 @@ def extract(
     neurons=None,
     onednn: bool | None = None,
     direct_io: bool | None = None,
+    side: str | None = None,
+    sources: Sequence[Sequence[str]] | Sequence[str] | None = None,
+    align: str = "input",
 ) -> ActivationStore:
     """Run ``model`` over ``corpus`` and write the activations of ``layers`` to ``path``.
 
@@ -599,15 +697,31 @@ def extract(
     ``onednn``: float32 CPU linears through oneDNN (default: ``FINEGRAIN_ONEDNN``, on unless ``0``);
     ``direct_io``: chunk files written with ``O_DIRECT`` (default: ``FINEGRAIN_DIRECT_IO``, on unless ``0``).
 
+    Encoder-decoder models (:class:`~finegrain.models.seq2seq.Seq2SeqAdapter`; Belinkov et al. 2017,
+    "What do Neural Machine Translation Models Learn about Morphology?"): ``side="encoder"`` reads
+    ``corpus`` as the source sentences (rows = source words, layers ``enc.layer.*``); ``side="decoder"``
+    reads it as the *target* sentences (their labels become the store's), each teacher-forced behind its
+    source, given as ``sources`` (one per target sentence, word lists or strings) or else as the corpus's
+    sentence-level column ``"source"`` (rows = target words, layers ``dec.layer.*``, read where the word
+    is the decoder's input, ``align="input"``, or its prediction, ``align="output"``). Each sentence
+    travels with its own source, so identical targets may have different sources. A target must fit
+    the model's maximum length (the decoder reads a target whole: no windows). Without ``side`` the
+    side is the one all ``layers`` are on.
+
     A word that produces no model token (e.g. only zero-width spaces) gets a row of zeros, counted in
     the store's metadata (``tokenless_words``, and the first rows in ``tokenless_rows``). One process
     writes a store at a time: a second extraction into the same ``path`` fails at once. The model is
     handed back in the training mode it came in, also on error.
+
+    Speed: the store is written in a background thread behind the forward passes (the buffers at the
+    end of the corpus get smaller, so the last write is short); word rows are summed into the buffer
+    directly. ``bench/RESULTS.md`` compares the time with a bare batched forward.
     """
     _check_options(aggregation, pooling, precision, dtype)
     if not isinstance(model, ModelAdapter):
         raise ModelError(f"extract() needs a finegrain model adapter (load_model), got {type(model).__name__}")
     corpus = _as_corpus(corpus)
+    model = _side_view(model, corpus, side, sources, align, layers, neurons)
     facts = model_facts(model, layers)
     rows = None
     if aggregation == "token" and not pooling:
@@ -626,13 +740,39 @@ def extract(
         writer.close()  # the lock: released whatever happened (commit has released it already)
 
 
+TAIL_SENTENCES = 128  # the smallest buffer, at the end of a corpus (see buffer_starts)
+
+
+def buffer_starts(n_sentences: int, buffer_sentences: int) -> list[int]:
+    """The first sentence of every buffer, then ``n_sentences``: buffers of ``buffer_sentences``, the
+    last buffer's worth halved again and again down to :data:`TAIL_SENTENCES`.
+
+    The store is written in a background thread while the next buffer computes, so what is left after
+    the last forward pass is the last buffer's write (and the commit): with halving tails that buffer
+    is small. A resumed run restarts at one of these starts, so it computes exactly the batches of an
+    uninterrupted one."""
+    if int(buffer_sentences) < 1:
+        raise ParameterError(f"buffer_sentences must be at least 1, got {buffer_sentences}")
+    starts, b = [], 0
+    while n_sentences - b > buffer_sentences:
+        starts.append(b)
+        b += buffer_sentences
+    while n_sentences - b > TAIL_SENTENCES:
+        starts.append(b)
+        b += -(-(n_sentences - b) // 2)
+    if b < n_sentences:
+        starts.append(b)
+    return [*starts, n_sentences]
+
+
 def _run(model, corpus: Corpus, plan: ExtractionPlan, writer: StoreWriter, batch_size: int, buffer_sentences: int,
          progress: bool | None, path) -> None:
     sent_start = plan.sent_start
-    # restart at the first buffer not wholly on disk: buffers start at multiples of
-    # buffer_sentences, so a resumed run computes exactly the batches of an uninterrupted one
+    bounds = buffer_starts(len(corpus), buffer_sentences)
+    # restart at the first buffer not wholly on disk
     done_sents = int(np.searchsorted(sent_start, writer.resumed_rows, side="right")) - 1
-    first_sent = (done_sents // buffer_sentences) * buffer_sentences
+    k_first = int(np.searchsorted(bounds, done_sents, side="right")) - 1
+    first_sent = bounds[k_first]
     writer.rewind(int(sent_start[first_sent]))
     if first_sent:
         log.info("resuming %s at sentence %d of %d", path, first_sent, len(corpus))
@@ -647,23 +787,25 @@ def _run(model, corpus: Corpus, plan: ExtractionPlan, writer: StoreWriter, batch
     bar = tqdm(total=len(corpus), initial=first_sent, desc="extract", unit="sent",
                disable=None if progress is None else not progress, smoothing=0.1)
     model.model.eval()
+    sourced = bool(getattr(model, "needs_sources", False))  # a decoder side reads each sentence behind its source
     # the store is written in a background thread while the model computes the next buffer
     pool = ThreadPoolExecutor(max_workers=1)
-    pending = pool.submit(writer.ensure_created)  # zarr's array creation, while the first buffer computes
-    with plan.fast_linears(model, batch_size):  # weights packed once for the run, not once per buffer
+    pending = pool.submit(writer.ensure_created)  # the store's files, while the first buffer computes
+    # weights packed (oneDNN) or cast (autocast's cache) once for the run, not once per buffer
+    with plan.fast_linears(model, batch_size), plan.autocast(model.device):
         try:
-            for b0 in range(first_sent, len(corpus), buffer_sentences):
-                b1 = min(b0 + buffer_sentences, len(corpus))
+            for b0, b1 in zip(bounds[k_first:-1], bounds[k_first + 1 :]):
                 sents = corpus.sentences[b0:b1]
                 extras: dict = {}
                 buf = compute_buffer(model, plan, [s.words for s in sents], batch_size, on_sentences=bar.update,
-                                     extras=extras)
+                                     extras=extras, sources=[model.source_of(s) for s in sents] if sourced else None)
                 if extras["tokenless"]:
                     n_tokenless += len(extras["tokenless"])
                     room = TOKENLESS_ROWS_KEPT - len(tokenless)
                     tokenless.extend(int(sent_start[b0]) + r for r in extras["tokenless"][:max(0, room)])
                 pending = _wait(pending)
-                pending = pool.submit(_write_buffer, writer, buf, buffer_index(plan, sents, b0, extras),
+                # the index columns are assembled in the writer's thread too
+                pending = pool.submit(_write_buffer, writer, buf, plan, sents, b0, extras,
                                       {"tokenless_words": n_tokenless, "tokenless_rows": list(tokenless)}
                                       if extras["tokenless"] else None)
             _wait(pending)
@@ -682,9 +824,10 @@ def _run(model, corpus: Corpus, plan: ExtractionPlan, writer: StoreWriter, batch
             bar.close()
 
 
-def _write_buffer(writer: StoreWriter, buf: dict, index: dict, meta: dict | None) -> None:
-    """The writer thread's job for one buffer: its rows, then (metadata after data) what it noted."""
-    writer.write(buf, **index)
+def _write_buffer(writer: StoreWriter, buf: dict, plan: ExtractionPlan, sents: Sequence, b0: int, extras: dict,
+                  meta: dict | None) -> None:
+    """The writer thread's job for one buffer: its rows and index, then (metadata after data) what it noted."""
+    writer.write(buf, **buffer_index(plan, sents, b0, extras))
     if meta:
         writer.set_meta(**meta)
 

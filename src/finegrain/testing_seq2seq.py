@@ -19,6 +19,7 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3  # ids of [PAD], [UNK], [CLS], [SEP] in the char
 
 def seq2seq_tokenizer(bos: bool = False):
     """The charpiece tokenizer with an end-of-sequence token (and, with ``bos``, a start token)."""
+    # heavy: transformers and tokenizers, imported when a tiny model is built
     from tokenizers import processors
 
     tok = charpiece_tokenizer()
@@ -49,6 +50,7 @@ def tiny_t5(seed: int = 0, layers: int = 3, decoder_layers: int = 3, hidden: int
             gated: bool = False, tokenizer=None) -> Seq2SeqAdapter:
     """A T5 (pre-norm, relative positions, final layer norm) with the charpiece tokenizer (or
     ``tokenizer``)."""
+    # heavy: transformers and tokenizers, imported when a tiny model is built
     from transformers import T5Config, T5ForConditionalGeneration
 
     tok = tokenizer or seq2seq_tokenizer()
@@ -66,6 +68,7 @@ def tiny_bart(seed: int = 0, layers: int = 3, decoder_layers: int = 3, hidden: i
               heads: int = 4, tokenizer=None) -> Seq2SeqAdapter:
     """A BART (post-norm, learned positions, embedding layer norm) with the charpiece tokenizer (or
     ``tokenizer``)."""
+    # heavy: transformers and tokenizers, imported when a tiny model is built
     from transformers import BartConfig, BartForConditionalGeneration
 
     tok = tokenizer or seq2seq_tokenizer(bos=True)
@@ -84,6 +87,7 @@ def tiny_marian(seed: int = 0, layers: int = 3, decoder_layers: int = 3, hidden:
                 heads: int = 4, tokenizer=None) -> Seq2SeqAdapter:
     """A Marian (post-norm, sinusoidal positions, embeddings scaled by the stack) with the charpiece
     tokenizer (or ``tokenizer``)."""
+    # heavy: transformers and tokenizers, imported when a tiny model is built
     from transformers import MarianConfig, MarianMTModel
 
     tok = tokenizer or seq2seq_tokenizer()

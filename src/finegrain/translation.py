@@ -3,9 +3,9 @@
 ("Identifying and Controlling Important Neurons in Neural Machine Translation", ICLR).
 
 * :func:`extract_seq2seq` — activations of the encoder (one row per source word) or of the
-  teacher-forced decoder (one row per target word) into an ordinary activation store, through the
-  generic :func:`finegrain.extract` on a side view of the adapter; probes, rankings and
-  descriptions then run on it unchanged;
+  teacher-forced decoder (one row per target word) into an ordinary activation store: the generic
+  :func:`finegrain.extract` with ``side=`` (which takes an encoder-decoder directly); probes, rankings
+  and descriptions then run on it unchanged;
 * :class:`TranslationTarget` — log p(target tokens | source, target prefix) as an attribution
   target, so that :func:`finegrain.attribute.attribute` attributes a target word (or the whole
   translation) to the source words.
@@ -17,7 +17,6 @@ Addresses and hooks are those of :class:`finegrain.models.seq2seq.Seq2SeqAdapter
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -25,17 +24,11 @@ from collections.abc import Sequence
 import torch
 
 from finegrain.attribute.targets import Scorer, Target, TargetDescription, TargetError
-from finegrain.data.corpus import Corpus
-from finegrain.errors import CorpusError, ParameterError
-from finegrain.extraction import _as_corpus, compute_buffer, extract
+from finegrain.errors import ParameterError
+from finegrain.extraction import SOURCE_COLUMN, extract
 from finegrain.models.base import Batch, ModelAdapter
 from finegrain.models.seq2seq import Seq2SeqAdapter, Seq2SeqBatch, Seq2SeqSide, word_lists
 from finegrain.store import ActivationStore
-
-SOURCE_COLUMN = "source"
-# whether finegrain.extract hands each sentence's source to the view (then identical targets may have
-# different sources); otherwise the view finds a target's source by the target's words
-_PASSES_SOURCES = "sources" in inspect.signature(compute_buffer).parameters
 
 
 def _adapter(model) -> Seq2SeqAdapter:
@@ -56,58 +49,11 @@ def extract_seq2seq(
     layers: Sequence[str] | str | None = "hidden",
     **kwargs,
 ) -> ActivationStore:
-    """Extract one side of an encoder-decoder into a store (rows = words of ``corpus``).
-
-    ``side="encoder"``: ``corpus`` holds the source sentences; rows are source words, layers
-    ``enc.layer.*``. ``side="decoder"``: ``corpus`` holds the *target* sentences (their word label
-    columns become the store's labels) and the model reads each one teacher-forced behind its source,
-    given as ``sources`` (one per target sentence, word lists or strings) or, when ``sources`` is
-    ``None``, as the corpus's sentence-level column ``"source"``; rows are target words, layers
-    ``dec.layer.*``, read where the word is the decoder's input (``align="input"``) or its prediction
-    (``align="output"``). ``layers``, and every other keyword (``aggregation``, ``batch_size``,
-    ``neurons``, ``dtype``, ``resume``, ...), are those of :func:`finegrain.extract`.
-
-    Limits on the decoder side: a target must fit the model's maximum length (no windows: the decoder
-    reads a target whole); and, as long as :func:`finegrain.extract` does not hand the view each
-    sentence's source, identical target sentences must have identical sources (the view then finds a
-    target's source by its words). A :class:`~finegrain.errors.CorpusError` names the offending sentence
-    before anything is written.
-    """
-    adapter = _adapter(model)
-    corpus = _as_corpus(corpus)
-    if side == "encoder":
-        if sources is not None:
-            raise ParameterError("side='encoder' reads the corpus as the source sentences; sources= is for the decoder")
-        view = adapter.side("encoder")
-    elif side == "decoder":
-        targets = [s.words for s in corpus.sentences]
-        src = _sources(corpus, sources)
-        too_long = [i for i, n in enumerate(adapter.token_counts(targets, target=True)) if n > adapter.max_length]
-        if too_long:
-            raise CorpusError(f"target sentence {too_long[0]} has more than {adapter.max_length} tokens (the model "
-                              "maximum); the decoder side cannot split a target into windows")
-        view = adapter.side("decoder", sources=src, targets=targets, align=align)
-        if view.conflicts and not _PASSES_SOURCES:
-            i = view.conflicts[0]
-            raise CorpusError(
-                f"target sentence {i} ({corpus.sentences[i].text!r}) also occurs with another source; decoder rows "
-                "depend on the source and this extraction identifies a target by its words: extract such pairs in "
-                "separate stores")
-    else:
-        raise ParameterError(f"side must be 'encoder' or 'decoder', got {side!r}")
-    return extract(view, corpus, path, layers=layers, **kwargs)
-
-
-def _sources(corpus: Corpus, sources) -> list[list[str]]:
-    if sources is None:
-        if SOURCE_COLUMN not in corpus.sentence_label_columns:
-            raise CorpusError(f"{corpus.name}: the decoder side needs the source of each target sentence: pass "
-                              f"sources=, or give the corpus a sentence-level column {SOURCE_COLUMN!r}")
-        sources = [s.sent_labels[SOURCE_COLUMN] for s in corpus.sentences]
-    src = word_lists(sources, "sources")
-    if len(src) != len(corpus):
-        raise CorpusError(f"{len(src)} sources for {len(corpus)} target sentences")
-    return src
+    """Extract one side of an encoder-decoder into a store: :func:`finegrain.extract` with ``side``
+    (default ``"encoder"``), ``sources`` and ``align`` (see there); kept as a name of its own for the
+    translation setting. ``side="encoder"``: rows = source words of ``corpus``; ``side="decoder"``: rows =
+    words of the target sentences in ``corpus``, each read teacher-forced behind its own source."""
+    return extract(_adapter(model), corpus, path, layers=layers, side=side, sources=sources, align=align, **kwargs)
 
 
 class TranslationTarget(Target):

@@ -45,14 +45,18 @@ from finegrain.errors import ParameterError, StoreError, StoreNotFoundError
 from finegrain.neurons import Neuron, NeuronIndex
 from finegrain.store.files import (
     FORMAT,
+    GROUP_META,
     OWNER_FILE,
     ArrayMeta,
     ChunkFiles,
     ChunkReader,
     WriterLock,
+    array_meta_json,
     aside_path,
     check_output,
+    encode_strings,
     fsync_tree,
+    json_bytes,
     open_in,
     owner_record,
     owner_status,
@@ -186,7 +190,6 @@ class StoreWriter:
         self._arrays: dict[str, ArrayMeta] = {}
         self._zarr_arrays: dict = {}
         self._files = ChunkFiles(direct=self._direct)
-        self._zarr_synced: set[str] = set()
 
     # -- the partial store -----------------------------------------------------------------
     def _signature(self) -> dict:
@@ -277,31 +280,31 @@ class StoreWriter:
             self._create(*self._create_args)
 
     def _create(self, dtype: str, chunk_rows: int) -> None:
-        import zarr  # heavy (~0.5 s): only writers and string columns need zarr itself
-        from zarr.codecs import Crc32cCodec, ZstdCodec
-
+        """Create the partial store: every array's ``zarr.json`` as zarr v3 writes it (written here, not
+        through zarr: ~20 array creations cost zarr ~4 ms of CPU each), synced, then the root metadata."""
         for name in [*self.layers, *self.label_columns]:
             if not isinstance(name, str) or not name:
                 raise ParameterError(f"layer and label column names must be non-empty strings, got {name!r}")
-        g = zarr.open_group(str(self.tmp), mode="w")
         n = self.n_rows
         # chunks of about chunk_rows that tile the rows evenly: zarr stores an edge chunk at full size,
         # so a last chunk of a few rows would cost as much to write as a whole one
         cr = max(1, -(-n // -(-n // max(1, chunk_rows))))
-        crc = [Crc32cCodec()]
-        for name, size in self.layers.items():
-            g.create_array(layer_key(name), shape=(n, size), chunks=(cr, size), dtype=dtype, compressors=crc)
-        for col in [*INDEX_INT_COLUMNS, *self.index_columns]:  # raw + crc32c: chunk files, like activations
-            g.create_array(f"index/{col}", shape=(n,), chunks=(cr,), dtype="int32", compressors=crc)
-        for col in ["word", *self.label_columns]:
-            g.create_array(index_key(col), shape=(n,), chunks=(cr,), dtype=str, compressors=[ZstdCodec(), *crc])
+        specs = [(layer_key(name), (n, size), (cr, size), dtype) for name, size in self.layers.items()]
+        specs += [(f"index/{col}", (n,), (cr,), "int32") for col in [*INDEX_INT_COLUMNS, *self.index_columns]]
+        specs += [(index_key(col), (n,), (cr,), "string") for col in ["word", *self.label_columns]]
+        os.mkdir(self.tmp)
+        files = self._files
+        files.seen("")
+        for group in ("acts", "index"):
+            files.write_bytes(self.tmp, f"{group}/zarr.json", json_bytes(GROUP_META))
         arrays = {}
-        index_cols = ["sent_id", "word_pos", "word", *self.label_columns]
-        for key in [*(layer_key(x) for x in self.layers), *(index_key(c) for c in index_cols),
-                    *(f"index/{c}" for c in self.index_columns)]:
-            m = ArrayMeta.parse(key, read_json(self.tmp, f"{key}/zarr.json"), self.tmp)
-            arrays[key] = {"shape": list(m.shape), "chunks": list(m.chunks), "data_type": m.data_type}
-        self._root = read_json(self.tmp, "zarr.json")
+        for key, shape, chunks, data_type in specs:
+            meta = array_meta_json(shape, chunks, data_type)
+            files.write_bytes(self.tmp, f"{key}/zarr.json", json_bytes(meta))
+            self._arrays[key] = ArrayMeta.parse(key, meta, self.tmp)
+            arrays[key] = {"shape": list(shape), "chunks": list(chunks), "data_type": data_type}
+        files.sync()  # the arrays exist on disk before the root metadata says they do
+        self._root = dict(GROUP_META)
         self._attrs = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -386,6 +389,10 @@ class StoreWriter:
         self._flush(final=True)
 
     def _flush(self, final: bool) -> None:
+        """Write what is pending: whole chunks (or with ``final`` every row), synced before the progress
+        that counts them is recorded. Otherwise the rows of each raw array's unfinished chunk are streamed
+        into its file (:meth:`ChunkFiles.stream`), so the rows left to write when the last block arrives
+        are few; string columns wait for their chunk to complete (a zstd frame is written whole)."""
         start = self.rows_durable
         if self.rows_written == start:
             return
@@ -395,23 +402,56 @@ class StoreWriter:
             for key in self._pending:
                 chunk = self._array(key).chunks[0]
                 end = min(end, (self.rows_written // chunk) * chunk)
-            if end <= start:
-                return
-        for key, parts in self._pending.items():
-            head, self._pending[key] = _split_rows(parts, end - start)
-            self._write_rows(key, start, end, head)
-        self.rows_durable = end
-        self._attrs["rows_written"] = end  # written after the data: progress never overstates
-        self._write_attrs()
+        if end > start:
+            for key, parts in self._pending.items():
+                head, self._pending[key] = _split_rows(parts, end - start)
+                (self._write_final if final else self._write_rows)(key, start, end, head)
+        if not final:
+            self._stream(max(start, end))
+        self._files.sync()  # data and new directory entries durable: then the progress that counts them
+        if end > start:
+            self.rows_durable = end
+            self._attrs["rows_written"] = end  # written after the data: progress never overstates
+            self._write_attrs()
 
-    def _write_rows(self, key: str, start: int, end: int, parts: list[np.ndarray]) -> None:
-        """Rows ``start:end`` of one array (given as consecutive blocks). Whole chunks of a raw array are
-        written as their files directly (zarr v3's chunk layout: the raw little-endian C-order bytes at the
-        chunk's key, then the crc32c), which halves the CPU cost of zarr's write path (see
-        :class:`~finegrain.store.files.ChunkFiles`); partial chunks and string columns go through zarr."""
+    def _stream(self, row: int) -> None:
+        """Send the pending rows (from ``row``, a chunk boundary) of each raw array to its chunk file."""
+        for key, parts in self._pending.items():
+            meta = self._array(key)
+            chunk = meta.chunks[0]
+            if not meta.raw or not meta.checksummed or row % chunk or not parts:
+                continue
+            rel = meta.chunk_key((row // chunk,) + (0,) * (len(meta.shape) - 1))
+            sent = self._files.streamed_rows(rel)
+            _, new = _split_rows(parts, sent)
+            if new:
+                self._files.stream(self.tmp, rel, new, meta.dtype)
+
+    def _write_final(self, key: str, start: int, end: int, parts: list[np.ndarray]) -> None:
+        """Rows ``start:end`` of one array where ``end`` may lie inside a chunk: the whole chunks as
+        :meth:`_write_rows` writes them; a last chunk that begins in this block is written whole, its
+        rows past ``end`` the fill value (rows after the progress record are never read: a resumed or
+        continued writer writes them again)."""
         meta = self._array(key)
         chunk = meta.chunks[0]
-        if meta.raw and end > start:
+        hi = end if end == meta.shape[0] else (end // chunk) * chunk
+        if hi > start:
+            head, parts = _split_rows(parts, hi - start)
+            self._write_rows(key, start, hi, head)
+        if end > max(start, hi):
+            if hi >= start:  # the chunk begins here: nothing of it is on disk to keep
+                self._write_chunk(meta, hi, parts)
+            else:
+                self._zarr_write(key, start, end, parts)
+
+    def _write_rows(self, key: str, start: int, end: int, parts: list[np.ndarray]) -> None:
+        """Rows ``start:end`` of one array (given as consecutive blocks). Whole chunks are written as
+        their files directly in zarr v3's chunk layout (:meth:`_write_chunk`), which halves the CPU cost
+        of zarr's write path (see :class:`~finegrain.store.files.ChunkFiles`); a partial chunk goes through
+        zarr (read, modify, write: only a resumed or region writer writes one)."""
+        meta = self._array(key)
+        chunk = meta.chunks[0]
+        if end > start:
             lo = -(-start // chunk) * chunk  # the first chunk boundary at or after start
             hi = end if end == meta.shape[0] else (end // chunk) * chunk  # the edge chunk counts as whole
             if lo < hi:
@@ -420,11 +460,22 @@ class StoreWriter:
                     self._zarr_write(key, start, lo, head)
                 for c0 in range(lo, hi, chunk):
                     pieces, parts = _split_rows(parts, min(chunk, hi - c0))
-                    idx = (c0 // chunk,) + (0,) * (len(meta.shape) - 1)
-                    self._files.write(self.tmp, meta.chunk_key(idx), pieces, chunk, meta.dtype, meta.checksummed)
+                    self._write_chunk(meta, c0, pieces)
                 start = hi
         if end > start:
             self._zarr_write(key, start, end, parts)
+
+    def _write_chunk(self, meta: ArrayMeta, c0: int, pieces: list[np.ndarray]) -> None:
+        """The chunk that begins at row ``c0``, written whole from ``pieces`` (its first rows; the rest
+        are fill values): raw arrays as bytes + crc32c, string columns as vlen-utf8 + zstd + crc32c."""
+        chunk = meta.chunks[0]
+        rel = meta.chunk_key((c0 // chunk,) + (0,) * (len(meta.shape) - 1))
+        if meta.raw:
+            self._files.write(self.tmp, rel, pieces, chunk, meta.dtype, meta.checksummed)
+        elif meta.vlen_strings:
+            self._files.write_bytes(self.tmp, rel, encode_strings(pieces, chunk))
+        else:  # codecs finegrain does not write itself
+            self._zarr_write(meta.key, c0, c0 + sum(len(p) for p in pieces), pieces)
 
     def _zarr_write(self, key: str, start: int, end: int, parts: list[np.ndarray]) -> None:
         if key not in self._zarr_arrays:
@@ -441,7 +492,8 @@ class StoreWriter:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._zarr_synced.add(rel)
+            self._files.note_file(self.tmp, rel)  # its directories are synced with the next sync
+            self._files.synced.add(rel)
 
     def _array(self, key: str) -> ArrayMeta:
         """The metadata of array ``key`` (read once per writer)."""
@@ -458,6 +510,7 @@ class StoreWriter:
         if not 0 <= row <= self.rows_durable or self.rows_written != self.rows_durable:
             raise StoreError(f"cannot rewind to row {row}: {self.rows_durable} rows on disk, "
                              f"{self.rows_written - self.rows_durable} pending")
+        self._files.abandon()  # a chunk file being streamed is rewritten from its first row
         self.rows_written = self.rows_durable = row
         self._pending = {}
 
@@ -556,6 +609,7 @@ class StoreWriter:
                 raise StoreError("index rows need sent_id, word_pos and words of the same length")
             for key, arr in self._index_block(sent_id, word_pos, words, labels, k, extra).items():
                 self._write_rows(key, start, start + k, [arr])
+        self._files.sync()  # durable before the caller marks the region done
 
     def mark_done(self, region: str) -> None:
         """Record (atomically, as a file) that ``region`` is completely written."""
@@ -596,7 +650,10 @@ class StoreWriter:
         self.ensure_created()
         shutil.rmtree(self.tmp / "_regions", ignore_errors=True)
         (self.tmp / OWNER_FILE).unlink(missing_ok=True)  # the owner record describes a partial store only
-        fsync_tree(self.tmp, skip=self._files.synced | self._zarr_synced)
+        self._files.sync()
+        # a walk (~1 ms) syncs what this writer did not write itself (a resumed partial's directories),
+        # and the store's own directory, whose entries changed after its last sync
+        fsync_tree(self.tmp, skip=self._files.synced - {""})
         self._attrs["rows_written"] = self.n_rows
         self._attrs["complete"] = True
         self._write_attrs()
@@ -614,6 +671,9 @@ class StoreWriter:
 
     def close(self) -> None:
         """Release the store's lock (the partial store stays, to be resumed); idempotent."""
+        files = getattr(self, "_files", None)
+        if files is not None:
+            files.abandon()  # files left unfinished: the progress record does not count them
         lock, self._lock = getattr(self, "_lock", None), None
         if lock is not None:
             lock.release()

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import google_crc32c
@@ -139,11 +140,16 @@ def read_json(root: str | os.PathLike, rel: str, what: str = "metadata") -> dict
     return data
 
 
+def json_bytes(data: dict) -> bytes:
+    """A metadata file's bytes (indented JSON, as zarr writes its own)."""
+    return json.dumps(data, indent=1).encode()
+
+
 def write_json_atomic(root: str | os.PathLike, rel: str, data: dict) -> None:
     """Write ``root/rel`` as JSON through a temporary file and a rename (readers see old or new, whole)."""
     tmp_rel = f"{rel}.tmp{os.getpid()}"
     with os.fdopen(open_in(root, tmp_rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
-        f.write(json.dumps(data, indent=1).encode())
+        f.write(json_bytes(data))
         f.flush()
         os.fsync(f.fileno())
     os.replace(Path(root) / tmp_rel, Path(root) / rel)
@@ -213,6 +219,11 @@ class ArrayMeta:
         """Chunks are plain little-endian bytes (optionally followed by a crc32c): read without zarr."""
         return (self.codecs[:1] == ("bytes",) and self.codecs[1:] in ((), ("crc32c",))
                 and self.data_type in ("float16", "float32", "float64", "int32", "int64"))
+
+    @property
+    def vlen_strings(self) -> bool:
+        """A string column in the codecs :func:`encode_strings` writes (vlen-utf8, zstd, crc32c)."""
+        return self.data_type == "string" and self.codecs == ("vlen-utf8", "zstd", "crc32c")
 
     @property
     def checksummed(self) -> bool:
@@ -386,18 +397,47 @@ class ChunkReader:
 
 
 # -- writing chunk files -----------------------------------------------------------------------------
+FSYNC_THREADS = 8  # concurrent fsyncs of one flush: the file system commits them together
+MAX_UNSYNCED = 64  # files written but not yet synced (each an open descriptor) before a sync is forced
+
+
+def _parent(rel: str) -> str:
+    return rel.rpartition("/")[0]
+
+
+@dataclass
+class _Stream:
+    """A chunk file being filled row block by row block: what is on disk, and what waits."""
+
+    fd: int
+    direct: bool
+    rows: int = 0  # rows of the chunk received so far
+    carry: bytes = b""  # received bytes after the last aligned write (O_DIRECT writes whole blocks)
+    crc: int = 0  # crc32c of every byte received so far
+
+
 class ChunkFiles:
-    """Writes whole chunk files (with their crc32c), bypassing the page cache (``O_DIRECT``) where the
-    file system allows.
+    """Writes chunk files (with their crc32c), bypassing the page cache (``O_DIRECT``) where the file
+    system allows.
 
     Buffered writes of fresh files cost the kernel a page-cache page per 4 KiB written; measured on a
     2-core VM that was 0.5 s of CPU per 200 MB, taken from the model's threads, while ``O_DIRECT`` took
-    0.03 s (the device DMAs from our buffer). The chunk is assembled in one reused, page-aligned staging
+    0.03 s (the device DMAs from our buffer). Data is assembled in one reused, page-aligned staging
     buffer (``O_DIRECT`` needs aligned memory), so no chunk-sized array is allocated per write either;
     its checksum is computed there, in the writer's thread (~1 ms per 10 MB). Falls back to buffered
     writes where ``O_DIRECT`` is refused (tmpfs, some network file systems), or everywhere with
-    ``direct=False``. Each file is fsynced before it is closed (the writer thread's time, hidden behind
-    the model's), so committing a store syncs only the little zarr wrote itself.
+    ``direct=False``.
+
+    A chunk is written whole by :meth:`write`, or streamed: :meth:`stream` sends the rows received so
+    far to the file at once (its crc32c extended as they come), so that when the chunk's last rows
+    arrive only they, the zero padding of an edge chunk and the checksum are left to write; an
+    extraction's last chunk is then not written after its last forward pass. A streamed file is
+    incomplete (no checksum) until :meth:`write` finishes it; the store's progress record counts only
+    finished chunks, so a crash leaves nothing that a resumed run would read.
+
+    Syncing: every file is fsynced, and the directories that gained an entry, before :meth:`sync`
+    returns (the caller then records its progress); the fsyncs of one flush run concurrently, which
+    lets the file system commit them together.
     """
 
     ALIGN = 4096
@@ -406,98 +446,285 @@ class ChunkFiles:
         self.direct = hasattr(os, "O_DIRECT") and bool(direct)
         self.fsync = fsync
         self._raw: np.ndarray | None = None
-        self.synced: set[str] = set()
+        self.synced: set[str] = set()  # files and directories (relative paths) synced, none changed since
+        self._streams: dict[str, _Stream] = {}
+        self._unsynced: list[tuple[str, int]] = []  # (rel, fd) written, not yet fsynced and closed
+        self._dirty: set[str] = set()  # directories that gained an entry since they were last synced
+        self._seen: set[str] = set()  # directories known to exist (created or entered by this writer)
+        self._root: Path | None = None
 
+    # -- staging ----------------------------------------------------------------------------------
     def _staging(self, nbytes: int) -> np.ndarray:
         if self._raw is None or self._raw.nbytes < nbytes + self.ALIGN:
             self._raw = np.empty(nbytes + self.ALIGN, np.uint8)
         off = -self._raw.ctypes.data % self.ALIGN
         return self._raw[off : off + nbytes]
 
-    def write(self, root: Path, rel: str, pieces: list[np.ndarray], rows: int, dtype: np.dtype,
-              checksum: bool = True) -> None:
-        """Write ``pieces`` (consecutive row blocks) as the chunk file ``root/rel`` of ``rows`` rows; rows
-        past the pieces are the fill value 0 (zarr stores an edge chunk at full size)."""
-        cols = pieces[0].shape[1:] if pieces else ()
-        dtype = np.dtype(dtype).newbyteorder("<")
-        nbytes = rows * int(np.prod(cols, dtype=np.int64)) * dtype.itemsize
-        stage = self._staging(nbytes + (CRC_BYTES if checksum else 0))
-        block = stage[:nbytes].view(dtype).reshape(rows, *cols)
-        r = 0
+    @staticmethod
+    def _fill(stage: np.ndarray, at: int, pieces: list[np.ndarray], skip_rows: int, dtype: np.dtype) -> int:
+        """Copy the rows of ``pieces`` after the first ``skip_rows`` into ``stage`` from byte ``at``, as
+        little-endian ``dtype``; returns the end offset."""
         for p in pieces:
-            block[r : r + len(p)] = p
-            r += len(p)
-        block[r:] = 0
-        if checksum:
-            stage[nbytes:] = np.frombuffer(crc32c(stage[:nbytes]).to_bytes(CRC_BYTES, "little"), np.uint8)
-        try:
-            self._write(root, rel, stage)
-        except OSError as e:
-            if isinstance(e, StoreError):
-                raise
-            # ENOSPC, EFBIG, EACCES, ...: name the file (os.write's own error has no file name)
-            raise StoreError(e.errno, e.strerror or str(e), str(root / rel)) from None
-        self.synced.add(rel)
+            if skip_rows >= len(p):
+                skip_rows -= len(p)
+                continue
+            p = p[skip_rows:]
+            skip_rows = 0
+            n = p.size * dtype.itemsize
+            stage[at : at + n].view(dtype).reshape(p.shape)[...] = p
+            at += n
+        return at
+
+    # -- files --------------------------------------------------------------------------------------
+    def note_file(self, root: Path, rel: str) -> None:
+        """Record that ``rel`` was created: its directory (and each directory first seen on the way up)
+        gained an entry and is synced with the next :meth:`sync`."""
+        self._root = Path(root)
+        self.synced.discard(rel)
+        d = _parent(rel)
+        self._dirty.add(d)
+        self.synced.discard(d)
+        while d and d not in self._seen:
+            self._seen.add(d)
+            d = _parent(d)
+            self._dirty.add(d)
+            self.synced.discard(d)
+
+    def seen(self, *dirs: str) -> None:
+        """Directories created and synced by the caller (their entries are already durable)."""
+        self._seen.update(dirs)
+        self.synced.update(dirs)
 
     def _open(self, root: Path, rel: str, direct: bool) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if direct else 0)
-        return open_in(root, rel, flags, make_dirs=True)
+        fd = open_in(root, rel, flags, make_dirs=True)
+        self.note_file(root, rel)
+        return fd
 
-    def _write(self, root: Path, rel: str, data: np.ndarray) -> None:
-        head = len(data) - len(data) % self.ALIGN if self.direct else 0
-        fd = None
-        if head:
+    def _open_stream(self, root: Path, rel: str) -> _Stream:
+        if self.direct:
             try:
-                fd = self._open(root, rel, True)
+                return _Stream(self._open(root, rel, True), True)
             except OSError as e:
                 if isinstance(e, StoreError) or e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                     raise
-                self.direct, head = False, 0  # the file system refuses O_DIRECT
-        if not head:
-            fd = self._open(root, rel, False)
-            try:
-                done = 0
-                while done < len(data):
-                    done += os.write(fd, memoryview(data[done:]))
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            return
-        try:
-            done = 0
-            while done < head:  # a short write leaves an aligned offset on local file systems
-                done += os.write(fd, memoryview(data[done:head]))
-            if done < len(data):  # the unaligned tail: buffered
-                import fcntl  # POSIX only, as O_DIRECT itself
+                self.direct = False  # the file system refuses O_DIRECT
+        return _Stream(self._open(root, rel, False), False)
 
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                while done < len(data):
-                    done += os.write(fd, memoryview(data[done:]))
-            if self.fsync:
-                os.fsync(fd)
+    @staticmethod
+    def _buffered(fd: int) -> None:
+        import fcntl  # POSIX only, as O_DIRECT itself
+
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+
+    def _send(self, s: _Stream, data: np.ndarray, final: bool) -> None:
+        """Write ``data`` (in the staging buffer, aligned) to the stream's file: whole blocks with
+        ``O_DIRECT``; the rest waits in ``carry``, or when ``final`` goes out buffered."""
+        head = len(data) - len(data) % self.ALIGN if s.direct else len(data)
+        done = 0
+        while done < head:
+            try:
+                done += os.write(s.fd, memoryview(data[done:head]))
+            except OSError as e:
+                if not s.direct or e.errno != errno.EINVAL:
+                    raise  # ENOSPC, EIO, ...: a real failure, not O_DIRECT's alignment
+                # a block size this alignment does not satisfy: the rest of this file goes buffered
+                self._buffered(s.fd)
+                s.direct = self.direct = False
+                head = len(data)
+        if final and head < len(data):
+            if s.direct:
+                self._buffered(s.fd)
+            while done < len(data):
+                done += os.write(s.fd, memoryview(data[done:]))
+            s.carry = b""
+        else:
+            s.carry = bytes(data[head:])
+
+    def _fail(self, root: Path, rel: str, e: OSError) -> OSError:
+        if isinstance(e, StoreError):
+            return e
+        # ENOSPC, EFBIG, EACCES, ...: name the file (os.write's own error has no file name)
+        return StoreError(e.errno, e.strerror or str(e), str(root / rel))
+
+    def stream(self, root: Path, rel: str, pieces: list[np.ndarray], dtype: np.dtype) -> None:
+        """Append the rows of ``pieces`` to the chunk file ``root/rel`` (created by the first call):
+        whole blocks go to disk now, the file is finished by :meth:`write`."""
+        dtype = np.dtype(dtype).newbyteorder("<")
+        try:
+            s = self._streams.get(rel)
+            if s is None:
+                s = self._streams[rel] = self._open_stream(root, rel)
+            nbytes = sum(p.size for p in pieces) * dtype.itemsize
+            stage = self._staging(len(s.carry) + nbytes)
+            stage[: len(s.carry)] = np.frombuffer(s.carry, np.uint8)
+            end = self._fill(stage, len(s.carry), pieces, 0, dtype)
+            s.crc = google_crc32c.extend(s.crc, stage[len(s.carry) : end])
+            s.rows += sum(len(p) for p in pieces)
+            self._send(s, stage[:end], final=False)
         except OSError as e:
+            raise self._fail(root, rel, e) from None
+
+    def streamed_rows(self, rel: str) -> int:
+        s = self._streams.get(rel)
+        return s.rows if s is not None else 0
+
+    def write(self, root: Path, rel: str, pieces: list[np.ndarray], rows: int, dtype: np.dtype,
+              checksum: bool = True) -> None:
+        """Write ``pieces`` (consecutive row blocks from the chunk's first row) as the chunk file
+        ``root/rel`` of ``rows`` rows; rows past the pieces are the fill value 0 (zarr stores an edge
+        chunk at full size). A file :meth:`stream` began is finished: only its rows not yet sent are
+        written. The file is synced by the next :meth:`sync`."""
+        cols = pieces[0].shape[1:] if pieces else ()
+        dtype = np.dtype(dtype).newbyteorder("<")
+        nbytes = rows * int(np.prod(cols, dtype=np.int64)) * dtype.itemsize
+        try:
+            s = self._streams.pop(rel, None)
+            if s is not None and not checksum:
+                raise StoreError(f"{root}: {rel}: a streamed chunk always carries its checksum")
+            if s is None:
+                s = self._open_stream(root, rel)
+            sent = s.rows * int(np.prod(cols, dtype=np.int64)) * dtype.itemsize  # bytes already received
+            rest = nbytes - sent
+            stage = self._staging(len(s.carry) + rest + (CRC_BYTES if checksum else 0))
+            stage[: len(s.carry)] = np.frombuffer(s.carry, np.uint8)
+            end = self._fill(stage, len(s.carry), pieces, s.rows, dtype)
+            stop = len(s.carry) + rest
+            stage[end:stop] = 0
+            if checksum:
+                crc = google_crc32c.extend(s.crc, stage[len(s.carry) : stop])
+                stage[stop:] = np.frombuffer(crc.to_bytes(CRC_BYTES, "little"), np.uint8)
+            self._send(s, stage, final=True)
+        except OSError as e:
+            if s is not None:
+                os.close(s.fd)
+            raise self._fail(root, rel, e) from None
+        self._done(rel, s.fd)
+
+    def write_bytes(self, root: Path, rel: str, data: bytes) -> None:
+        """Write a small file (an encoded string chunk with its checksum) whole, buffered; synced by
+        the next :meth:`sync`."""
+        fd = None
+        try:
+            fd = self._open(root, rel, False)
+            with os.fdopen(fd, "wb", closefd=False) as f:  # left open: fsynced and closed by sync()
+                f.write(data)
+        except OSError as e:
+            if fd is not None:
+                os.close(fd)
+            raise self._fail(root, rel, e) from None
+        self._done(rel, fd)
+
+    def _done(self, rel: str, fd: int) -> None:
+        if not self.fsync:
             os.close(fd)
-            if e.errno != errno.EINVAL:  # ENOSPC, EIO, ...: a real failure, not O_DIRECT's alignment
-                raise
-            self.direct = False  # a block size this alignment does not satisfy: write it buffered
-            self._write(root, rel, data)
             return
-        os.close(fd)
+        self._unsynced.append((rel, fd))
+        if len(self._unsynced) >= MAX_UNSYNCED:  # a long write of many chunks: bounded open files
+            self._sync_files()
+
+    def _sync_files(self) -> None:
+        files, self._unsynced = self._unsynced, []
+        try:
+            _run_all([partial(_fsync_fd, fd) for _, fd in files])
+        finally:
+            for _, fd in files:
+                os.close(fd)
+        self.synced.update(rel for rel, _ in files)
+
+    def sync(self) -> None:
+        """fsync every file written since the last call, then the directories that gained entries
+        (concurrently), and close the files: afterwards everything written is durable."""
+        self._sync_files()
+        dirs, self._dirty = self._dirty, set()
+        if dirs and self.fsync and self._root is not None:
+            root = self._root
+            _run_all([partial(_fsync_path, root / d if d else root, True) for d in sorted(dirs)])
+        self.synced.update(dirs)
+
+    def abandon(self) -> None:
+        """Close every file without finishing it (a rewind or an error: the rows are written again, or
+        the partial store is resumed from its progress record, which never counts such a file)."""
+        for s in self._streams.values():
+            os.close(s.fd)
+        self._streams = {}
+        for _, fd in self._unsynced:
+            os.close(fd)
+        self._unsynced = []
+
+
+def _fsync_fd(fd: int) -> None:
+    os.fsync(fd)
+
+
+def _run_all(jobs: list) -> None:
+    """Run ``jobs`` (blocking system calls that release the GIL) on up to :data:`FSYNC_THREADS`
+    threads; the first error is raised after all have ended."""
+    if len(jobs) <= 1:
+        for job in jobs:
+            job()
+        return
+    from concurrent.futures import ThreadPoolExecutor  # ~10 ms to import: only writers sync files
+
+    with ThreadPoolExecutor(min(FSYNC_THREADS, len(jobs))) as pool:
+        futures = [pool.submit(job) for job in jobs]
+    for f in futures:
+        f.result()
+
+
+# -- string chunks -------------------------------------------------------------------------------
+# zarr v3 metadata of the three kinds of arrays a store holds, written here without zarr (zarr reads them)
+_CODECS = {
+    "raw": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+    "string": [{"name": "vlen-utf8", "configuration": {}},
+               {"name": "zstd", "configuration": {"level": 0, "checksum": False}}, {"name": "crc32c"}],
+}
+GROUP_META = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
+
+
+def array_meta_json(shape: tuple[int, ...], chunks: tuple[int, ...], data_type: str) -> dict:
+    """The ``zarr.json`` of a store array (zarr v3): raw little-endian chunks with a crc32c, or for
+    ``data_type="string"`` vlen-utf8 + zstd (level 0) + crc32c, as ``zarr.create_array`` writes them."""
+    kind = "string" if data_type == "string" else "raw"
+    fill = "" if kind == "string" else (0.0 if data_type.startswith("float") else 0)
+    return {
+        "shape": list(shape), "data_type": data_type,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill, "codecs": _CODECS[kind], "attributes": {}, "zarr_format": 3, "node_type": "array",
+        "storage_transformers": [],
+    }
+
+
+def encode_strings(values: list[np.ndarray], rows: int) -> bytes:
+    """One string chunk of ``rows`` rows as zarr's codecs store it: vlen-utf8 (numcodecs' format: the
+    count, then each item's length and UTF-8 bytes, little-endian uint32), zstd level 0, crc32c; rows
+    past ``values`` are the fill value ``""``."""
+    from numcodecs.vlen import VLenUTF8  # ~0.3 s to import: only writers of string columns need it
+    from numcodecs.zstd import Zstd
+
+    items = np.empty(rows, dtype=object)
+    r = 0
+    for v in values:
+        items[r : r + len(v)] = v
+        r += len(v)
+    items[r:] = ""
+    data = Zstd(level=0, checksum=False).encode(VLenUTF8().encode(items))
+    return bytes(data) + crc32c(data).to_bytes(CRC_BYTES, "little")
 
 
 def fsync_tree(root: Path, skip: set[str] = frozenset()) -> None:
-    """fsync every file (but ``skip``, relative paths already synced) and directory below ``root``."""
+    """fsync every file and directory below ``root`` (and ``root`` itself) but those in ``skip``
+    (relative paths, ``""`` for ``root``, already synced and unchanged since), concurrently."""
     root = Path(root)
-    dirs = [root]
+    files, dirs = [], [] if "" in skip else [root]
     for p in walk_no_links(root):
         rel = str(p.relative_to(root))
-        if p.is_dir():
-            dirs.append(p)
-        elif rel not in skip:
-            _fsync_path(p)
-    for d in dirs:
-        _fsync_path(d, directory=True)
+        if rel in skip:
+            continue
+        (dirs if p.is_dir() else files).append(p)
+    _run_all([partial(_fsync_path, p) for p in files])
+    _run_all([partial(_fsync_path, d, True) for d in dirs])
 
 
 def _fsync_path(p: Path, directory: bool = False) -> None:
