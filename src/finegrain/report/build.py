@@ -1,11 +1,27 @@
-"""Run the analysis pipeline and assemble the report."""
+"""Run the analysis and assemble the report: a composition of the same public calls as the command line,
+each artefact computed once.
+
+* one extraction per corpus (a store in ``OUT`` reused when it holds the same model, words and layers, or
+  the store given with ``--store``, e.g. one written by ``finegrain extract``);
+* per property, one :func:`~finegrain.probe.probe_layers` call (probe per layer, the majority / word-type
+  baselines once, the control task with the identical probe) and one all-layers probe, trained once and
+  used by the ranking (:func:`~finegrain.rank.probe_weight_ranking`) and the probe-side ablation
+  (:func:`~finegrain.evaluate.probe_ablation`, other units at their training mean);
+* one sentiment head for every section that explains predictions, cached in ``OUT/cache``;
+* every section's result saved as JSON (``OUT/results/``, through the Result protocol), with a
+  fingerprint of what it was computed from: ``reuse=True`` (``--reuse``) reads back the sections whose
+  fingerprint matches and recomputes the others.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -15,63 +31,143 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+import finegrain
+from finegrain.data import read_corpus
+from finegrain.describe import describe_neurons, explain_neurons
+from finegrain.errors import ParameterError, StoreError
+from finegrain.evaluate import probe_ablation
+from finegrain.extraction import extract
+from finegrain.models import ModelAdapter, load_model
+from finegrain.probe import (
+    LinearProbe,
+    classification_metrics,
+    majority_label,
+    paired_bootstrap,
+    probe_layers,
+    word_type_predictions,
+)
+from finegrain.rank import outlier_dimensions, probe_weight_ranking, probeless_ranking
 from finegrain.report import html as H
+from finegrain.report import sections as S
+from finegrain.results import jsonable, write_text_atomic
+from finegrain.store import ActivationStore
+from finegrain.store.view import ArrayView
+from finegrain.unsupervised import LatentConcepts, similarity_matrix
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROPERTIES = ("pos", "number", "tense", "negation", "ner")
+DEFAULT_CORPUS = "builtin:ptb"
+DEFAULT_GOLD_CORPUS = "builtin:synthetic"
+#: PTB sentences analysed by default: 1,000 (20,850 words) — see docs/FINDINGS.md and the README for the
+#: measurement behind the choice (extraction and the 3 x 15 probes grow linearly with it, and the paired
+#: intervals at 1,000 sentences already separate every layer from its baselines by 10+ standard errors)
+DEFAULT_PTB_SENTENCES = 1000
+DEFAULT_GOLD_SENTENCES = 500
+PTB_PROPERTIES = ("pos", "dep", "ner")  # silver (spaCy) columns of builtin:ptb
+GOLD_PROPERTIES = ("number", "tense", "negation")  # gold columns of the generated corpus
+DEFAULT_PROPERTIES = ("pos", "number", "tense", "negation", "ner")  # any other corpus, where present
+#: what each corpus's labels are, for the page
+PTB_NOTES = ("Labels are silver: spaCy's en_core_web_sm run on the treebank's own tokens, not gold treebank "
+             "annotation (docs/DATA.md). The text is the Mikolov et al. (2010) language-model version: lower-cased, "
+             "no punctuation, numbers written as N and words outside the 10k vocabulary as <unk>, which spaCy "
+             "labels from context; PROPN and NER are weaker on lower-cased text.")
+GOLD_NOTES = ("Labels are gold: the generated corpus's grammar writes them with the words. It has no word-level "
+              "agreement column (agreement is a relation between subject and verb, tested causally on the "
+              "agreement corpus by finegrain.intervene); number, the feature agreement needs, is probed instead.")
 
 
 @dataclass
 class ReportConfig:
-    """What the report analyses. Defaults: the embedded MiniLM on the built-in gold corpus."""
+    """What the report analyses. Defaults: the embedded MiniLM on the Penn Treebank text (silver POS,
+    dependency relation and NER) plus the generated corpus's gold number / tense / negation."""
 
     model: object = "minilm"  # a name/path for load_model, or an already-built ModelAdapter
-    corpus: str | None = None  # a corpus file; None = built-in generated corpus
+    corpus: str | None = None  # a corpus file or builtin:NAME; None = builtin:ptb
     labels: str | None = None  # labels file (NeuroX parallel format)
     label: str | None = None  # label column to read from ``corpus``
-    properties: Sequence[str] | None = None  # label columns to probe (default: all, or DEFAULT_PROPERTIES)
-    n_sentences: int = 1000
+    properties: Sequence[str] | None = None  # label columns to probe (default: PTB_PROPERTIES / DEFAULT_PROPERTIES)
+    n_sentences: int | None = None  # sentences of a built-in corpus (None: DEFAULT_PTB_SENTENCES for ptb)
+    gold_corpus: str | None = DEFAULT_GOLD_CORPUS  # a second corpus with gold labels (None: none)
+    gold_sentences: int = DEFAULT_GOLD_SENTENCES
+    gold_properties: Sequence[str] | None = None  # default GOLD_PROPERTIES
+    store: str | None = None  # an existing store of ``corpus`` (e.g. from ``finegrain extract``) to analyse
+    reuse: bool = False  # read back the sections of an earlier run in ``out`` whose fingerprint matches
+    cache_dir: str | None = None  # where annotated corpora are cached (None: finegrain.data's default)
     layers: str | Sequence[str] = "hidden"
     aggregation: str = "mean"
-    top_neurons: int = 5  # neurons described per property
+    top_neurons: int = 3  # neurons described per property
     browser_examples: int = 6  # top words per neuron in the neuron browser
-    epochs: int = 10
+    browser_sentences: int | None = 400  # sentences the browser's examples come from (None: all)
+    epochs: int | None = None  # probe options; None = LinearProbe's own defaults (epochs is a maximum)
+    lr: float | None = None
+    l1: float | None = None
+    l2: float | None = None
+    ablation_ks: Sequence[float] = (0.005, 0.02, 0.1)
+    ablation_random: int = 3
+    lm: object = "textgenrnn"  # the language model of the generation / mediation / steering sections
     seed: int = 0
     device: str = "auto"
-    extras: bool = True  # similarity, latent concepts, attribution, mediation sections
+    extras: bool = True  # similarity, latent concepts, attribution ... steering sections
     strict: bool = False  # raise instead of reporting a failed section
-    sections: list[str] = field(default_factory=list)
+    progress: bool | None = None  # the report's progress bar (None: on a terminal)
+    sections: list[str] = field(default_factory=list)  # run only these extras (default: all)
 
 
-def _load_corpus(cfg: ReportConfig):
-    from finegrain.data import read_corpus
-    from finegrain.data.generate import generate_corpus
-
-    if cfg.corpus is None or cfg.corpus == "builtin:synthetic":
-        return generate_corpus(n_sentences=cfg.n_sentences, seed=cfg.seed)
-    return read_corpus(cfg.corpus, labels=cfg.labels, label=cfg.label)
+def _fingerprint(*parts) -> str:
+    return hashlib.sha1(json.dumps(jsonable(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class _Steps:
-    """A progress bar over report steps; a failing optional step becomes a visible note."""
+def _rss_mb() -> float | None:
+    try:
+        import resource  # platform: Unix only (the peak resident set of this process)
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
-    def __init__(self, total: int, strict: bool):
-        self.bar = tqdm(total=total, desc="report", unit="step")
-        self.strict = strict
-        self.timings: dict[str, float] = {}
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "section"
+
+
+class _Runner:
+    """Runs the report's steps: a progress bar, per-step wall / CPU time and peak RSS, a failing optional
+    step as a visible note, and saved results read back under ``reuse`` when their fingerprint matches."""
+
+    def __init__(self, out: Path, cfg: ReportConfig):
+        self.dir = out / "results"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.reuse, self.strict = cfg.reuse, cfg.strict
+        self.bar = tqdm(desc="report", unit="step", disable=None if cfg.progress is None else not cfg.progress)
+        self.timings: dict[str, dict] = {}
         self.errors: dict[str, str] = {}
 
-    def run(self, name: str, fn: Callable, *args, optional: bool = False, **kwargs):
-        self.bar.set_postfix_str(name)
-        t0 = time.perf_counter()
+    def _cached(self, name: str, fp: str):
+        path = self.dir / f"{_safe(name)}.json"
         try:
-            return fn(*args, **kwargs)
-        except ImportError as e:
-            if not optional:
-                raise
-            self.errors[name] = f"not available: {e}"
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return None
+        return saved.get("value") if saved.get("fingerprint") == fp else None
+
+    def run(self, name: str, fn: Callable, *args, key=None, optional: bool = False, **kwargs):
+        """``fn(*args, **kwargs)``; with ``key`` (what the value is computed from) the value — JSON data — is
+        saved in ``results/<name>.json`` and, under ``reuse``, read back when the key is the same."""
+        self.bar.set_postfix_str(name)
+        fp = None if key is None else _fingerprint(key)
+        t0, c0 = time.perf_counter(), time.process_time()
+        reused = False
+        try:
+            if fp is not None and self.reuse:
+                value = self._cached(name, fp)
+                if value is not None:
+                    reused = True
+                    return value
+            value = fn(*args, **kwargs)
+            if fp is not None and value is not None:
+                write_text_atomic(self.dir / f"{_safe(name)}.json",
+                                  json.dumps({"fingerprint": fp, "value": jsonable(value)}, allow_nan=False))
+            return value
         except Exception as e:
             if self.strict or not optional:
                 raise
@@ -79,262 +175,444 @@ class _Steps:
             self.errors[name] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
             return None
         finally:
-            self.timings[name] = time.perf_counter() - t0
+            self.timings[name] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                                  "rss_mb": _rss_mb(), "reused": reused}
             self.bar.update(1)
 
     def close(self):
         self.bar.close()
 
 
-def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | None = None, **kw) -> Path:
-    """Run the whole analysis and write ``out/index.html`` (plus the activation store and JSON results).
+# -- corpora and stores ---------------------------------------------------------------------------------
+@dataclass
+class CorpusData:
+    """One analysed corpus: its store (extracted once), the properties probed on it and its summary."""
 
-    Keyword arguments override :class:`ReportConfig` fields (e.g. ``model="path/to/model"``).
-    """
-    import finegrain
-    from finegrain.extraction import extract
-    from finegrain.models import ModelAdapter, load_model
-    from finegrain.store import ActivationStore, StoreError
+    name: str
+    kind: str  # "silver", "gold" or "file"
+    store: ActivationStore
+    properties: list[str]
+    notes: tuple[str, ...] = ()
+    main: bool = True
+    display: dict[str, str] = field(default_factory=dict)  # the page's name of each property (unique over corpora)
 
-    cfg = config or ReportConfig()
-    for k, v in kw.items():
-        if not hasattr(cfg, k):
-            raise TypeError(f"unknown report option {k!r}")
-        setattr(cfg, k, v)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    steps = _Steps(total=11, strict=cfg.strict)
+    def summary(self) -> dict:
+        counts = {}
+        for p in self.properties:
+            vals, cnt = np.unique(self.store.labels(p).astype(str), return_counts=True)
+            order = np.argsort(-cnt)[:40]
+            counts[p] = {str(vals[i]): int(cnt[i]) for i in order}
+        sent, words = self.store.sent_ids, self.store.words
+        starts = np.flatnonzero(np.r_[True, sent[1:] != sent[:-1]])
+        ends = np.r_[starts[1:], len(sent)]
+        examples = [" ".join(str(w) for w in words[a:b]) for a, b in zip(starts[:5], ends[:5])]
+        return {"name": self.name, "kind": self.kind, "sentences": int(len(starts)), "words": int(self.store.n_rows),
+                "labels": counts, "examples": examples, "notes": list(self.notes)}
+
+    def key(self) -> dict:
+        """What this corpus's results depend on: the extraction's fingerprint and the labels probed."""
+        h = hashlib.sha1()
+        for p in self.properties:
+            h.update(p.encode())
+            h.update("\x1f".join(self.store.labels(p).astype(str).tolist()).encode())
+        return {"store": self.store.meta.get("fingerprint"), "labels": h.hexdigest(), "properties": self.properties}
+
+
+def _builtin_name(spec: str) -> str:
+    return spec.split(":", 2)[1] if spec.startswith("builtin:") else ""
+
+
+def _load_corpus(spec: str, n_sentences: int | None, cfg: ReportConfig, labels=None, label=None):
+    name = _builtin_name(spec)
+    if not name:
+        return read_corpus(spec, labels=labels, label=label)
+    opts = {}
+    if name == "ptb" and cfg.cache_dir is not None:
+        opts["cache_dir"] = cfg.cache_dir
+    if "n=" not in spec:
+        opts["n_sentences"] = n_sentences
+    return read_corpus(spec, seed=cfg.seed, **opts)
+
+
+def _matching_store(path: Path, model: ModelAdapter, corpus, cfg: ReportConfig) -> ActivationStore | None:
+    """The store at ``path`` if it holds this model's activations of exactly these words (same
+    aggregation, every requested layer); ``None`` otherwise."""
+    if not path.exists():
+        return None
     try:
-        if isinstance(cfg.model, ModelAdapter):
-            model = steps.run("load model", lambda: cfg.model)
-        else:
-            model = steps.run("load model", load_model, cfg.model, device=cfg.device)
-        corpus = steps.run("load corpus", _load_corpus, cfg)
-        store_path = out / "activations.fgstore"
-        store = None
-        if store_path.exists():
-            try:
-                st = ActivationStore(store_path)
-                if st.meta.get("weights_hash") == model.weights_hash() and st.meta.get("n_sentences") == len(corpus):
-                    store = st
-            except StoreError:
-                store = None
-        if store is None:
-            store = steps.run(
-                "extract", extract, model, corpus, store_path, layers=cfg.layers, aggregation=cfg.aggregation,
-                dtype="float32", overwrite=True,
-            )
-        else:
-            steps.run("extract (reused)", lambda: store)
-        props = _properties(cfg, store)
-        probing = steps.run("probe layers", _probing, store, props, cfg)
-        neurons = steps.run("describe neurons", _describe, store, probing, cfg)
-        browser = steps.run("neuron browser", _browser_data, store, cfg, neurons)
-        extras = {}
-        if cfg.extras:
-            extras["similarity"] = steps.run("layer similarity", _similarity, store, out, optional=True)
-            extras["concepts"] = steps.run("latent concepts", _concepts, store, props, cfg, optional=True)
-            extras["attribution"] = steps.run("attribution", _attribution, model, cfg, optional=True)
-            if extras["attribution"]:
-                from finegrain.report.sections import concept_section
-
-                extras["explain"] = steps.run("concept explanations", concept_section,
-                                              extras["attribution"]["head"], cfg, optional=True)
-            from finegrain.report.sections import mediation_section
-
-            extras["mediation"] = steps.run("causal mediation", mediation_section, cfg, optional=True)
-        page = H.render(
-            title=f"finegrain report: {model.name}",
-            model=_model_summary(model),
-            corpus=_corpus_summary(corpus, store, props),
-            probing=probing,
-            neurons=neurons,
-            browser=browser,
-            extras=extras,
-            errors=steps.errors,
-            timings=steps.timings,
-            version=finegrain.__version__,
-            total_s=time.perf_counter() - t_start,
-        )
-    finally:
-        steps.close()
-    tmp = out / "index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out / "index.html")
-    config = {k: str(v) if k == "model" else v for k, v in asdict(cfg).items()}
-    results = {"config": config, "probing": _jsonable(probing), "timings": steps.timings, "errors": steps.errors}
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    return out / "index.html"
+        st = ActivationStore(path)
+    except StoreError:
+        return None
+    if st.meta.get("weights_hash") != model.weights_hash() or st.meta.get("aggregation") != cfg.aggregation:
+        return None
+    if set(model.resolve_layers(cfg.layers)) - set(st.layers):
+        return None
+    words = [w for s in corpus.sentences for w in s.words]
+    if st.n_rows != len(words) or [str(w) for w in st.words] != words:
+        return None
+    if set(corpus.label_columns) - set(st.label_columns):
+        return None
+    return st
 
 
-# ---------------------------------------------------------------------------------------------
-def _properties(cfg: ReportConfig, store) -> list[str]:
-    if cfg.properties:
-        missing = [p for p in cfg.properties if p not in store.label_columns]
+def _given_store(path: str, model: ModelAdapter) -> ActivationStore:
+    st = ActivationStore(path)
+    if st.meta.get("weights_hash") not in (None, model.weights_hash()):
+        raise ParameterError(f"--store {path}: the store holds activations of {st.meta.get('model')!r} (weights "
+                             f"{str(st.meta.get('weights_hash'))[:12]}), not of {model.name} "
+                             f"({model.weights_hash()[:12]}); extract it with this model")
+    if st.level != "word":
+        raise ParameterError(f"--store {path}: the report analyses word-level stores, this one is {st.level}-level")
+    return st
+
+
+def _pick_properties(asked, default, store: ActivationStore, where: str) -> list[str]:
+    if asked:
+        missing = [p for p in asked if p not in store.label_columns]
         if missing:
-            raise ValueError(f"properties {missing} are not label columns of the corpus ({store.label_columns})")
-        return list(cfg.properties)
-    default = [p for p in DEFAULT_PROPERTIES if p in store.label_columns]
-    return default or list(store.label_columns)
+            raise ParameterError(f"properties {missing} are not label columns of the {where} "
+                                 f"({store.label_columns})")
+        return list(asked)
+    return [p for p in default if p in store.label_columns] or list(store.label_columns)
 
 
-def _model_summary(model) -> dict:
+def prepare_main(model: ModelAdapter, cfg: ReportConfig, out: Path) -> CorpusData:
+    """The main corpus's store: the one given, one in ``out`` made by an earlier run, or a new extraction."""
+    spec = cfg.corpus or DEFAULT_CORPUS
+    is_ptb = _builtin_name(spec) == "ptb"
+    kind = "silver" if is_ptb else "gold" if spec.startswith("builtin:") else "file"
+    default_props = PTB_PROPERTIES if is_ptb else DEFAULT_PROPERTIES
+    if cfg.store:
+        st = _given_store(cfg.store, model)
+        name = str(st.meta.get("corpus") or Path(cfg.store).stem)
+        return CorpusData(name, "store", st, _pick_properties(cfg.properties, default_props, st, "store"),
+                          PTB_NOTES if name == "ptb" else ())
+    n = cfg.n_sentences if cfg.n_sentences is not None else (DEFAULT_PTB_SENTENCES if is_ptb else 1000)
+    corpus = _load_corpus(spec, n, cfg, cfg.labels, cfg.label)
+    st = _store_for(model, corpus, cfg, out, "main")
+    props = _pick_properties(cfg.properties, default_props, st, "corpus")
+    notes = PTB_NOTES if is_ptb else GOLD_NOTES if kind == "gold" and _builtin_name(spec) == "synthetic" else ()
+    return CorpusData(corpus.name, kind, st, props, (notes,) if isinstance(notes, str) else notes)
+
+
+def prepare_gold(model: ModelAdapter, cfg: ReportConfig, out: Path, main: CorpusData) -> CorpusData:
+    corpus = _load_corpus(cfg.gold_corpus, cfg.gold_sentences, cfg)
+    st = _store_for(model, corpus, cfg, out, "gold")
+    props = _pick_properties(cfg.gold_properties, GOLD_PROPERTIES, st, "gold corpus")
+    notes = (GOLD_NOTES,) if _builtin_name(cfg.gold_corpus) == "synthetic" else ()
+    name = corpus.name if corpus.name != main.name else f"{corpus.name}-gold"
+    taken = set(main.properties)
+    return CorpusData(name, "gold", st, props, notes, main=False,
+                      display={p: (p if p not in taken else f"{p}@{name}") for p in props})
+
+
+def _store_for(model: ModelAdapter, corpus, cfg: ReportConfig, out: Path, role: str) -> ActivationStore:
+    path = out / f"activations-{role}-{_safe(corpus.name)}.fgstore"
+    st = _matching_store(path, model, corpus, cfg)
+    if st is None:
+        st = extract(model, corpus, path, layers=cfg.layers, aggregation=cfg.aggregation, dtype="float32",
+                     overwrite=True, progress=False)
+    return st
+
+
+def display_names(cd: CorpusData) -> dict[str, str]:
+    return cd.display or {p: p for p in cd.properties}
+
+
+# -- model summary ----------------------------------------------------------------------------------------
+def model_summary(model: ModelAdapter, cd: CorpusData) -> dict:
     n_params = sum(p.numel() for p in model.model.parameters())
-    return {"name": model.name, "kind": model.kind, "parameters": n_params, "layers": model.layers(),
-            "device": str(model.device)}
+    od = outlier_dimensions(cd.store.view(list(cd.store.layers)), factor=5)
+    outliers = {**od.to_dict(), "store": cd.name}
+    return {"name": model.name, "kind": model.kind, "parameters": int(n_params), "layers": model.layers(),
+            "device": str(model.device), "outliers": outliers}
 
 
-def _corpus_summary(corpus, store, props) -> dict:
-    counts = {}
-    for p in props:
-        vals, cnt = np.unique(store.labels(p).astype(str), return_counts=True)
-        order = np.argsort(-cnt)
-        counts[p] = {str(vals[i]): int(cnt[i]) for i in order}
-    return {"name": corpus.name, "sentences": len(corpus), "words": int(store.n_rows), "labels": counts,
-            "examples": [" ".join(s.words) for s in corpus.sentences[:5]]}
+# -- probing ----------------------------------------------------------------------------------------------
+def probe_template(cfg: ReportConfig) -> LinearProbe:
+    """The probe every layer, property and ablation shares: LinearProbe's own (converging) defaults, with
+    the options the configuration sets."""
+    opts = {k: getattr(cfg, k) for k in ("epochs", "lr", "l1", "l2") if getattr(cfg, k) is not None}
+    return LinearProbe(random_state=cfg.seed, progress=False, **opts)
 
 
-def _probing(store, props: list[str], cfg: ReportConfig) -> dict:
-    """Layer-wise probes + control-task selectivity, a global ranking over all layers, ablation."""
-    from finegrain.evaluate import probe_ablation, selectivity_layers
-    from finegrain.probe import LinearProbe, probe_layers
-    from finegrain.rank import probe_weight_ranking, probeless_ranking
+def _in_memory(view, y) -> ArrayView:
+    # a probe trains on its rows for many epochs and the ablation scores the test rows 30 times: read once
+    return ArrayView(view.materialize(), y, index=view.index, sent_ids=view.sent_ids)
 
+
+def _all_layers_row(probe, parts: dict, words: np.ndarray, splits, seed: int) -> dict:
+    """The row of the all-layers probe with the same baselines as probe_layers' rows (majority and word
+    type, paired bootstrap over test sentences); its control task is not run (it would double the most
+    expensive fit of the report)."""
+    tr, dv, te = parts["train"], parts["dev"], parts["test"]
+    y_tr, y_te = tr.labels(), te.labels()
+    pred = probe.predict(te)
+    correct = pred == y_te
+    groups = te.sent_ids
+    base = {"majority": np.full(len(y_te), majority_label(y_tr), dtype=y_tr.dtype),
+            "word_type": word_type_predictions(words[splits[0]], y_tr, words[splits[-1]])}
+    row = {"layer": "all", "n_neurons": int(tr.n_features), "train_acc": probe.score(tr, y_tr),
+           "dev_acc": probe.score(dv, dv.labels()), "test_acc": float(np.mean(correct)),
+           "test_macro_f1": classification_metrics(y_te, pred, labels=probe.classes_)["macro_f1"],
+           "n_epochs": getattr(probe, "n_epochs_", None), "best_epoch": getattr(probe, "best_epoch_", None),
+           "converged": getattr(probe, "converged_", None), "control_acc": None, "selectivity": None}
+    for name, b in base.items():
+        row[f"vs_{name}"] = paired_bootstrap(correct, b == y_te, groups=groups, seed=seed)
+    row["above_baseline"] = all(row[f"vs_{n}"]["low"] > 0 for n in base)
+    return row
+
+
+def probe_corpus(cd: CorpusData, cfg: ReportConfig, ctx: S.Context) -> dict:
+    """Per property: the layer-wise probes with baselines and control task, the all-layers probe (trained
+    once), its ranking, the probeless ranking and the probe-side ablation of the ranking."""
+    store = cd.store
     layers = list(store.layers)
-    train, dev, test = store.split((0.8, 0.1, 0.1), seed=cfg.seed)
-    splits = (train, dev, test)
-    template = LinearProbe(epochs=cfg.epochs, random_state=cfg.seed)
+    splits = store.split((0.8, 0.1, 0.1), seed=cfg.seed)
+    template = probe_template(cfg)
+    words = np.asarray(store.words).astype(str)
+    names = display_names(cd)
     result: dict = {}
-    index = store.neuron_index(layers)
-    for prop in tqdm(props, desc="properties", leave=False):
+    for prop in cd.properties:
         y = store.labels(prop).astype(str)
-        if len(np.unique(y[train])) < 2:
-            log.warning("property %s has a single class: skipped", prop)
+        if len(np.unique(y[splits[0]])) < 2:
+            log.warning("property %s has a single class in the training split: skipped", prop)
             continue
-        # the all-layers probe is trained once below (and reused for the ranking), not also in probe_layers
-        lp = probe_layers(store, prop, layers=layers, probe=template, splits=splits, include_all=False, control=False)
-        sel = selectivity_layers(store, prop, layers=layers, probe=template, splits=splits, seed=cfg.seed)
-        Xtr, Xte = store.matrix(layers, rows=train), store.matrix(layers, rows=test)
-        probe = template.clone().fit(Xtr, y[train])
-        ranking = probe_weight_ranking(probe, index)
-        probeless = probeless_ranking(Xtr, y[train], index)
-        abl = probe_ablation(store.view(layers, label=prop, rows=train), store.view(layers, label=prop, rows=test),
-                             ranking, ks=[0.005, 0.02, 0.1], probe=probe, modes=("keep", "retrain"), n_random=1,
-                             seed=cfg.seed)
-        acc = lp.accuracy("test")
-        full_acc = probe.score(Xte, y[test])
-        result[prop] = {
-            "layer_acc": {k: v for k, v in acc.items() if k in layers},
-            "all_acc": full_acc,
-            "control_acc": {r["layer"]: r["control_acc"] for r in sel.rows},
-            "selectivity": {r["layer"]: r["selectivity"] for r in sel.rows},
-            "majority": float(max(np.mean(y[test] == c) for c in np.unique(y[test]))),
-            "classes": [str(c) for c in probe.classes_],
-            "ranking": [str(n) for n in ranking.neurons[:50]],
+        lp = probe_layers(store, prop, layers=layers, probe=template, splits=splits, include_all=False,
+                          control=True, seed=cfg.seed, progress=False)
+        view = store.view(layers, label=prop)
+        parts = {k: _in_memory(view.subset(rows), y[rows]) for k, rows in zip(("train", "dev", "test"), splits)}
+        # the all-layers probe: trained once, read by the ranking and the ablation
+        probe = template.clone().fit(parts["train"], parts["train"].labels(),
+                                     dev=(parts["dev"], parts["dev"].labels()))
+        all_row = _all_layers_row(probe, parts, words, splits, cfg.seed)
+        ranking = probe_weight_ranking(probe)
+        probeless = probeless_ranking(parts["train"])
+        abl = probe_ablation(parts["train"], parts["test"], ranking, ks=list(cfg.ablation_ks), probe=probe,
+                             modes=("keep", "remove"), n_random=cfg.ablation_random, seed=cfg.seed, dev=parts["dev"])
+        name = names[prop]
+        stem = f"{_safe(cd.name)}-{_safe(prop)}"
+        for kind, res in (("probing", lp), ("ranking", ranking), ("probeless", probeless), ("ablation", abl)):
+            ctx.save(f"{kind}-{stem}", res)
+        figures = {"layers": ctx.figure(f"probing-{stem}", lp.plot, f"{name}: accuracy per layer with baselines"),
+                   "ablation": ctx.figure(f"ablation-{stem}", abl.plot, f"{name}: ablation of the ranking")}
+        best = lp.best_layer()
+        classes = [str(c) for c in probe.classes_]
+        result[name] = {
+            "property": prop, "corpus": cd.name, "labels": cd.kind, "probe": repr(template),
+            "rows": [*lp.rows, all_row], "baselines": lp.baselines, "split_sizes": lp.split_sizes,
+            "layer_acc": lp.accuracy("test"),
+            "control_acc": {r["layer"]: r.get("control_acc") for r in lp.rows},
+            "selectivity": {r["layer"]: r.get("selectivity") for r in lp.rows},
+            "majority": lp.baselines.get("majority"), "all_acc": all_row["test_acc"], "full_acc": abl.full_acc,
+            "best_layer": best, "best_layer_reason": lp.best_layer_reason(),
+            "all_above": all_row["above_baseline"], "all_reason": _all_reason(all_row),
+            "classes": classes, "ranking": [str(n) for n in ranking.neurons[:50]],
             "ranking_layers": ranking.by_layer(k=max(1, len(ranking.neurons) // 20)),
             "probeless_top": [str(n) for n in probeless.neurons[:10]],
-            "per_class_top": {str(c): [str(n) for n in ranking.top_per_class(c, 3)] for c in probe.classes_[:12]},
-            "ablation": abl.to_dict(),
-            "full_acc": full_acc,
-            "rows": lp.rows,
+            "per_class_top": {c: [str(n) for n in ranking.top_per_class(c, 3)] for c in classes[:12]},
+            "ablation": abl.to_dict(), "figures": figures,
         }
-        result[prop]["best_layer"] = max(result[prop]["layer_acc"], key=result[prop]["layer_acc"].get)
     return result
 
 
-def _describe(store, probing: dict, cfg: ReportConfig) -> dict:
-    """Top examples + statistics + compositional explanation of the top neurons of every property."""
-    from finegrain.describe import describe_neurons, explain_neurons
-
-    chosen: dict[str, list[str]] = {}
-    for prop, r in probing.items():
-        chosen[prop] = r["ranking"][: cfg.top_neurons]
-    unique = list(dict.fromkeys(n for ns in chosen.values() for n in ns))
-    if not unique:
-        return {"by_property": chosen, "neurons": {}}
-    desc = describe_neurons(store, unique, k=8, by="sentence", bottom=False)
-    expl = explain_neurons(store, unique, quantile=0.99, max_length=3, progress=False)
-    neurons = {}
-    for n in unique:
-        d = desc[n].to_dict()
-        e = expl.get(n)
-        d["formula"] = None if e is None else e.formula
-        d["iou"] = None if e is None else float(e.iou)
-        d["per_length"] = None if e is None else _jsonable(e.per_length)
-        neurons[n] = d
-    return {"by_property": chosen, "neurons": neurons}
+def _all_reason(row: dict) -> str:
+    vm, vw = row["vs_majority"], row["vs_word_type"]
+    state = "is" if row["above_baseline"] else "is NOT"
+    return (f"the all-layers probe ({row['test_acc']:.4f}) {state} above its baselines: "
+            f"{vm['diff']:+.4f} [{vm['low']:+.4f}, {vm['high']:+.4f}] over the majority class, "
+            f"{vw['diff']:+.4f} [{vw['low']:+.4f}, {vw['high']:+.4f}] over the word-type lookup")
 
 
-def _browser_data(store, cfg: ReportConfig, described: dict) -> dict:
-    """Compact per-neuron data for the in-page neuron browser (every neuron of every layer)."""
-    from finegrain.describe import describe_neurons
+# -- neurons ------------------------------------------------------------------------------------------------
+def describe_top(corpora: Sequence[CorpusData], probing: dict, cfg: ReportConfig, ctx: S.Context) -> dict:
+    """Top examples, statistics and compositional explanation (with its matched / missed / false-alarm
+    examples) of the top-ranked neurons of every property, on the corpus the property was probed on."""
+    by_property: dict[str, list[str]] = {}
+    keys: dict[str, list[str]] = {}
+    described: dict[str, dict] = {}
+    warnings: dict[str, str] = {}
+    for cd in corpora:
+        props = [(p, r) for p, r in probing.items() if r.get("corpus") == cd.name]
+        if not props:
+            continue
+        chosen = {p: r["ranking"][: cfg.top_neurons] for p, r in props}
+        unique = list(dict.fromkeys(n for ns in chosen.values() for n in ns))
+        if not unique:
+            continue
+        view = cd.store.view(list(cd.store.layers))
+        desc = describe_neurons(view, unique, k=5, by="sentence", bottom=False)
+        expl = explain_neurons(view, unique, examples=3, progress=False)
+        ctx.save(f"neurons-{_safe(cd.name)}", desc)
+        ctx.save(f"formulas-{_safe(cd.name)}", expl)
+        for p, r in props:
+            by_property[p] = chosen[p]
+            keys[p] = [n if cd.main else f"{n} @{cd.name}" for n in chosen[p]]
+            if r.get("all_above") is False:
+                warnings[p] = (f"These neurons are the top of a ranking whose probe is not above its baselines "
+                               f"({r.get('all_reason')}): they describe that probe, not evidence that the model "
+                               f"encodes {p}.")
+        for n in unique:
+            d = desc[n].to_dict()
+            e = expl.get(n)
+            if e is not None:
+                d.update(formula=e.formula, iou=float(e.iou), explanation={
+                    "precision": e.precision, "recall": e.recall, "threshold_text": e.threshold_text(),
+                    "n_concepts": e.n_concepts, "per_length": e.per_length,
+                    **{k: [x.to_dict() for x in getattr(e, k)] for k in ("matched", "missed", "false_alarms")}})
+            else:
+                d.update(formula=None, iou=None)
+            described[n if cd.main else f"{n} @{cd.name}"] = d
+    return {"by_property": by_property, "keys": keys, "neurons": described, "warnings": warnings}
 
+
+def browser_data(cd: CorpusData, cfg: ReportConfig, described: dict) -> dict:
+    """Compact per-neuron data for the in-page neuron browser: every neuron of every layer, its statistics
+    and top words in context over the first ``browser_sentences`` sentences."""
+    store = cd.store
+    rows = None
+    sent = store.sent_ids
+    if cfg.browser_sentences is not None and len(np.unique(sent)) > cfg.browser_sentences:
+        first = np.unique(sent)[: cfg.browser_sentences]
+        rows = np.flatnonzero(np.isin(sent, first))
+    view = store.view(list(store.layers), rows=rows)
+    desc = describe_neurons(view, None, k=cfg.browser_examples, by="word", bottom=False, with_context=True, bins=24)
     data: dict[str, dict] = {}
-    for layer, size in store.layers.items():
-        ns = [f"{layer}:{u}" for u in range(size)]
-        desc = describe_neurons(store, ns, k=cfg.browser_examples, by="word", bottom=False, with_context=True,
-                                bins=24)
-        for n in ns:
-            d = desc[n]
-            st = d.stats
-            data[n] = {
-                "mean": round(st.mean, 4), "std": round(st.std, 4), "min": round(st.min, 4), "max": round(st.max, 4),
-                "hist": st.hist_counts,
-                "edges": [round(float(st.hist_edges[0]), 4), round(float(st.hist_edges[-1]), 4)],
-                "top": [
-                    {"w": e.word, "a": round(e.activation, 3), "s": e.sentence,
+    for d in desc:
+        st = d.stats
+        data[d.neuron] = {
+            "mean": round(st.mean, 4), "std": round(st.std, 4), "min": round(st.min, 4), "max": round(st.max, 4),
+            "hist": st.hist_counts, "edges": [round(float(st.hist_edges[0]), 4), round(float(st.hist_edges[-1]), 4)],
+            "top": [{"w": e.word, "a": round(e.activation, 3), "s": e.sentence,
                      "v": [round(float(v), 3) for v in (e.sentence_activations or [])], "p": e.word_pos}
-                    for e in d.top
-                ],
-            }
-            if n in described.get("neurons", {}):
-                data[n]["formula"] = described["neurons"][n]["formula"]
-                data[n]["iou"] = described["neurons"][n]["iou"]
-    return {"layers": dict(store.layers), "neurons": data}
+                    for e in d.top],
+        }
+        if d.neuron in described.get("neurons", {}):
+            data[d.neuron]["formula"] = described["neurons"][d.neuron].get("formula")
+            data[d.neuron]["iou"] = described["neurons"][d.neuron].get("iou")
+    n_rows = len(view)
+    note = (f"Statistics and top words of every neuron over the first {cfg.browser_sentences} sentences "
+            f"({n_rows:,} words) of {cd.name}." if rows is not None else
+            f"Statistics and top words of every neuron over all {n_rows:,} words of {cd.name}.")
+    return {"layers": dict(store.layers), "neurons": data, "note": note}
 
 
-def _similarity(store, out: Path) -> dict:
-    from finegrain.unsupervised import similarity_matrix
+# -- layer-level extras -----------------------------------------------------------------------------------
+def similarity_section(cd: CorpusData, ctx: S.Context) -> dict:
+    layers = [lay for lay in cd.store.layers if not lay.endswith((".mlp", ".attn"))]
+    sm = similarity_matrix([cd.store.view(layers)], layers=layers, method="cka")
+    ctx.save("similarity", sm)
+    img = ctx.figure("similarity", sm.plot, "linear CKA between layers")
+    return {"id": "similarity", "html": H.section("similarity", "Representation similarity between layers", (
+        f"<p>Linear CKA (Kornblith et al. 2019, as used by Wu et al. 2020) of every pair of layers on "
+        f"{H.esc(cd.name)}, in one streaming pass over the store.</p>{img}")),
+        "values": np.asarray(sm.values).round(4).tolist(), "layers": layers}
 
-    layers = [lay for lay in store.layers if not lay.endswith((".mlp", ".attn"))]
-    sm = similarity_matrix([store], layers=layers, method="cka")
-    return {"layers": layers, "values": np.asarray(sm.values).round(4).tolist(), "method": "linear CKA"}
 
-
-def _concepts(store, props, cfg: ReportConfig) -> dict:
-    from finegrain.unsupervised import LatentConcepts
-
-    layer = list(store.layers)[-1]
-    lc = LatentConcepts(n_clusters=24, method="kmeans", max_per_type=10, max_tokens=8000)
-    lc.fit(store, layer, label_columns=props)
-    clusters = []
+def concepts_section(cd: CorpusData, ctx: S.Context, seed: int) -> dict:
+    layer = list(cd.store.layers)[-1]
+    lc = LatentConcepts(n_clusters=24, method="kmeans", max_per_type=10, max_tokens=8000, seed=seed)
+    lc.fit(cd.store, layer, label_columns=cd.properties)
+    ctx.save("latent-concepts", lc)
+    rows = []
     for c in lc.clusters:
-        d = c.to_dict() if hasattr(c, "to_dict") else asdict(c)
-        clusters.append(_jsonable(d))
-    return {"layer": layer, "clusters": clusters}
+        words = ", ".join(w for w, _ in c.words[:10])
+        aligned = "; ".join(f"{k}={a.majority} ({a.purity:.2f})" for k, a in c.alignment.items() if a.purity >= 0.5)
+        rows.append([c.id, c.size, words, aligned or "-"])
+    body = (f"<p>k-means clusters of {H.esc(layer)}'s word representations on {H.esc(cd.name)} (Dalvi et al. 2022); "
+            "each cluster with its most frequent words and the labels it aligns with (majority label and purity "
+            "&ge; 0.5).</p>" + H.table(["cluster", "tokens", "words", "aligned labels (purity)"], rows))
+    return {"id": "concepts", "html": H.section("concepts", f"Latent concepts in {layer}", body)}
 
 
-def _attribution(model, cfg: ReportConfig) -> dict:
-    from finegrain.report.sections import attribution_section
+# -- the report -----------------------------------------------------------------------------------------------
+EXTRAS = ("similarity", "concepts", "attribution", "patching", "attention", "sweep", "explain", "generation",
+          "mediation", "steering")
 
-    return attribution_section(model, cfg)
+
+def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | None = None, **kw) -> Path:
+    """Run the whole analysis and write ``out/index.html`` (plus the activation stores, ``results.json`` and
+    every section's results under ``out/results``). Keyword arguments override :class:`ReportConfig` fields
+    (e.g. ``model="path/to/model"``)."""
+    cfg = config or ReportConfig()
+    for k, v in kw.items():
+        if not hasattr(cfg, k):
+            raise ParameterError(f"unknown report option {k!r}")
+        setattr(cfg, k, v)
+    bad = set(cfg.sections) - set(EXTRAS)
+    if bad:
+        raise ParameterError(f"unknown report sections {sorted(bad)}; choose from {list(EXTRAS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    run = _Runner(out, cfg)
+    try:
+        if isinstance(cfg.model, ModelAdapter):
+            model = run.run("load model", lambda: cfg.model)
+        else:
+            model = run.run("load model", load_model, cfg.model, device=cfg.device)
+        ctx = S.Context(model, cfg, out)
+        main = run.run("corpus and store (main)", prepare_main, model, cfg, out)
+        corpora = [main]
+        if cfg.gold_corpus and not cfg.store:
+            corpora.append(run.run("corpus and store (gold)", prepare_gold, model, cfg, out, main))
+        base_key = {"version": finegrain.__version__, "weights": model.weights_hash()}
+        probe_key = {k: getattr(cfg, k) for k in ("epochs", "lr", "l1", "l2", "seed", "ablation_ks", "ablation_random")}
+        summary = run.run("model summary", model_summary, model, main, key=[base_key, main.key()])
+        probing: dict = {}
+        for cd in corpora:
+            probing.update(run.run(f"probing {cd.name}", probe_corpus, cd, cfg, ctx,
+                                   key=[base_key, cd.key(), probe_key, display_names(cd)]))
+        neuron_key = [base_key, [cd.key() for cd in corpora], probe_key, cfg.top_neurons]
+        neurons = run.run("top neurons", describe_top, corpora, probing, cfg, ctx, key=neuron_key)
+        browser = run.run("neuron browser", browser_data, main, cfg, neurons,
+                          key=[*neuron_key, cfg.browser_examples, cfg.browser_sentences])
+        extras = _extras(run, ctx, main, cfg, base_key) if cfg.extras else {}
+        page = H.render(
+            title=f"finegrain report: {model.name}", model=summary, corpus=[cd.summary() for cd in corpora],
+            probing=probing, neurons=neurons, browser=browser, extras=extras, errors=run.errors,
+            timings=run.timings, version=finegrain.__version__, total_s=time.perf_counter() - t_start,
+            peak_rss=_rss_mb())
+    finally:
+        run.close()
+    write_text_atomic(out / "index.html", page)
+    config_dict = {k: (v if isinstance(v, str | int | float | bool | type(None) | list | tuple) else str(v))
+                   for k, v in asdict(cfg).items()}
+    results = {"config": config_dict, "model": summary,
+               "corpora": [cd.summary() for cd in corpora],
+               "probing": {p: {k: v for k, v in r.items() if k != "figures"} for p, r in probing.items()},
+               "timings": run.timings, "errors": run.errors, "total_s": time.perf_counter() - t_start,
+               "peak_rss_mb": _rss_mb(), "sections": {k: v.get("summary") for k, v in extras.items() if v}}
+    write_text_atomic(out / "results.json", json.dumps(jsonable(results), indent=1, allow_nan=False))
+    return out / "index.html"
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if hasattr(x, "to_dict"):
-        return _jsonable(x.to_dict())
-    if isinstance(x, float | int | str | bool) or x is None:
-        return x
-    return str(x)
+def _extras(run: _Runner, ctx: S.Context, main: CorpusData, cfg: ReportConfig, base_key: dict) -> dict:
+    """The sections after the neurons, in page order; one that fails shows where it would be, with why."""
+    wanted = [s for s in EXTRAS if not cfg.sections or s in cfg.sections]
+    model_key = [base_key, ctx.lm_key(), cfg.seed]
+    steps = {
+        "similarity": ("layer similarity", lambda: similarity_section(main, ctx), [base_key, main.key()]),
+        "concepts": ("latent concepts", lambda: concepts_section(main, ctx, cfg.seed),
+                     [base_key, main.key(), cfg.seed]),
+        "attribution": ("attribution", lambda: S.attribution_section(ctx), model_key),
+        "patching": ("activation patching", lambda: S.patching_section(ctx), model_key),
+        "attention": ("attention", lambda: S.attention_section(ctx), model_key),
+        "sweep": ("single-unit sweep", lambda: S.sweep_section(ctx), model_key),
+        "explain": ("concept explanations", lambda: S.concept_section(ctx), model_key),
+        "generation": ("generation attribution", lambda: S.generation_section(ctx), model_key),
+        "mediation": ("causal mediation", lambda: S.mediation_section(ctx), model_key),
+        "steering": ("steering", lambda: S.steering_section(ctx), model_key),
+    }
+    extras: dict = {}
+    for name in wanted:
+        label, fn, key = steps[name]
+        value = run.run(label, fn, key=key, optional=True)
+        if value is None:
+            reason = run.errors.get(label, "not computed").splitlines()[0]
+            value = {"id": name, "html": H.stub(name, S.TITLES.get(name, label), reason)}
+        extras[name] = value
+    return extras
 
 
 def clean(out: str | os.PathLike) -> None:

@@ -2,22 +2,26 @@
 
 Every string that comes from the user's data (words, label names, which come from file names, label
 values, file, model, layer and head names) is escaped wherever it lands: :func:`html.escape` in text and
-attributes, the page's ``esc()`` in HTML the script builds, and ``\\u`` escapes of ``<``, ``>``, ``&``,
-U+2028 and U+2029 in JSON inside ``<script>`` (so no ``</script>`` or ``<!--`` in the data can end or
-swallow the script). In plots, ``$`` is text, never matplotlib mathtext.
+attributes (:func:`esc`; :func:`table` escapes every cell that is not an
+:class:`~finegrain.results.HtmlFragment` finegrain built), the page's ``esc()`` in HTML the script
+builds, and ``\\u`` escapes of ``<``, ``>``, ``&``, U+2028 and U+2029 in JSON inside ``<script>`` (so no
+``</script>`` or ``<!--`` in the data can end or swallow the script). In plots, ``$`` is text, never
+matplotlib mathtext (:func:`figure`).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import tempfile
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
+from finegrain.results import HtmlFragment
 from finegrain.viz import heatmap_html, png_data_uri
-from finegrain.viz import plots as P
 
 CSS = """
 :root{--fg:#1d2330;--muted:#5b6475;--line:#e3e6ec;--accent:#2456c9;--bg:#fafbfc}
@@ -40,6 +44,9 @@ border-radius:4px}.pill{display:inline-block;background:#eef2fb;color:var(--acce
 padding:0 8px;margin:1px;font-size:12.5px;text-decoration:none}
 img.plot{max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px;background:#fff}
 .err{background:#fff4f2;border-color:#f1c4bb}pre{white-space:pre-wrap;font-size:12px}
+.caveat{background:#fff8e6;border-left:4px solid #e0a400;padding:6px 10px;margin:8px 0}
+.warn{background:#fff1ef;border-left:4px solid #c0392b;padding:6px 10px;margin:8px 0}
+.ok{color:#1e7d32;font-weight:600}.bad{color:#b2182b;font-weight:600}
 #nb-controls{display:flex;gap:10px;align-items:center;flex-wrap:wrap;margin-bottom:10px}
 #nb-controls select,#nb-controls input,#nb-controls button{font:inherit;padding:3px 8px}
 #nb-hist rect{fill:#2456c9}.tok{padding:1px 2px;border-radius:3px;margin:0 1px;display:inline-block}
@@ -112,168 +119,337 @@ show(first);
 """
 
 
-def _e(x) -> str:
-    # lone surrogates (possible in Python strings, not in UTF-8) would make the page unwritable
+# -- building blocks (shared by build.py and sections.py) ------------------------------------------
+def esc(x) -> str:
+    """A user string as HTML text or attribute value (lone surrogates, possible in Python strings but not in
+    UTF-8, would make the page unwritable: they become U+FFFD)."""
     return html.escape(str(x).encode("utf-8", "replace").decode("utf-8"), quote=True)
 
 
-def _plot(fn, *args, **kwargs) -> str:
-    # user strings (labels, layer names) end up in titles, legends and ticks: "$" is text, not mathtext
-    with tempfile.TemporaryDirectory() as d, matplotlib.rc_context({"text.parse_math": False}):
-        path = fn(*args, path=Path(d) / "plot.png", **kwargs)
-        return f'<img class="plot" alt="{_e(kwargs.get("title", "plot"))}" src="{png_data_uri(path)}">'
+_e = esc  # the name the escaping tests know
 
 
-def _nlink(n: str) -> str:
-    return f'<a class="pill" href="#n={_e(n)}" data-neuron="{_e(n)}">{_e(n)}</a>'
+def fmt(v, spec: str = ".3f", none: str = "n/a") -> str:
+    """A number for a page: ``none`` for missing or non-finite values."""
+    if v is None or isinstance(v, bool):
+        return none if v is None else str(v)
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return esc(v)
+    return none if not math.isfinite(x) else format(x, spec)
 
 
-def _table(header: list[str], rows: list[list], num_from: int = 1) -> str:
-    h = "".join(f"<th>{_e(c)}</th>" for c in header)
-    body = ""
+def interval(d: Mapping | None, spec: str = "+.3f") -> str:
+    """``{"diff", "low", "high"}`` (a paired-bootstrap comparison) as ``+0.038 [+0.021, +0.054]``."""
+    if not d:
+        return "n/a"
+    return f"{fmt(d.get('diff'), spec)} [{fmt(d.get('low'), spec)}, {fmt(d.get('high'), spec)}]"
+
+
+def yes_no(v, yes: str = "yes", no: str = "NO") -> HtmlFragment:
+    if v is None:
+        return HtmlFragment('<span class="muted">n/a</span>')
+    return HtmlFragment(f'<span class="ok">{esc(yes)}</span>' if v else f'<span class="bad">{esc(no)}</span>')
+
+
+def table(header: Sequence, rows: Sequence[Sequence], num_from: int = 1) -> str:
+    """A table: floats right-aligned to 3 decimals, ``None`` as n/a, :class:`HtmlFragment` cells as they are
+    (finegrain's own markup), every other cell escaped."""
+    h = "".join(f"<th>{esc(c)}</th>" for c in header)
+    body = []
     for r in rows:
         cells = []
         for i, c in enumerate(r):
-            if isinstance(c, float):
-                cells.append(f'<td class="num">{c:.3f}</td>')
-            elif isinstance(c, _Raw):
+            if isinstance(c, HtmlFragment):
                 cells.append(f"<td>{c}</td>")
+            elif isinstance(c, float):
+                cells.append(f'<td class="num">{fmt(c)}</td>')
+            elif c is None:
+                cells.append('<td class="num muted">n/a</td>')
             else:
-                cells.append(f'<td{" class=num" if i >= num_from and isinstance(c, int) else ""}>{_e(c)}</td>')
-        body += "<tr>" + "".join(cells) + "</tr>"
-    return f"<table><tr>{h}</tr>{body}</table>"
+                num = i >= num_from and isinstance(c, int) and not isinstance(c, bool)
+                cells.append(f'<td{" class=num" if num else ""}>{esc(c)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{h}</tr>{''.join(body)}</table>"
 
 
-class _Raw(str):
-    """Already-escaped HTML for a table cell."""
+_table = table
 
 
-def _summary(model: dict, corpus: dict) -> str:
+def neuron_link(n) -> HtmlFragment:
+    """A pill that opens neuron ``n`` in the neuron browser."""
+    return HtmlFragment(f'<a class="pill" href="#n={esc(n)}" data-neuron="{esc(n)}">{esc(n)}</a>')
+
+
+_nlink = neuron_link
+
+
+def links(ns: Sequence) -> HtmlFragment:
+    return HtmlFragment(" ".join(neuron_link(n) for n in ns))
+
+
+def note(text: str, kind: str = "caveat", title: str | None = None) -> str:
+    """A visible box: ``caveat`` (read before the numbers), ``warn`` (a result that does not hold), ``muted``."""
+    head = f"<b>{esc(title)}:</b> " if title else ""
+    return f'<p class="{esc(kind)}">{head}{esc(text)}</p>'
+
+
+def figure(draw: Callable[[Path], object], path: str | os.PathLike, alt: str = "plot") -> str:
+    """``draw(path)`` (e.g. a result's ``plot``) under a matplotlib context in which ``$`` is text, not
+    mathtext (user strings end up in titles, legends and ticks), as an ``<img>`` with the PNG inlined."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context({"text.parse_math": False}):
+        written = draw(path)
+    return f'<img class="plot" alt="{esc(alt)}" src="{png_data_uri(written or path)}">'
+
+
+def section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{esc(sid)}"><h2>{esc(title)}</h2>{body}</section>'
+
+
+def stub(sid: str, title: str, reason: str) -> str:
+    """The place of a section that could not be produced, with the reason in sight."""
+    return section(sid, title, note(reason, "warn", "Not produced"))
+
+
+# -- the sections drawn from report data -----------------------------------------------------------
+def _corpus_block(corpus: Mapping) -> str:
+    labels = "".join(
+        f"<h3>{esc(p)}</h3><p>" + " ".join(f'<span class="pill">{esc(k)}: {esc(v)}</span>' for k, v in c.items())
+        + "</p>" for p, c in corpus.get("labels", {}).items())
+    ex = "".join(f"<li>{esc(s)}</li>" for s in corpus.get("examples", []))
+    notes = "".join(note(t, "caveat") for t in corpus.get("notes", []))
+    kind = f" ({esc(corpus['kind'])} labels)" if corpus.get("kind") else ""
+    return (f"<div><p>Corpus <b>{esc(corpus['name'])}</b>{kind}: {int(corpus['sentences']):,} sentences, "
+            f"{int(corpus['words']):,} words.</p>{notes}<ul>{ex}</ul>{labels}</div>")
+
+
+def _outliers(model: Mapping) -> str:
+    od = model.get("outliers")
+    if od is None:
+        return ""
+    units = od.get("units", [])
+    text = ("<p><b>Outlier (&ldquo;rogue&rdquo;) dimensions</b> (Timkey &amp; van Schijndel 2021): units whose "
+            f"std or mean |activation| is over {fmt(od.get('factor'), 'g')}&times; the median of their layer "
+            f"({int(od.get('n_rows', 0)):,} rows of {esc(od.get('store', 'the store'))}). ")
+    if not units:
+        text += "None found.</p>"
+    else:
+        text += (f"{len(units)} found. Probe-weight and probeless rankings below are computed on "
+                 "<b>standardised activations</b> (each unit divided by its training standard deviation), so "
+                 "these units gain nothing from their scale.</p>")
+    rows = [[neuron_link(u["neuron"]), u["statistic"], float(u["value"]), float(u["median"]),
+             HtmlFragment(f"{fmt(u['ratio'], '.1f')}&times;")] for u in units[:12]]
+    return text + (table(["neuron", "statistic", "value", "layer median", "ratio"], rows) if rows else "")
+
+
+def _summary(model: Mapping, corpus) -> str:
     sizes = model["layers"]
     rows = [[name, size] for name, size in sizes.items()]
-    labels = "".join(
-        f"<h3>{_e(p)}</h3><p>" + " ".join(f'<span class="pill">{_e(k)}: {v}</span>' for k, v in c.items()) + "</p>"
-        for p, c in corpus["labels"].items()
-    )
-    ex = "".join(f"<li>{_e(s)}</li>" for s in corpus["examples"])
+    corpora = [corpus] if isinstance(corpus, Mapping) else list(corpus)
+    notes = "".join(note(t, "caveat") for t in model.get("notes", []))
     return f"""<section id="summary"><h2>Model and corpus</h2><div class="grid">
-<div><p><b>{_e(model['name'])}</b> ({_e(model['kind'])}), {model['parameters']:,} parameters, device
-{_e(model['device'])}. Hook points analysed below use the finegrain neuron address
-<span class="formula">layer:unit</span>.</p>{_table(['layer', 'units'], rows)}</div>
-<div><p>Corpus <b>{_e(corpus['name'])}</b>: {corpus['sentences']:,} sentences, {corpus['words']:,} words.</p>
-<ul>{ex}</ul>{labels}</div></div></section>"""
+<div><p><b>{esc(model['name'])}</b> ({esc(model['kind'])}), {int(model['parameters']):,} parameters, device
+{esc(model['device'])}. Hook points analysed below use the finegrain neuron address
+<span class="formula">layer:unit</span>.</p>{notes}{table(['layer', 'units'], rows)}{_outliers(model)}</div>
+{''.join(_corpus_block(c) for c in corpora)}</div></section>"""
 
 
-def _probing(probing: dict) -> str:
+def _layer_rows(r: Mapping) -> list[dict]:
+    """The per-layer rows of a probing entry (older entries carry only the accuracy dictionaries)."""
+    if r.get("rows"):
+        return list(r["rows"])
+    return [{"layer": lay, "test_acc": acc, "control_acc": r.get("control_acc", {}).get(lay),
+             "selectivity": r.get("selectivity", {}).get(lay)} for lay, acc in r.get("layer_acc", {}).items()]
+
+
+def _above(row: Mapping) -> HtmlFragment:
+    above = row.get("above_baseline")
+    if above is None:
+        return yes_no(None)
+    if above:
+        return yes_no(True)
+    vw, vm = row.get("vs_word_type") or {}, row.get("vs_majority") or {}
+    which = "word type" if vw and vw.get("low", 1) <= 0 else "majority" if vm and vm.get("low", 1) <= 0 else "baseline"
+    return yes_no(False, no=f"NO (not above {which})")
+
+
+def _ablation_block(prop: str, abl: Mapping) -> str:
+    ks = list(abl.get("ks", []))
+    parts = []
+    for mode, cur in abl.get("curves", {}).items():
+        rows = [[k, *(float(cur[s][i]) for s in ("top", "random", "bottom"))] for i, k in enumerate(ks)]
+        expected = "bottom > random > top" if mode == "remove" else "top > random > bottom"
+        verdict = ""
+        if "ordered" in abl:
+            ok = abl["ordered"].get(mode)
+            fails = abl.get("order_failures", {}).get(mode, [])
+            if ok and not fails:
+                verdict = f'<p><span class="ok">{esc(expected)} holds</span> at every k.</p>'
+            else:
+                where = "; ".join(fails) if fails else "no single k reverses it beyond noise"
+                verdict = note(f"{prop}, {mode}: the mean accuracies are {'' if ok else 'not '}{expected}; "
+                               f"reversed at {where}", "warn", "Order fails")
+        parts.append(f"<h4>{esc(mode)}</h4>{table(['k', 'top', 'random', 'bottom'], rows)}{verdict}")
+    return "".join(parts)
+
+
+def _probing_entry(prop: str, r: Mapping) -> str:
+    rows = []
+    for row in _layer_rows(r):
+        rows.append([row["layer"], row.get("n_neurons"), row.get("test_acc"), row.get("test_macro_f1"),
+                     row.get("control_acc"), row.get("selectivity"), interval(row.get("vs_majority")),
+                     interval(row.get("vs_word_type")), row.get("n_epochs"), yes_no(row.get("converged")),
+                     _above(row)])
+    base = r.get("baselines") or {"majority": r.get("majority")}
+    base_txt = ", ".join(f"{esc(k.replace('_', ' '))} {fmt(v, '.4f')}" for k, v in base.items())
+    src = f" &mdash; {esc(r['corpus'])}, {esc(r['labels'])} labels" if r.get("corpus") else ""
+    best = r.get("best_layer")
+    reason = r.get("best_layer_reason")
+    if best:
+        head = f"<p>Best layer <b>{esc(best)}</b>" + (f" ({esc(reason)})" if reason else "") + ".</p>"
+    else:
+        head = note(reason or "no layer's probe is above its baselines", "warn", "No layer is called best")
+    warn = ""
+    if r.get("all_above") is False:
+        warn = note(r.get("all_reason") or "the all-layers probe does not beat its baselines", "warn",
+                    "The ranking, ablation and neuron descriptions of this property rest on a probe that is not "
+                    "above its baselines")
+    figs = "".join(r.get("figures", {}).values())
+    ranking = r.get("ranking", [])
+    probeless = r.get("probeless_top", [])
+    per_class = "".join(f"<tr><td>{esc(c)}</td><td>{links(ns)}</td></tr>" for c, ns in r.get("per_class_top", {}).items())
+    all_acc = r.get("all_acc", r.get("full_acc"))
+    conv = "" if not any(row.get("converged") is False for row in _layer_rows(r)) else note(
+        "some probes stopped at the maximum number of epochs before their dev loss stopped improving (raise "
+        "epochs)", "warn", "Not converged")
+    return f"""<h3 id="prop-{esc(prop)}">{esc(prop)}{src}</h3>{head}{warn}{conv}
+<p>Baselines (test accuracy): {base_txt}; control task per layer in the table (selectivity = accuracy &minus;
+control). &Delta; columns: the probe's accuracy minus the baseline's on the same test words, with a 95%
+paired-bootstrap interval over test sentences; <i>above baselines</i> needs both intervals above zero.
+Probe on all layers: {fmt(all_acc, '.4f')}.</p>
+{table(['layer', 'neurons', 'test acc', 'macro-F1', 'control', 'selectivity', 'Δ majority [95% CI]',
+        'Δ word type [95% CI]', 'epochs', 'converged', 'above baselines'], rows)}
+<p>Top neurons (Dalvi et al. 2019 ranking of the all-layers probe, standardised weights): {links(ranking[:10])}.
+Probeless ranking (Antverg &amp; Belinkov 2022, standardised) top: {links(probeless[:5])}.
+<a href="#neurons-{esc(prop)}">Descriptions of the top neurons &darr;</a></p>
+<div class="grid"><div><table><tr><th>class</th><th>top neurons</th></tr>{per_class}</table>
+<h4>Probe-side ablation (others at their {esc(r.get('ablation', {}).get('fill', 'mean'))})</h4>
+{_ablation_block(prop, r.get('ablation', {}))}</div><div>{figs}</div></div>"""
+
+
+def _probing(probing: Mapping) -> str:
     if not probing:
         return ""
-    acc = {p: r["layer_acc"] for p, r in probing.items()}
-    ctrl = {p: r["control_acc"] for p, r in probing.items()}
-    sel = {p: r["selectivity"] for p, r in probing.items()}
-    parts = [
-        '<section id="probing"><h2>Layer-wise probing and selectivity</h2>',
-        "<p>An elastic-net linear probe (Dalvi et al. 2019) per layer and property; the control task "
-        "(Hewitt &amp; Liang 2019) gives every word type a random label from the same distribution, "
-        "and selectivity = accuracy &minus; control accuracy. High accuracy with low selectivity means "
-        "the probe memorises word types rather than reading the property.</p>",
-        '<div class="grid">',
-        _plot(P.plot_layer_accuracy, acc, control=ctrl, title="Probe accuracy (solid) and control (dashed)"),
-        _plot(P.plot_selectivity, sel, title="Selectivity per layer"),
-        "</div>",
-    ]
+    checks = []
     for prop, r in probing.items():
-        layers = list(r["layer_acc"])
-        rows = [[lay, r["layer_acc"][lay], r["control_acc"].get(lay, float("nan")), r["selectivity"].get(lay, float("nan"))]
-                for lay in layers]
-        if r.get("all_acc") is not None:
-            rows.append(["all layers", r["all_acc"], float("nan"), float("nan")])
-        abl = r["ablation"]
-        curves = {}
-        for sel_name in ("top", "random", "bottom"):
-            curves[sel_name] = {int(k): float(v) for k, v in zip(abl["ks"], abl["curves"]["retrain"][sel_name])}
-        zero = {f"{s} (others at {abl.get('fill', 'mean')})": {int(k): float(v) for k, v in zip(abl["ks"], abl["curves"]["keep"][s])}
-                for s in ("top", "random", "bottom")}
-        per_class = "".join(
-            f"<tr><td>{_e(c)}</td><td>{' '.join(_nlink(n) for n in ns)}</td></tr>" for c, ns in r["per_class_top"].items()
-        )
-        parts.append(f"""<h3 id="prop-{_e(prop)}">{_e(prop)}</h3>
-<p>Best layer <b>{_e(r['best_layer'])}</b>; majority baseline {r['majority']:.3f}; probe on all layers
-{r['full_acc']:.3f}. Top neurons (Dalvi et al. ranking over all layers):
-{' '.join(_nlink(n) for n in r['ranking'][:10])}. Probeless ranking (Antverg &amp; Belinkov 2022) top:
-{' '.join(_nlink(n) for n in r['probeless_top'][:5])}.
-<a href="#neurons-{_e(prop)}">Descriptions of the top neurons &darr;</a></p>
-<div class="grid"><div>{_table(['layer', 'accuracy', 'control', 'selectivity'], rows)}
-<table><tr><th>class</th><th>top neurons</th></tr>{per_class}</table></div>
-<div>{_plot(P.plot_accuracy_vs_neurons, {**curves, **zero}, full=r['full_acc'],
-             title=f"{prop}: ablation, keeping top/random/bottom neurons")}
-{_plot(P.plot_layer_distribution, r['ranking_layers'], layer_order=layers,
-       title=f"{prop}: top 5% neurons per layer")}</div></div>""")
+        abl = r.get("ablation", {})
+        if "ordered" not in abl:
+            continue
+        bad = [m for m in abl["ordered"] if not abl["ordered"][m] or abl.get("order_failures", {}).get(m)]
+        checks.append(f"<li>{esc(prop)}: " + (f'<span class="ok">holds</span> ({esc(", ".join(abl["ordered"]))})'
+                                              if not bad else f'<span class="bad">FAILS</span> in {esc(", ".join(bad))}')
+                      + "</li>")
+    check = f"<p>Ablation order check (top &gt; random &gt; bottom):</p><ul>{''.join(checks)}</ul>" if checks else ""
+    parts = ['<section id="probing"><h2>Layer-wise probing with baselines</h2>',
+             "<p>One linear probe (elastic-net softmax regression, Dalvi et al. 2019; trained until its dev loss "
+             "stops improving) per layer and property, beside the majority-class and word-type baselines (each "
+             "test word's most frequent training label) and the control task of Hewitt &amp; Liang (2019), "
+             "which gives every word type a random label from the same distribution and is probed with the "
+             "identical probe. High accuracy with low selectivity means the probe memorises word types rather "
+             "than reading the property. A layer is only called best when its probe is above both baselines.</p>",
+             check]
+    parts += [_probing_entry(p, r) for p, r in probing.items()]
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def _neurons(neurons: dict) -> str:
+def _formula_block(d: Mapping) -> str:
+    if not d.get("formula"):
+        return '<span class="muted">no formula (too few active words)</span>'
+    ex = d.get("explanation") or {}
+    head = f'<span class="formula">{esc(d["formula"])}</span> IoU {fmt(d.get("iou"))}'
+    if not ex:
+        return head
+    head += (f" (precision {fmt(ex.get('precision'))}, recall {fmt(ex.get('recall'))}; "
+             f"{esc(ex.get('threshold_text', ''))})")
+    lists = []
+    for key, title in (("matched", "matched (on, formula holds)"), ("missed", "missed (on, formula fails)"),
+                       ("false_alarms", "false alarms (formula holds, off)")):
+        items = "".join(f"<li>{fmt(e.get('activation'), '+.3f')} {esc(e.get('context', ''))}</li>"
+                        for e in ex.get(key, [])[:3])
+        if items:
+            lists.append(f'<div class="muted" style="font-size:12.5px">{esc(title)}:<ul>{items}</ul></div>')
+    return head + "".join(lists)
+
+
+def _neurons(neurons: Mapping) -> str:
     if not neurons.get("neurons"):
         return ""
     parts = ['<section id="neurons"><h2>Top neurons per property</h2>',
              "<p>For each property, the highest-ranked neurons with their best compositional explanation "
-             "(Mu &amp; Andreas 2020: beam search over AND / OR / AND NOT of word and label concepts, "
-             "scored by IoU with the neuron's top-1% activation mask) and their top-activating sentences "
-             "(Karpathy et al. 2015 heatmaps: red positive, blue negative).</p>"]
+             "(Mu &amp; Andreas 2020: beam search over AND / OR / AND NOT of concepts &mdash; every word above a "
+             "minimum count, every label value, lexicon categories, shapes, affixes &mdash; scored by IoU with "
+             "the neuron's top activation mask; the threshold is shown beside the IoU), the formula's matched, "
+             "missed and false-alarm examples, and the neuron's top-activating sentences (Karpathy et al. 2015 "
+             "heatmaps: red positive, blue negative).</p>"]
+    keys = neurons.get("keys", {})
     for prop, ns in neurons["by_property"].items():
-        parts.append(f'<h3 id="neurons-{_e(prop)}">{_e(prop)} <a class="pill" href="#prop-{_e(prop)}">probing</a></h3>'
-                     '<div class="grid">')
-        for n in ns:
-            d = neurons["neurons"][n]
+        parts.append(f'<h3 id="neurons-{esc(prop)}">{esc(prop)} <a class="pill" href="#prop-{esc(prop)}">probing</a>'
+                     "</h3>")
+        warn = neurons.get("warnings", {}).get(prop)
+        if warn:
+            parts.append(note(warn, "warn"))
+        parts.append('<div class="grid">')
+        for n, key in zip(ns, keys.get(prop, ns)):
+            d = neurons["neurons"].get(key)
+            if d is None:
+                continue
             top = d["top"][:5]
-            hm = heatmap_html([t["sentence"] for t in top], [t["sentence_activations"] or [0.0] * len(t["sentence"])
-                                                            for t in top],
+            hm = heatmap_html([t["sentence"] for t in top],
+                              [t["sentence_activations"] or [0.0] * len(t["sentence"]) for t in top],
                               highlight=[t["word_pos"] if t["word_pos"] >= 0 else None for t in top], legend=False)
-            formula = (f'<span class="formula">{_e(d["formula"])}</span> IoU {d["iou"]:.3f}'
-                       if d.get("formula") else '<span class="muted">no formula (too few active words)</span>')
             st = d["stats"]
-            parts.append(f"""<div class="card"><b>{_nlink(n)}</b> {formula}<br>
-<span class="muted">mean {st['mean']:.3f}, std {st['std']:.3f}, max {st['max']:.3f}</span>{hm}</div>""")
+            parts.append(f"""<div class="card"><b>{neuron_link(n)}</b> {_formula_block(d)}<br>
+<span class="muted">mean {fmt(st['mean'])}, std {fmt(st['std'])}, max {fmt(st['max'])}</span>{hm}</div>""")
         parts.append("</div>")
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def _similarity(sim: dict | None) -> str:
-    if not sim:
-        return ""
-    img = _plot(P.plot_matrix, sim["values"], row_labels=sim["layers"], col_labels=sim["layers"],
-                title=f"{sim['method']} between layers", vmin=0, vmax=1)
-    return f"""<section id="similarity"><h2>Representation similarity between layers</h2>
-<p>Linear CKA (Kornblith et al. 2019, as used by Wu et al. 2020) of every pair of layers, computed in one
-streaming pass over the store.</p>{img}</section>"""
-
-
-def _concepts(con: dict | None) -> str:
-    if not con:
-        return ""
-    rows = []
-    for c in con["clusters"]:
-        words = ", ".join(w if isinstance(w, str) else w[0] for w in c.get("words", [])[:10])
-        al = c.get("alignment", {})
-        aligned = "; ".join(f"{k}={v.get('majority')} ({v.get('purity', 0):.2f})" for k, v in al.items()
-                            if isinstance(v, dict) and v.get("purity", 0) >= 0.5)
-        rows.append([c.get("id"), c.get("size"), words, aligned or "-"])
-    return f"""<section id="concepts"><h2>Latent concepts in {_e(con['layer'])}</h2>
-<p>k-means clusters of the layer's word representations (Dalvi et al. 2022); each cluster is listed with its
-most frequent words and the labels it aligns with (majority label and purity &ge; 0.5).</p>
-{_table(['cluster', 'tokens', 'words', 'aligned labels (purity)'], rows)}</section>"""
-
-
-def _errors(errors: dict) -> str:
+def _errors(errors: Mapping) -> str:
     if not errors:
         return ""
-    items = "".join(f"<li><b>{_e(k)}</b><pre>{_e(v)}</pre></li>" for k, v in errors.items())
+    items = "".join(f"<li><b>{esc(k)}</b><pre>{esc(v)}</pre></li>" for k, v in errors.items())
     return f'<section id="notes" class="err"><h2>Sections not produced</h2><ul>{items}</ul></section>'
 
 
-def render(title, model, corpus, probing, neurons, browser, extras, errors, timings, version, total_s) -> str:
-    """The whole page."""
+def _timings(timings: Mapping, peak_rss: float | None = None) -> str:
+    rows = []
+    for k, v in timings.items():
+        if isinstance(v, Mapping):
+            rows.append([k, fmt(v.get("wall"), ".1f"), fmt(v.get("cpu"), ".1f"), fmt(v.get("rss_mb"), ".0f"),
+                         "reused" if v.get("reused") else ""])
+        else:
+            rows.append([k, fmt(v, ".1f"), "n/a", "n/a", ""])
+    peak = f"<p>Peak resident memory {fmt(peak_rss, '.0f')} MB.</p>" if peak_rss else ""
+    return (f'<section id="timings"><h2>Run</h2><p>Per step: wall-clock seconds, CPU seconds of this process '
+            f"(all its threads), and the peak resident memory so far.</p>{peak}"
+            f"{table(['step', 'wall s', 'CPU s', 'peak RSS MB', ''], rows)}</section>")
+
+
+# -- the page ---------------------------------------------------------------------------------------
+NAV = {"similarity": "Similarity", "concepts": "Latent concepts", "attribution": "Attribution",
+       "patching": "Patching", "attention": "Attention", "sweep": "Unit sweep", "explain": "Concepts",
+       "generation": "Generation", "mediation": "Mediation", "steering": "Steering"}
+
+
+def render(title, model, corpus, probing, neurons, browser, extras, errors, timings, version, total_s,
+           peak_rss: float | None = None) -> str:
+    """The whole page. ``corpus``: one corpus summary or a list of them; ``extras``: ``{name: {"html": ...,
+    "title": nav label}}`` in page order (fragments finegrain built, their data escaped)."""
     props_of: dict[str, list[str]] = {}
     for prop, ns in neurons.get("by_property", {}).items():
         for n in ns:
@@ -281,46 +457,40 @@ def render(title, model, corpus, probing, neurons, browser, extras, errors, timi
     start = next(iter(props_of), None)
     data = dict(browser or {"layers": {}, "neurons": {}})
     data["start"] = start
-    extra_html = ""
-    nav_extra = ""
-    if extras.get("similarity"):
-        extra_html += _similarity(extras["similarity"])
-        nav_extra += '<a href="#similarity">Similarity</a>'
-    if extras.get("concepts"):
-        extra_html += _concepts(extras["concepts"])
-        nav_extra += '<a href="#concepts">Latent concepts</a>'
-    if extras.get("attribution"):
-        extra_html += extras["attribution"]["html"]
-        nav_extra += '<a href="#attribution">Attribution</a>'
-    if extras.get("explain"):
-        extra_html += extras["explain"]["html"]
-        nav_extra += '<a href="#explain">Concepts</a>'
-    if extras.get("mediation"):
-        extra_html += extras["mediation"]["html"]
-        nav_extra += '<a href="#mediation">Mediation</a>'
-    timing_rows = [[k, round(v, 1)] for k, v in timings.items()]
+    extra_html, nav_extra = "", ""
+    for name, ex in (extras or {}).items():
+        if not ex or not ex.get("html"):
+            continue
+        extra_html += ex["html"]
+        sid = ex.get("id", name)
+        nav_extra += f'<a href="#{esc(sid)}">{esc(ex.get("title") or NAV.get(name, name))}</a>'
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>{_e(title)}</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>{esc(title)}</title>
 <style>{CSS}</style></head><body>
-<header><h1>{_e(title)}</h1><p>Fine-grained interpretation: what neurons encode, which cause predictions.
-Generated by finegrain {_e(version)} in {total_s:.0f} s.</p></header>
+<header><h1>{esc(title)}</h1><p>Fine-grained interpretation: what neurons encode, which cause predictions.
+Generated by finegrain {esc(version)} in {fmt(total_s, '.0f')} s.</p></header>
 <nav><a href="#summary">Summary</a><a href="#probing">Probing</a><a href="#neurons">Top neurons</a>{nav_extra}
-<a href="#browser">Neuron browser</a></nav><main>
+<a href="#browser">Neuron browser</a><a href="#timings">Run</a></nav><main>
 {_summary(model, corpus)}
 {_probing(probing)}
 {_neurons(neurons)}
 {extra_html}
-<section id="browser"><h2>Neuron browser</h2>
+<section id="browser"><h2>Neuron browser</h2>{browser_note(browser)}
 <div id="nb-controls"><label>layer <select id="nb-layer"></select></label>
 <label>unit <input id="nb-unit" type="number" min="0" value="0" style="width:90px"></label>
 <button id="nb-prev" type="button">&larr; prev</button><button id="nb-next" type="button">next &rarr;</button></div>
 <div id="nb-view"></div></section>
 {_errors(errors)}
-<section id="timings"><h2>Run</h2>{_table(['step', 'seconds'], timing_rows)}</section>
+{_timings(timings, peak_rss)}
 </main>
 <script type="application/json" id="nb-data">{_json(data)}</script>
 <script type="application/json" id="nb-props">{_json(props_of)}</script>
 <script>{JS}</script></body></html>"""
+
+
+def browser_note(browser: Mapping | None) -> str:
+    text = (browser or {}).get("note")
+    return f'<p class="muted">{esc(text)}</p>' if text else ""
 
 
 _JSON_IN_SCRIPT = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
