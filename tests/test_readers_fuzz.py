@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from finegrain.data import read_corpus
 from finegrain.data import readers as R
 from finegrain.data.corpus import Corpus
 from finegrain.errors import CorpusError
@@ -35,8 +36,8 @@ def _check(fn, *paths: Path) -> None:
 @pytest.mark.parametrize("suffix, reader", [
     (".txt", R.read_text), (".conllu", R.read_conllu), (".conll", R.read_conll2003), (".tsv", R.read_tsv),
     (".tsv", lambda p: R.read_tsv(p, header=True)), (".conllu", lambda p: R.read_conllu(p, label="feats:Number")),
-    (".conll", lambda p: R.read_conll2003(p, label="tag", scheme="bio")), (".txt", R.read_corpus),
-    (".conllu", R.read_corpus), (".tsv", R.read_corpus), (".bio", R.read_corpus),
+    (".conll", lambda p: R.read_conll2003(p, label="tag", scheme="bio")), (".txt", read_corpus),
+    (".conllu", read_corpus), (".tsv", read_corpus), (".bio", read_corpus),
 ])
 @FUZZ
 @given(data=BYTES)
@@ -58,7 +59,7 @@ def test_parallel_files_and_directories_on_any_bytes(sentences, labels, sentence
         _check(lambda: R.read_parallel(s, lab, column="pos"), s, lab)
         tsv.write_bytes(sentence_labels)
         _check(lambda: R.read_parallel_dir(d), d, s, lab, tsv)
-        _check(lambda: R.read_corpus(d), d, s, lab, tsv)
+        _check(lambda: read_corpus(d), d, s, lab, tsv)
 
 
 # -- the failures of the issue ---------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def test_a_byte_order_mark_is_stripped_in_every_format(tmp_path, name, text, enc
     """A UTF-8 BOM was glued to the first word ('\\ufeffThe') and made a valid CoNLL-U file invalid."""
     path = tmp_path / name
     path.write_bytes(text.encode(encoding))
-    assert R.read_corpus(path).sentences[0].words == ["The", "cat"]
+    assert read_corpus(path).sentences[0].words == ["The", "cat"]
 
 
 def test_parallel_files_with_boms(tmp_path):
@@ -95,7 +96,7 @@ def test_binary_files_are_rejected(tmp_path):
     path = tmp_path / "binary.txt"
     path.write_bytes(bytes(range(32)) * 16)
     with pytest.raises(CorpusError, match=r"binary.txt:1: control character U\+0000"):
-        R.read_corpus(path)
+        read_corpus(path)
     with pytest.raises(CorpusError, match="control character"):
         Corpus.from_words([["a\x00b"]]).validate()
     with pytest.raises(CorpusError, match="not a string"):

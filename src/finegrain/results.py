@@ -23,7 +23,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -176,8 +176,26 @@ class ResultList(list, Result):
         return False
 
     def _repr_html_(self) -> str:
+        """One block for the list: the items' own list view (``_repr_html_list_``, e.g. one Captum-style
+        table with one colour scale), one escaped table for items that draw nothing, else item by item."""
+        kinds = {type(r) for r in self}
+        if len(kinds) == 1 and issubclass(kind := next(iter(kinds)), Result):
+            if hasattr(kind, "_repr_html_list_"):
+                return kind._repr_html_list_(list(self))
+            if kind._repr_html_ is Result._repr_html_ and not any(r.has_plot() for r in self):
+                return (f'<div class="finegrain-result"><b>{len(self)} x {html.escape(kind.__name__)}</b>\n'
+                        f"<pre>{html.escape(self.table())}</pre>\n</div>")
         return "\n".join(r._repr_html_() if isinstance(r, Result) else f"<pre>{html.escape(str(r))}</pre>"
                          for r in self)
+
+
+class HtmlFragment(str):
+    """An HTML fragment that finegrain built (its data already escaped): a plain ``str`` everywhere, shown as
+    HTML in a notebook (what :func:`finegrain.describe.token_heatmap` and
+    :func:`finegrain.attribute.records_html` return)."""
+
+    def _repr_html_(self) -> str:
+        return str(self)
 
 
 def result_from_dict(d: Mapping) -> Result:
@@ -191,6 +209,18 @@ def result_from_dict(d: Mapping) -> Result:
 def result_from_json(text_or_path: str | os.PathLike) -> Result:
     """Rebuild any result from JSON text or a file written by ``to_json``."""
     return result_from_dict(_read_json_arg(text_or_path))
+
+
+def plain_table(header: Sequence, rows: Sequence[Sequence], float_format: str = ".4g", align: str = "left") -> str:
+    """Rows as a plain-text table under ``header``: floats as ``float_format``, everything else through ``str``,
+    columns two spaces apart and padded to their widest cell on the right (``align="left"``) or the left."""
+    if align not in ("left", "right"):
+        raise ParameterError(f"align must be 'left' or 'right', got {align!r}")
+    cells = [[str(h) for h in header]] + [[format(v, float_format) if isinstance(v, float) else str(v) for v in r]
+                                          for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    pad = str.ljust if align == "left" else str.rjust
+    return "\n".join("  ".join(pad(c, w) for c, w in zip(r, widths)) for r in cells)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -207,4 +237,5 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-__all__ = ["Result", "ResultList", "jsonable", "result_from_dict", "result_from_json", "write_text_atomic"]
+__all__ = ["HtmlFragment", "Result", "ResultList", "jsonable", "plain_table", "result_from_dict",
+           "result_from_json", "write_text_atomic"]

@@ -11,8 +11,11 @@ from __future__ import annotations
 import string
 
 import torch
+from torch import nn
 
 from finegrain.models.hf import HFAdapter
+from finegrain.models.lstm import LSTMAdapter
+from finegrain.models.textgenrnn import TextgenrnnModel
 
 CHARS = string.ascii_lowercase + string.ascii_uppercase + string.digits + ".,;:!?'\"-()"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -20,6 +23,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def charpiece_tokenizer(lowercase: bool = False):
     """Fast WordPiece tokenizer: every character is one subword (``##c`` inside a word)."""
+    # heavy: transformers and tokenizers, imported when a tiny model is built
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -43,6 +47,7 @@ def charpiece_tokenizer(lowercase: bool = False):
 
 def bpe_tokenizer(texts: list[str] | None = None, vocab_size: int = 300):
     """A small byte-level BPE (GPT-2 style, ``Ġ`` marks a leading space) trained on ``texts``."""
+    # heavy: transformers and tokenizers, imported when a tiny model is built
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -66,6 +71,7 @@ def bpe_tokenizer(texts: list[str] | None = None, vocab_size: int = 300):
 def tiny_bert(task: str = "base", num_labels: int = 2, seed: int = 0, hidden_act: str = "gelu",
               layers: int = 2, hidden: int = 32) -> HFAdapter:
     """A 2-layer, 32-wide BERT with the charpiece tokenizer."""
+    # heavy: transformers and tokenizers, imported when a tiny model is built
     from transformers import (
         BertConfig,
         BertForMaskedLM,
@@ -90,6 +96,7 @@ def tiny_bert(task: str = "base", num_labels: int = 2, seed: int = 0, hidden_act
 
 def tiny_gpt2(task: str = "causal-lm", seed: int = 0, layers: int = 2, hidden: int = 32) -> HFAdapter:
     """A 2-layer, 32-wide GPT-2 with a small byte-level BPE tokenizer."""
+    # heavy: transformers and tokenizers, imported when a tiny model is built
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
     torch.manual_seed(seed)
@@ -121,10 +128,6 @@ def tiny_lstm_lm(seed: int = 0, task: str = "lm", embedding: int = 8, hidden: in
     """A small character LSTM (a language model, or a 2-class classifier with ``task="classification"``)
     wrapped as users wrap theirs (``LSTMAdapter.from_modules``; bos ``<s>``, padding index 0), with
     N(0, std) weights from a local generator."""
-    from torch import nn
-
-    from finegrain.models.lstm import LSTMAdapter
-
     with torch.random.fork_rng(devices=[]):  # module constructors draw from the global generator
         emb = nn.Embedding(len(LSTM_CHARS), embedding, padding_idx=0)
         lstm = nn.LSTM(embedding, hidden, layers, batch_first=True)
@@ -140,9 +143,6 @@ def tiny_lstm_lm(seed: int = 0, task: str = "lm", embedding: int = 8, hidden: in
 def tiny_textgenrnn(context: str = "window", seed: int = 0, window: int = 6):
     """textgenrnn's architecture (embedding -> 2 LSTMs -> attention over [emb, h1, h2] -> dense) at toy size
     with a ``window``-character context, random weights from a local generator."""
-    from finegrain.models.lstm import LSTMAdapter
-    from finegrain.models.textgenrnn import TextgenrnnModel
-
     with torch.random.fork_rng(devices=[]):
         model = TextgenrnnModel(vocab_size=len(LSTM_CHARS), embedding_dim=6, hidden_size=5, window=window,
                                 context=context)

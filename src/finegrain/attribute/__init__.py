@@ -19,13 +19,14 @@ together.
 * :func:`train_head` — a linear classification head on frozen MiniLM for a built-in task.
 """
 
-import importlib
+from finegrain.lazy import lazy_api
 
 # imported on first use, so that a command line that only parses arguments does not load torch (no
 # submodule is named like a function it exports: importing it would shadow the function)
 _API = {
     **{name: "finegrain.attribute._core" for name in (
-        "DELTA_TOLERANCE", "AttributionError", "CompletenessWarning", "describe_target")},
+        "DELTA_TOLERANCE", "AttributionError", "CompletenessWarning", "Prepared", "as_word_lists", "describe_target",
+        "prepare")},
     **{name: "finegrain.attribute.metrics" for name in (
         "Faithfulness", "FaithfulnessList", "MethodComparison", "comprehensiveness", "evaluate_methods",
         "faithfulness", "format_table",
@@ -52,16 +53,4 @@ _API = {
 }
 
 
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
-
-
-__all__ = sorted(_API)
+__getattr__, __dir__, __all__ = lazy_api(__name__, _API)

@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from finegrain.attribute.targets import Scorer, Target, TargetDescription, parse_target
 from finegrain.errors import ParameterError
-from finegrain.models.base import Batch, ModelAdapter, ModelError, preserved_state
+from finegrain.models.base import Batch, ModelAdapter, ModelError, eval_mode
+from finegrain.models.hf import HFAdapter
 from finegrain.results import Result, ResultList
 
 #: the stated completeness criterion: |delta| <= DELTA_TOLERANCE * |f(x) - f(x')| (+ DELTA_ATOL)
@@ -116,9 +117,6 @@ def baseline_token_id(adapter: ModelAdapter, baseline: str | int) -> int | None:
 
 
 def _is_hf(adapter: ModelAdapter) -> bool:
-    # heavy: finegrain.models.hf imports transformers, which LSTM-only users need not load
-    from finegrain.models.hf import HFAdapter
-
     return isinstance(adapter, HFAdapter)
 
 
@@ -319,17 +317,6 @@ def prepare(
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode (no dropout) and parameters frozen during attribution; the model is handed back in
-    the training mode and with the ``requires_grad`` flags it had (``preserved_state``)."""
-    with preserved_state(model):
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        yield
-
-
-@contextlib.contextmanager
 def seeded(seed: int | None) -> Iterator[None]:
     """Captum's sampling methods (SHAP, Shapley sampling, noise) draw from torch's and numpy's global
     generators; fork both for the block, seeded, so results are reproducible and the caller's global
@@ -353,7 +340,7 @@ def each_example(adapter: ModelAdapter, texts, target, baseline: str | int = "pa
     model (handed back as it was), and yield one :class:`Prepared` per text, in order."""
     words, _ = as_word_lists(texts)
     target = parse_target(target, adapter)
-    with eval_mode(adapter.model):
+    with eval_mode(adapter.model, freeze=True):
         for w in tqdm(words, desc=desc, leave=False, disable=True if progress is False or len(words) < 2 else None):
             yield prepare(adapter, [w], target, baseline)
 
@@ -388,6 +375,16 @@ class CheckedResult(Result):
     decoded back from JSON."""
 
     _arrays: ClassVar[dict[str, object]] = {}
+
+    @property
+    def gap(self):
+        """``f(x) - f(x')``: the change of the target that the scores explain."""
+        return float(self.f_x - self.f_baseline)
+
+    @property
+    def complete(self):
+        """Whether the scores add up to :attr:`gap` within ``delta_tolerance`` (:func:`is_complete`)."""
+        return is_complete(self.delta, self.gap, self.delta_tolerance)
 
     def to_dict(self) -> dict:
         d = super().to_dict()

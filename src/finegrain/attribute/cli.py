@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from finegrain.errors import ParameterError
+
 
 def _steps(value: str):
     if value == "auto":
@@ -79,7 +81,6 @@ def register(subparsers) -> None:
 def _adapter(args):
     # heavy: imported when the command runs
     from finegrain.attribute import head_adapter
-    from finegrain.errors import ParameterError
     from finegrain.models import load_model
 
     if args.head:

@@ -33,7 +33,6 @@ side of the model, not to this joint sequence).
 
 from __future__ import annotations
 
-import html
 import inspect
 import math
 from collections.abc import Sequence
@@ -43,16 +42,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from finegrain.attribute._core import DELTA_TOLERANCE, AttributionError, CheckedResult, eval_mode, is_complete
+from finegrain.attribute._core import DELTA_TOLERANCE, AttributionError, CheckedResult, is_complete
 from finegrain.attribute.methods import LAYER, AttributionMethod, canonical_method
 from finegrain.attribute.targets import NextTokenTarget, TargetError
 from finegrain.errors import ParameterError
-from finegrain.models.base import Batch, ModelAdapter, ModelError
+from finegrain.models.base import Batch, ModelAdapter, ModelError, eval_mode
 from finegrain.models.hf import HFAdapter
 from finegrain.models.lstm import LSTMAdapter
 from finegrain.models.seq2seq import Seq2SeqAdapter, SourceEmbedding
 from finegrain.results import Result, ResultList
-from finegrain.viz.generation import token_label
+from finegrain.viz.html import page, token_label
 
 SCORES = ("probability", "log-probability", "logit")
 #: largest disagreement (in log-probability) tolerated between the generation and the attributed forward
@@ -217,7 +216,7 @@ def generate_greedy(adapter: ModelAdapter, prompt: str, max_new_tokens: int = 20
         raise ParameterError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     eos = _eos_ids(adapter) if stop_at_eos else set()
     n_source = 0
-    with eval_mode(adapter.model):
+    with eval_mode(adapter.model, freeze=True):
         if isinstance(adapter, LSTMAdapter):
             if adapter.task != "lm":
                 raise ParameterError(f"{adapter.name} is a {adapter.task} model: generation needs a language model")
@@ -633,8 +632,7 @@ def generations_html(results, title: str = "finegrain: attribution of generated 
     """A self-contained HTML page of one or more :class:`GenerationAttribution` results."""
     items = [results] if isinstance(results, GenerationAttribution) else list(results)
     body = "\n".join(r.html(standalone=False) for r in items)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-            f"<body style='font-family:sans-serif'>{body}</body></html>")
+    return page(body, title, body_style="font-family:sans-serif")
 
 
 __all__ = ["CONSISTENCY_ATOL", "SCORES", "Generation", "GenerationAttribution", "GenerationTarget",

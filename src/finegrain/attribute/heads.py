@@ -17,8 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from finegrain.errors import DependencyError, ParameterError
+from finegrain.data.generate import sentiment_corpus
+from finegrain.errors import ParameterError
+from finegrain.models import load_model
 from finegrain.models.base import ModelAdapter, ModelError, preserved_state
+from finegrain.models.hf import HFAdapter
 
 _POS = ["great", "wonderful", "excellent", "delightful", "brilliant", "superb", "lovely", "fantastic", "charming",
         "enjoyable", "moving", "beautiful", "funny", "touching", "amazing", "pleasant", "outstanding", "terrific"]
@@ -44,10 +47,6 @@ def builtin_sentiment(seed: int = 0, n: int = 400) -> list[tuple[str, int]]:
 
 def generated_sentiment(seed: int = 0, n: int = 1000) -> list[tuple[str, int]]:
     """The sentiment corpus of :mod:`finegrain.data.generate` (with negation; harder)."""
-    try:  # optional: the generator of finegrain.data
-        from finegrain.data.generate import sentiment_corpus
-    except ImportError as e:
-        raise DependencyError("finegrain.data.generate is not available; use builtin:sentiment") from e
     corpus = sentiment_corpus(n_sentences=n, seed=seed)
     return [(" ".join(s.words), int(s.sent_labels["sentiment"] == "pos")) for s in corpus.sentences]
 
@@ -93,17 +92,11 @@ class PooledHead(nn.Module):
 
 def _base(adapter: ModelAdapter | str, device) -> ModelAdapter:
     if isinstance(adapter, str):
-        # heavy: loading a model by name imports transformers
-        from finegrain.models import load_model
-
         return load_model(adapter, device=device)
     return adapter
 
 
 def _wrap(base: ModelAdapter, head_model: PooledHead, name: str):
-    # heavy: finegrain.models.hf imports transformers
-    from finegrain.models.hf import HFAdapter
-
     ad = HFAdapter(head_model, base.tokenizer, name=name, device=base.device, task="sequence-classification")
     return ad
 

@@ -27,7 +27,6 @@ from finegrain.attribute._core import (
     Prepared,
     as_word_lists,
     each_example,
-    is_complete,
     warn_incomplete,
 )
 from finegrain.attribute.render import interaction_table
@@ -71,10 +70,6 @@ class Interaction(CheckedResult):
     n_steps: int | None = None
     n_samples: int | None = None
     exact: bool | None = None
-
-    @property
-    def complete(self) -> bool | None:
-        return is_complete(self.delta, self.f_x - self.f_baseline, self.delta_tolerance)
 
     def pairs(self, k: int = 10) -> list[tuple[str, str, float]]:
         """Strongest pairs (by absolute value), as ``(word_i, word_j, value)``."""
@@ -193,7 +188,7 @@ def integrated_hessians_tensor(
 @contextlib.contextmanager
 def _math_attention():
     # fused SDPA kernels (flash / memory-efficient) have no double backward; the math kernel does
-    try:
+    try:  # optional: torch.nn.attention's kernel switch exists from torch 2.3 (the floor is 2.1)
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # pragma: no cover - old torch
         yield

@@ -40,7 +40,6 @@ from finegrain.attribute._core import (
     Prepared,
     as_word_lists,
     embedding_module,
-    eval_mode,
     is_complete,
     prepare,
     seeded,
@@ -49,7 +48,7 @@ from finegrain.attribute._core import (
 from finegrain.attribute.render import VisualizationRecord, html_heatmap, records_html, text_table
 from finegrain.attribute.targets import Target, TargetDescription, parse_target
 from finegrain.errors import ParameterError
-from finegrain.models.base import ModelAdapter
+from finegrain.models.base import ModelAdapter, eval_mode
 from finegrain.neurons import Neuron, NeuronIndex
 from finegrain.results import Result, ResultList
 
@@ -112,14 +111,6 @@ class Attribution(CheckedResult):
         """Sum of all token scores (words and the rest)."""
         return float(np.sum(self.word_scores)) + float(self.other_score)
 
-    @property
-    def gap(self) -> float:
-        return float(self.f_x - self.f_baseline)
-
-    @property
-    def complete(self) -> bool | None:
-        return is_complete(self.delta, self.gap, self.delta_tolerance)
-
     _arrays = {"token_scores": np.float64, "word_scores": np.float64}
 
     def to_dict(self) -> dict:
@@ -149,6 +140,11 @@ class Attribution(CheckedResult):
 
     def _repr_html_(self) -> str:
         return records_html([self.record()])
+
+    @staticmethod
+    def _repr_html_list_(atts: Sequence[Attribution]) -> str:
+        """A list of attributions in a notebook: one Captum-style table, one colour scale."""
+        return records_html([a.record() for a in atts])
 
 
 @dataclass
@@ -405,7 +401,7 @@ class AttributionMethod:
         order = sorted(range(len(words)), key=lambda i: sum(len(w) + 1 for w in words[i]))
         groups = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
         out: list[Attribution | None] = [None] * len(words)
-        with eval_mode(self.adapter.model), seeded(seed):
+        with eval_mode(self.adapter.model, freeze=True), seeded(seed):
             for grp in tqdm(groups, disable=True if progress is False else None, desc=self.method,
                             leave=False) if len(groups) > 1 else groups:
                 prep = prepare(self.adapter, [words[i] for i in grp], target, baseline)
@@ -603,14 +599,6 @@ class LayerAttribution(CheckedResult):
     def __iter__(self):
         return iter((self.scores, self.index))
 
-    @property
-    def gap(self) -> float:
-        return float(self.f_x - self.f_baseline)
-
-    @property
-    def complete(self) -> bool | None:
-        return is_complete(self.delta, self.gap, self.delta_tolerance)
-
     _arrays = {"scores": np.float32}
 
     @classmethod
@@ -775,7 +763,7 @@ def neuron_attribution(
     index = NeuronIndex({layer: size})
     results: list[LayerAttribution] = []
     fn = layer_methods.layer_conductance if m == "conductance" else layer_methods.layer_integrated_gradients
-    with eval_mode(adapter.model):
+    with eval_mode(adapter.model, freeze=True):
         for s in range(0, len(words), batch_size):
             prep = prepare(adapter, words[s : s + batch_size], target, baseline)
             rows = rows_per_forward(internal_batch_size, tokens_per_forward, prep) or max(64, prep.n)

@@ -19,7 +19,7 @@ from finegrain.attribute.methods import Attribution, AttributionMethod, attribut
 from finegrain.attribute.targets import Target, TargetDescription, parse_target
 from finegrain.errors import ParameterError
 from finegrain.models.base import ModelAdapter
-from finegrain.results import Result
+from finegrain.results import Result, plain_table
 
 BINS = (1, 5, 10, 20, 50)
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
@@ -354,7 +354,4 @@ def format_table(rows: list[dict]) -> str:
     if not rows:
         return ""
     cols = list(rows[0])
-    fmt = [[c] + [(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c])) for r in rows] for c in cols]
-    widths = [max(len(x) for x in col) for col in fmt]
-    lines = ["  ".join(col[i].ljust(w) for col, w in zip(fmt, widths)) for i in range(len(rows) + 1)]
-    return "\n".join(lines)
+    return plain_table(cols, [[r[c] for c in cols] for r in rows])

@@ -7,7 +7,6 @@ Every user-supplied string (words, labels, targets) is escaped with ``html.escap
 
 from __future__ import annotations
 
-import html as _html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from finegrain.errors import ParameterError
-from finegrain.results import Result, ResultList, jsonable, result_from_dict, write_text_atomic
+from finegrain.results import HtmlFragment, Result, ResultList, jsonable, result_from_dict, write_text_atomic
 from finegrain.viz.heatmap import heatmap_html
+from finegrain.viz.html import escape, page, table
 
 
 def _fmt(x) -> str:
@@ -129,6 +129,11 @@ class VisualizationRecord(Result):
     def _repr_html_(self) -> str:
         return records_html([self])
 
+    @staticmethod
+    def _repr_html_list_(records: Sequence[VisualizationRecord]) -> str:
+        """A list of records in a notebook: one Captum-style table, one colour scale."""
+        return records_html(records)
+
 
 def visualization_records(attributions: Sequence, true_labels: Sequence[str | None] | str | None = None,
                           level: str = "word") -> ResultList:
@@ -159,12 +164,12 @@ def records_table(records: Sequence[VisualizationRecord]) -> str:
     return "\n".join(lines)
 
 
-_TD = 'style="border:1px solid #ddd;padding:4px 8px;vertical-align:top"'
+_TD = "border:1px solid #ddd;padding:4px 8px;vertical-align:top"
 
 
-def records_html(records: Sequence[VisualizationRecord], title: str | None = None, legend: bool = True) -> str:
+def records_html(records: Sequence[VisualizationRecord], title: str | None = None,
+                 legend: bool = True) -> HtmlFragment:
     """An HTML fragment: one table row per record, as Captum's ``visualize_text`` (escaped)."""
-    e = _html.escape
     head = ["True Label", "Predicted Label", "Attribution Label", "Attribution Score", "Completeness",
             "Word Importance"]
     rows = []
@@ -177,27 +182,22 @@ def records_html(records: Sequence[VisualizationRecord], title: str | None = Non
         elif r.complete:
             check = f"delta {r.delta:.3g}: complete"
         else:
-            check = f'<b style="color:#b2182b">INCOMPLETE</b> (delta {r.delta:.3g})'
-        cells = [e(r.true_label) if r.true_label is not None else "n/a",
-                 e(_label(r.predicted_label, r.predicted_probability)),
-                 e(_label(r.target_label, r.target_probability)) + f'<br><span style="color:#666;font-size:11px">'
-                 f"{e(r.method)}: {e(r.target)}</span>", f"{r.total:.3f}", check, heat]
-        rows.append("<tr>" + "".join(f"<td {_TD}>{c}</td>" for c in cells) + "</tr>")
-    th = "".join(f'<th {_TD}>{e(h)}</th>' for h in head)
-    cap = f"<caption style='text-align:left;font-weight:600'>{e(title)}</caption>" if title else ""
-    return (f'<table class="fg-attributions" style="border-collapse:collapse;font-family:sans-serif;font-size:13px">'
-            f"{cap}<tr>{th}</tr>{''.join(rows)}</table>")
+            check = HtmlFragment(f'<b style="color:#b2182b">INCOMPLETE</b> (delta {r.delta:.3g})')
+        target = HtmlFragment(f'{escape(_label(r.target_label, r.target_probability))}<br>'
+                              f'<span style="color:#666;font-size:11px">{escape(r.method)}: {escape(r.target)}</span>')
+        rows.append([r.true_label if r.true_label is not None else "n/a",
+                     _label(r.predicted_label, r.predicted_probability), target, f"{r.total:.3f}", check,
+                     HtmlFragment(heat)])
+    return table(head, rows, cell_style=_TD, caption=title, cls="fg-attributions",
+                 style="border-collapse:collapse;font-family:sans-serif;font-size:13px")
 
 
 def html_heatmap(atts: Sequence, title: str = "finegrain attributions", true_labels=None, level: str = "word",
                  standalone: bool = True) -> str:
     """Self-contained HTML of attributions as visualisation records (red +, blue -); ``standalone=False``
     gives the fragment for embedding in a page."""
-    body = records_html(visualization_records(atts, true_labels, level), title=None)
-    if not standalone:
-        return f"<h3>{_html.escape(title)}</h3>{body}"
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_html.escape(title)}</title></head>"
-            f"<body style='font-family:sans-serif'><h3>{_html.escape(title)}</h3>{body}</body></html>")
+    body = f"<h3>{escape(title)}</h3>{records_html(visualization_records(atts, true_labels, level), title=None)}"
+    return page(body, title, body_style="font-family:sans-serif") if standalone else body
 
 
 def save_interaction_png(inter, path: str | Path) -> Path:

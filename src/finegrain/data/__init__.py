@@ -31,11 +31,11 @@ from finegrain.data.generate import (
     professions,
     sentiment_corpus,
 )
+from finegrain.data.load import as_corpus, read_corpus
 from finegrain.data.readers import (
     detect_format,
     read_conll2003,
     read_conllu,
-    read_corpus,
     read_parallel,
     read_parallel_dir,
     read_text,
@@ -57,6 +57,7 @@ __all__ = [
     "Sentence",
     "agreement_pairs",
     "annotate",
+    "as_corpus",
     "builtin_corpus",
     "default_cache_dir",
     "detect_format",

@@ -10,9 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
+from finegrain.data.annotate import ANNOTATION_COLUMNS, DEFAULT_COLUMNS, DEFAULT_MODEL, annotate
 from finegrain.data.corpus import Corpus
 from finegrain.data.generate import BUILTIN_CORPORA, builtin_corpus
-from finegrain.data.readers import read_corpus, write_parallel
+from finegrain.data.load import read_corpus
+from finegrain.data.readers import write_parallel
 
 
 def corpus_summary(corpus: Corpus, top: int | None = None) -> dict:
@@ -47,8 +49,6 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _annotate(args: argparse.Namespace) -> None:
-    from finegrain.data.annotate import annotate
-
     corpus = read_corpus(args.input, format=args.format)
     annotated = annotate(corpus, columns=args.columns, batch_size=args.batch_size, model=args.model)
     _print_written(write_parallel(annotated, args.out))
@@ -69,8 +69,6 @@ def _info(args: argparse.Namespace) -> None:
 
 def register(subparsers) -> None:
     """Add ``corpus generate|annotate|info`` to the top-level ``finegrain`` parser."""
-    from finegrain.data.annotate import ANNOTATION_COLUMNS, DEFAULT_COLUMNS, DEFAULT_MODEL
-
     p = subparsers.add_parser("corpus", help="generate, annotate and inspect corpora")
     sub = p.add_subparsers(dest="corpus_command", required=True)
 

@@ -49,6 +49,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from finegrain import paths
 from finegrain.data.annotate import DEFAULT_MODEL, annotate
 from finegrain.data.corpus import Corpus, Sentence
 from finegrain.data.readers import read_conll2003, read_parallel_dir, write_parallel
@@ -72,12 +73,9 @@ _META = "finegrain-corpus.json"
 
 def default_cache_dir() -> Path:
     """Where annotated corpora are cached when no ``cache_dir`` is given: ``$FINEGRAIN_CACHE/corpora``,
-    else ``$XDG_CACHE_HOME/finegrain/corpora``, else ``~/.cache/finegrain/corpora``."""
-    root = os.environ.get("FINEGRAIN_CACHE")
-    if root:
-        return Path(root) / "corpora"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg or Path.home() / ".cache") / "finegrain" / "corpora"
+    else ``$XDG_CACHE_HOME/finegrain/corpora``, else ``~/.cache/finegrain/corpora``
+    (:func:`finegrain.paths.cache_dir`)."""
+    return paths.cache_dir("corpora")
 
 
 def _require(module: str, pip: str) -> None:
@@ -95,7 +93,7 @@ def ptb_sentences(split: str = "train", n_sentences: int | None = None) -> list[
         raise ParameterError(f"split must be one of {list(PTB_SPLITS)}, got {split!r}")
     _check_n(n_sentences)
     _require("treebank", "treebank")
-    import treebank  # a 6 MB module of string literals: imported only when PTB text is asked for
+    import treebank  # heavy: a 6 MB module of string literals, imported only when PTB text is asked for
 
     out: list[list[str]] = []
     for line in treebank.penn[split].split("\n"):

@@ -22,12 +22,12 @@ import codecs
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from finegrain.data.corpus import CONTROL_CHARS, Corpus, CorpusError, Sentence
 from finegrain.errors import ParameterError
+from finegrain.results import write_text_atomic
 
 PathLike = str | os.PathLike
 
@@ -171,17 +171,9 @@ def read_parallel(
     return _finish(sents, sentences_path, name or sentences_path.stem)
 
 
-def _atomic_write(path: Path, lines: Sequence[str]) -> None:
-    # Write next to the target and rename, so readers never see a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_lines(path: Path, lines: Sequence[str]) -> None:
+    # readers never see a half-written file
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def _check_token(tok: str, what: str, sid: int) -> str:
@@ -207,10 +199,10 @@ def write_parallel(corpus: Corpus, out_dir: PathLike) -> dict[str, Path]:
             raise CorpusError(f"label column name {col!r} cannot be used in a file name")
     sent_lines = [" ".join(_check_token(w, "word", s.id) for w in s.words) for s in corpus]
     written["sentences"] = out / SENTENCES_FILE
-    _atomic_write(written["sentences"], sent_lines)
+    _write_lines(written["sentences"], sent_lines)
     for col in corpus.label_columns:
         path = out / f"{LABEL_FILE_PREFIX}{col}.txt"
-        _atomic_write(path, [" ".join(_check_token(x, f"{col} label", s.id) for x in s.labels[col]) for s in corpus])
+        _write_lines(path, [" ".join(_check_token(x, f"{col} label", s.id) for x in s.labels[col]) for s in corpus])
         written[col] = path
     scols = corpus.sentence_label_columns
     if scols:
@@ -221,7 +213,7 @@ def write_parallel(corpus: Corpus, out_dir: PathLike) -> dict[str, Path]:
                 raise CorpusError(f"sentence {s.id}: sentence label contains a tab or newline")
             rows.append("\t".join([s.text, *vals]))
         written["sentence_labels"] = out / SENTENCE_LABELS_FILE
-        _atomic_write(written["sentence_labels"], rows)
+        _write_lines(written["sentence_labels"], rows)
     return written
 
 
@@ -478,7 +470,7 @@ def read_tsv(path: PathLike, column: str | None = None, header: bool | None = No
 
 # -- dispatch ----------------------------------------------------------------------------------
 
-_FORMATS = {
+FORMATS = {
     "text": "text",
     "txt": "text",
     "parallel": "parallel",
@@ -512,49 +504,6 @@ def detect_format(path: PathLike) -> str:
     if fmt is None:
         raise CorpusError(
             f"{p}: cannot infer the corpus format from the extension {p.suffix!r}; pass format= one of "
-            f"{sorted(set(_FORMATS.values()))}"
+            f"{sorted(set(FORMATS.values()))}"
         )
     return fmt
-
-
-def read_corpus(
-    path: PathLike,
-    format: str = "auto",
-    *,
-    label: str | None = None,
-    labels: PathLike | Mapping[str, PathLike] | None = None,
-    **kwargs,
-) -> Corpus:
-    """Read a corpus in any supported format; ``format="auto"`` infers it from the path (a file with
-    ``labels`` given is read as NeuroX parallel files).
-
-    ``label`` selects the label column in every labelled format (CoNLL-U column or ``feats:<Key>``,
-    CoNLL-2003 column, TSV column, or the column name for a parallel labels file); ``labels`` is
-    the labels file (or ``{column: file}``) of the parallel format. ``None`` keeps each reader's
-    default. ``path`` may also be ``builtin:<name>`` (:func:`finegrain.data.generate.builtin_corpus`).
-    Further keyword arguments go to the reader.
-    """
-    if isinstance(path, str) and path.startswith("builtin:"):
-        from finegrain.data.generate import builtin_corpus
-
-        return builtin_corpus(path.split(":", 1)[1], **kwargs)
-    if labels is not None:
-        kwargs["labels_path"] = labels
-    if format == "auto":
-        fmt = "parallel" if "labels_path" in kwargs else detect_format(path)
-    else:
-        fmt = _FORMATS.get(format.lower())
-    if fmt is None:
-        raise CorpusError(f"unknown corpus format {format!r}; choose from {sorted(_FORMATS)} or 'auto'")
-    if label is not None:
-        if fmt == "text" or (fmt == "parallel" and "labels_path" not in kwargs):
-            raise CorpusError(f"{path}: label={label!r} given, but this {fmt} corpus has no label file")
-        kwargs[{"parallel": "column", "tsv": "column"}.get(fmt, "label")] = label
-    if fmt == "parallel":
-        if "labels_path" in kwargs:
-            return read_parallel(path, **kwargs)
-        if Path(path).is_dir():
-            return read_parallel_dir(path, **kwargs)
-        raise CorpusError(f"{path}: the parallel format needs labels= (a labels file) or a directory")
-    reader = {"text": read_text, "conllu": read_conllu, "conll2003": read_conll2003, "tsv": read_tsv}[fmt]
-    return reader(path, **kwargs)

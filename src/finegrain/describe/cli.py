@@ -7,14 +7,15 @@ import argparse
 import json
 import sys
 
+from finegrain.errors import ParameterError
+from finegrain.neurons import parse_neurons
+
 
 def _lexicon(arg: str):
     if arg == "builtin":
         return "builtin"
     if arg == "none":
         return None
-    from finegrain.errors import ParameterError
-
     try:
         with open(arg, encoding="utf-8") as f:
             return json.load(f)
@@ -27,7 +28,6 @@ def _lexicon(arg: str):
 def _describe(args: argparse.Namespace) -> int:
     # heavy: imported when the command runs
     from finegrain.describe import describe_neurons, explain_neurons
-    from finegrain.neurons import parse_neurons
     from finegrain.store import ActivationStore
 
     view = ActivationStore(args.store).view()

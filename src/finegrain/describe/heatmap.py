@@ -21,8 +21,8 @@ import numpy as np
 from finegrain.describe.top import RowInfo, as_describe_view, parse_view_neurons, read_rows
 from finegrain.errors import ParameterError
 from finegrain.neurons import Neuron
+from finegrain.results import HtmlFragment
 from finegrain.store.view import StoreView, View
-from finegrain.viz.describe import plot_token_heatmap
 from finegrain.viz.heatmap import heatmap_html, heatmap_svg, save_html, save_svg
 
 FORMATS = (".html", ".htm", ".svg", ".png")
@@ -108,7 +108,7 @@ def sentence_activations(source, neuron: Neuron | str, sentences: str | int | It
 def token_heatmap(source: View | str | os.PathLike, neuron: Neuron | str,
                   sentences: str | int | Iterable[int] = range(5), path: str | os.PathLike | None = None,
                   sep: str | None = None, vmax: float | None = None, title: str | None = None,
-                  captions: bool = True) -> str | Path:
+                  captions: bool = True) -> HtmlFragment | Path:
     """Heatmap of ``neuron`` on ``sentences`` of a view or store (Karpathy et al. 2015): every row's
     token coloured by the neuron's activation on one symmetric scale for all sentences (``vmax``:
     default max |activation| shown), the value in each token's tooltip.
@@ -116,8 +116,9 @@ def token_heatmap(source: View | str | os.PathLike, neuron: Neuron | str,
     ``sentences``: sentence ids (``range(5)``, ``[3, 8]``, ``"0-9"``, ``"0,3,7-9"``). ``sep`` between
     tokens: default :func:`token_separator` (``""`` for a character store, whose spaces are rows, so
     each character is one coloured box and the spaces keep their own colour; ``" "`` for words).
-    ``path=None`` returns the HTML fragment; with a path the heatmap is written as a standalone HTML
-    page (``.html``), SVG (``.svg``) or PNG (``.png``) and the path is returned."""
+    ``path=None`` returns the HTML fragment (a ``str`` that a notebook shows as the heatmap); with a path
+    the heatmap is written as a standalone HTML page (``.html``), SVG (``.svg``) or PNG (``.png``) and the
+    path is returned."""
     view = as_describe_view(source)
     if path is not None and Path(path).suffix.lower() not in FORMATS:
         raise ParameterError(f"{path}: a heatmap is written as {', '.join(FORMATS)} (by the extension)")
@@ -130,8 +131,10 @@ def token_heatmap(source: View | str | os.PathLike, neuron: Neuron | str,
     if suffix == ".svg":
         return save_svg(heatmap_svg(tokens, values, title=title, vmax=vmax, sep=sep), path)
     if suffix == ".png":
+        from finegrain.viz.describe import plot_token_heatmap  # heavy: matplotlib, imported to draw a PNG
+
         return plot_token_heatmap(tokens, values, path, title=title, vmax=vmax, sep=sep, captions=caps)
     fragment = heatmap_html(tokens, values, title=title, vmax=vmax, captions=caps, sep=sep)
     if path is None:
-        return fragment
+        return HtmlFragment(fragment)  # a str that a notebook shows as the heatmap
     return save_html(fragment, path, title=title)

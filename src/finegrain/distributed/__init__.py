@@ -11,19 +11,15 @@ Importing this package does not import Ray; calling into it without Ray installe
 :class:`RayNotInstalledError` saying how to install it.
 """
 
-from finegrain.distributed._ray import INSTALL_HINT, RayNotInstalledError, init_ray, require_ray
-from finegrain.distributed.ray_extract import ExtractWorker, extract_ray, plan_shards, shard_dataset
-from finegrain.distributed.ray_probe import probe_layers_ray, run_parallel
+from finegrain.lazy import lazy_api
 
-__all__ = [
-    "INSTALL_HINT",
-    "ExtractWorker",
-    "RayNotInstalledError",
-    "extract_ray",
-    "init_ray",
-    "plan_shards",
-    "probe_layers_ray",
-    "require_ray",
-    "run_parallel",
-    "shard_dataset",
-]
+# loaded on first use: the command line registers ``finegrain ray`` without importing torch
+_API = {
+    **{name: "finegrain.distributed._ray" for name in ("INSTALL_HINT", "RayNotInstalledError", "init_ray",
+                                                         "require_ray")},
+    **{name: "finegrain.distributed.ray_extract" for name in ("ExtractWorker", "extract_ray", "plan_shards",
+                                                                "shard_dataset")},
+    **{name: "finegrain.distributed.ray_probe" for name in ("probe_layers_ray", "run_parallel")},
+}
+
+__getattr__, __dir__, __all__ = lazy_api(__name__, _API)

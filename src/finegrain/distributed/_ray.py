@@ -22,7 +22,7 @@ class RayNotInstalledError(DependencyError, RuntimeError):
 def require_ray():
     """Import and return the ``ray`` module, or raise :class:`RayNotInstalledError`."""
     try:
-        import ray
+        import ray  # optional: the ray extra
     except ImportError as e:
         raise RayNotInstalledError(INSTALL_HINT) from e
     return ray
@@ -33,7 +33,7 @@ def require_ray_data():
     :class:`RayNotInstalledError`."""
     require_ray()
     try:
-        import ray.data
+        import ray.data  # optional: Ray's data extra (pyarrow & co.)
     except ImportError as e:
         raise RayNotInstalledError(f"Ray Data is missing ({e}); {INSTALL_HINT}") from e
     return ray.data

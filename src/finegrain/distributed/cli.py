@@ -7,6 +7,7 @@ import json
 
 
 def _cmd_probe_layers(args) -> int:
+    # heavy: imported when the command runs
     from finegrain.distributed import probe_layers_ray
     from finegrain.probe import LinearProbe
 
@@ -22,7 +23,7 @@ def _cmd_probe_layers(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from finegrain.distributed import init_ray
+    from finegrain.distributed import init_ray  # optional: ray, imported when the command runs
 
     ray = init_ray(args.address)
     print(json.dumps({"ray": ray.__version__, "resources": ray.cluster_resources(),

@@ -38,10 +38,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from finegrain.data import as_corpus
 from finegrain.distributed._ray import init_ray, require_ray, require_ray_data
 from finegrain.errors import ModelError, ParameterError
+from finegrain.extraction import buffer_index, compute_buffer, model_facts, plan_extraction
+from finegrain.models import ModelAdapter, load_model, resolve_device
+from finegrain.store import StoreWriter, check_output
 
 if TYPE_CHECKING:
     import ray.data
@@ -54,10 +59,6 @@ RECORD = ("name", "rows", "seconds", "pid", "device")  # what a shard returns to
 
 def _load_model(model, task: str, device: str | None, num_threads: int | None = None):
     """The adapter of ``model`` (a name/path, a zero-argument factory or an adapter), in eval mode."""
-    import torch
-
-    from finegrain.models import ModelAdapter, load_model, resolve_device
-
     if num_threads:
         torch.set_num_threads(num_threads)
     if isinstance(model, str | os.PathLike):
@@ -75,9 +76,6 @@ def _load_model(model, task: str, device: str | None, num_threads: int | None = 
 def _model_facts(model, task: str, layers) -> dict:
     """:func:`finegrain.extract.model_facts` (layer sizes, weights hash: what the store is laid out
     with) of ``model``; a name or factory is loaded on the CPU for it, an adapter is used as is."""
-    from finegrain.extraction import model_facts
-    from finegrain.models import ModelAdapter
-
     return model_facts(model if isinstance(model, ModelAdapter) else _load_model(model, task, "cpu"), layers)
 
 
@@ -90,8 +88,6 @@ class ExtractWorker:
     def __init__(self, model, plan, path: str, *, task: str = "base", device: str | None = "auto",
                  num_threads: int | None = None, batch_size: int = 32, buffer_sentences: int = 512,
                  token: str | None = None, direct_io: bool | None = None):
-        from finegrain.store import StoreWriter
-
         self.model = _load_model(model, task, device, num_threads)
         self.plan = plan
         # the driver's partial store (its owner token): never one another run created meanwhile
@@ -105,8 +101,6 @@ class ExtractWorker:
 
     def run_shard(self, shard: dict) -> dict:
         """Compute and write the rows of one shard (``shard["words"]``: its sentences as word lists)."""
-        from finegrain.extraction import compute_buffer
-
         t0 = time.perf_counter()
         plan, writer, step = self.plan, self.writer, self.buffer_sentences
         sentences = shard["words"]
@@ -205,8 +199,6 @@ def shard_dataset(shards: Sequence[dict], words: Sequence[Sequence[str]], model,
 
 
 def _write_index(writer, plan, corpus, buffer_sentences: int) -> None:
-    from finegrain.extraction import buffer_index
-
     for b0 in range(0, len(corpus), buffer_sentences):
         sents = corpus.sentences[b0 : b0 + buffer_sentences]
         writer.write_region(int(plan.sent_start[b0]), **buffer_index(plan, sents, b0))
@@ -258,9 +250,6 @@ def extract_ray(
     write only into the partial store that carries the driver's owner token. Token-level stores
     (``aggregation="token"``) need the tokenizer where the index is written: use the local engine.
     """
-    from finegrain.extraction import _as_corpus, plan_extraction
-    from finegrain.store import StoreWriter, check_output
-
     if num_workers < 1:
         raise ParameterError(f"num_workers must be >= 1, got {num_workers}")
     if buffer_sentences < 1 or batch_size < 1:
@@ -268,7 +257,7 @@ def extract_ray(
     if aggregation == "token" and not pooling:
         raise ParameterError("aggregation='token' is not available with the Ray engine; use the local engine")
     path = check_output(out, overwrite)  # before starting Ray: a refused output fails at once
-    corpus = _as_corpus(corpus)
+    corpus = as_corpus(corpus)
     ray = init_ray(address)
     require_ray_data()
     resources = ray.cluster_resources()

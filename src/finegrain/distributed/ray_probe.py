@@ -12,6 +12,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from finegrain.distributed._ray import init_ray
+from finegrain.probe import LayerProbeResult, LinearProbe
+from finegrain.probe.layers import prepare_layers, probe_group
+from finegrain.store import ActivationStore
+from finegrain.store.view import View
 
 ENGINES = ("local", "ray")
 _PUT_BYTES = 1 << 20  # arrays above this are put in the object store once, not once per task
@@ -75,11 +79,6 @@ def probe_layers_ray(
     ``store`` is an :class:`~finegrain.store.ActivationStore`, its path or a labelled store view (store views
     travel as a path and a selection, so the store must be on a file system the workers see).
     """
-    from finegrain.probe.layers import LayerProbeResult, prepare_layers, probe_group
-    from finegrain.probe.probes import LinearProbe
-    from finegrain.store import ActivationStore
-    from finegrain.store.view import View
-
     if not isinstance(store, ActivationStore | View):
         store = ActivationStore(store)
     probe = probe if probe is not None else LinearProbe()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -56,8 +57,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # heavy: imported when the command runs
-    from pathlib import Path
-
+    from finegrain.attribute import head_adapter
     from finegrain.explain import (
         DEFAULT_PROPERTIES,
         ablation_agreement,
@@ -71,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
 
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if args.head:
-        from finegrain.attribute.heads import head_adapter
-
         adapter = head_adapter(args.head, args.model, cache_dir=cache / "heads", device=args.device)
     else:
         adapter = load_model(args.model, task=args.task, device=args.device)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finegrain import paths
 from finegrain.data import generate_corpus
 from finegrain.data.generate import load_lexicon
 from finegrain.errors import ConceptError, StoreError
@@ -29,14 +30,13 @@ from finegrain.store import ActivationStore
 from finegrain.unsupervised.concepts import LatentConcepts
 
 DEFAULT_PROPERTIES: tuple[str, ...] = ("pos", "negation", "polarity", "tense", "number")
-CACHE_ENV = "FINEGRAIN_CACHE"
 
 
 def default_cache_dir() -> Path:
-    """Where ``finegrain explain`` caches heads, stores, clusters and directions: ``$FINEGRAIN_CACHE/explain``
-    when that variable is set, else ``~/.cache/finegrain/explain``. Library calls cache only where they
-    are told to (``cache_dir=``)."""
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "finegrain")) / "explain"
+    """Where ``finegrain explain`` caches heads, stores, clusters and directions: ``$FINEGRAIN_CACHE/explain``,
+    else ``$XDG_CACHE_HOME/finegrain/explain``, else ``~/.cache/finegrain/explain``
+    (:func:`finegrain.paths.cache_dir`). Library calls cache only where they are told to (``cache_dir=``)."""
+    return paths.cache_dir("explain")
 
 
 def negation_cues() -> list[str]:

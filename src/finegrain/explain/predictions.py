@@ -15,7 +15,6 @@ neuron concepts plus the ``unassigned`` neurons' contribution equal the layer's 
 
 from __future__ import annotations
 
-import html
 import math
 import os
 from collections.abc import Sequence
@@ -26,15 +25,17 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from finegrain.attribute import ClassTarget, neuron_attribution, parse_target
-from finegrain.attribute._core import as_word_lists, eval_mode, prepare
+from finegrain.attribute import ClassTarget, as_word_lists, neuron_attribution, parse_target, prepare
 from finegrain.errors import ConceptError, ParameterError
 from finegrain.explain.concepts import Concept, ConceptSet, LatentConcept, LayerContext, layer_view
 from finegrain.intervene import intervene, mean_values
+from finegrain.models.base import eval_mode
 from finegrain.neurons import Neuron
 from finegrain.results import Result, ResultList
 from finegrain.store import ActivationStore
 from finegrain.store.view import View
+from finegrain.viz.heatmap import heatmap_html
+from finegrain.viz.html import escape, table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,7 +48,7 @@ def layer_context(adapter, texts, target, layer: str, method: str | None = "grad
     target = parse_target(target, adapter)
     adapter.check_layer(layer)
     acts, grads, wids, toks, wl, fx = [], [], [], [], [], []
-    with eval_mode(adapter.model):
+    with eval_mode(adapter.model, freeze=True):
         for s in range(0, len(words), batch_size):
             prep = prepare(adapter, words[s : s + batch_size], target, baseline)
             seen: list[torch.Tensor] = []
@@ -281,7 +282,7 @@ def _ablation_effects(adapter, words, target, jobs: dict[str, list[int]], by_nam
     B = len(words)
     out = {name: np.full(B, np.nan) for name in jobs}
     null = {name: np.full((B, n_null), np.nan) for name in jobs}
-    with eval_mode(adapter.model):
+    with eval_mode(adapter.model, freeze=True):
         for name, todo in jobs.items():
             c = by_name[name]
             for s in range(0, len(todo), batch_size):
@@ -572,7 +573,7 @@ def explain_dataset(adapter, texts: Sequence[str], concepts: Sequence[Concept], 
 def _predicted(adapter, texts: list[str], batch_size: int = 32) -> list[str]:
     out = []
     labels = (getattr(adapter, "head_info", None) or {}).get("labels")
-    with eval_mode(adapter.model), torch.no_grad():
+    with eval_mode(adapter.model, freeze=True), torch.no_grad():
         for s in range(0, len(texts), batch_size):
             b = adapter.encode([t.split() for t in texts[s : s + batch_size]])
             lg = adapter.score_fn(adapter.forward(b))
@@ -585,9 +586,6 @@ def explain_section_html(explanations: Sequence[PredictionExplanation] | Predict
                          title: str = "Concept explanations") -> str:
     """Self-contained HTML fragment: for each explanation a table of its top ``k`` concepts and a
     word heatmap per concept (the concept's attribution mass at each word). Every text is escaped."""
-    from finegrain.viz import heatmap_html  # heavy (matplotlib comes with finegrain.viz): only for HTML
-
-    escape = html.escape
     if isinstance(explanations, PredictionExplanation):
         explanations = [explanations]
     parts = [f'<section class="fg-explain"><h2>{escape(title)}</h2>']
@@ -598,17 +596,12 @@ def explain_section_html(explanations: Sequence[PredictionExplanation] | Predict
                      f'{escape(e.method)} at {escape(e.layer)}; total attribution {e.total:.4g}'
                      + (f"; unassigned neurons {e.unassigned:.4g}" if e.unassigned is not None else "")
                      + f"; z and p against {e.n_random} random concepts of the same size</div>")
-        parts.append('<table style="border-collapse:collapse;font-size:12px;margin:4px 0">'
-                     "<tr><th>#</th><th>concept</th><th>kind</th><th>contribution</th><th>z</th><th>p</th>"
-                     "<th>ablation effect</th><th>tokens</th><th>units / words</th></tr>")
         top = e.concepts[:k]
-        for i, c in enumerate(top):
-            z = f"{c.z:.2f}" if math.isfinite(c.z) else "nan"
-            parts.append(f'<tr style="border-top:1px solid #ddd"><td>{i + 1}</td><td>{escape(c.name)}</td>'
-                         f"<td>{escape(c.kind)}</td><td>{c.contribution:.4g}</td><td>{z}</td><td>{c.p:.3g}</td>"
-                         f"<td>{escape(c.ablation_text())}</td><td>{escape(' '.join(c.tokens))}</td>"
-                         f"<td>{escape(c.description)}</td></tr>")
-        parts.append("</table>")
+        rows = [[i + 1, c.name, c.kind, f"{c.contribution:.4g}", f"{c.z:.2f}" if math.isfinite(c.z) else "nan",
+                 f"{c.p:.3g}", c.ablation_text(), " ".join(c.tokens), c.description] for i, c in enumerate(top)]
+        parts.append(table(["#", "concept", "kind", "contribution", "z", "p", "ablation effect", "tokens",
+                            "units / words"], rows, style="border-collapse:collapse;font-size:12px;margin:4px 0",
+                           row_style="border-top:1px solid #ddd"))
         if top:
             parts.append(heatmap_html([e.words] * len(top), [c.word_scores for c in top], value_name="contribution",
                                       captions=[c.name for c in top], legend=True))

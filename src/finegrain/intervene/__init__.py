@@ -46,7 +46,7 @@ _API = {
     "Set": "finegrain.intervene.edits",
     "Steer": "finegrain.intervene.edits",
     "Zero": "finegrain.intervene.edits",
-    "eval_mode": "finegrain.intervene.edits",
+    "eval_mode": "finegrain.models.base",
     "head_neurons": "finegrain.intervene.edits",
     "intervene": "finegrain.intervene.edits",
     "last_positions": "finegrain.intervene.edits",

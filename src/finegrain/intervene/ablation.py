@@ -28,12 +28,12 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from finegrain.errors import ParameterError
-from finegrain.intervene.edits import Mean, PerRow, Zero, eval_mode, intervene, mean_values
+from finegrain.intervene.edits import Mean, PerRow, Zero, intervene, mean_values
 from finegrain.intervene.resume import shared_prefix
 from finegrain.intervene.scoring import Objective, repeat_batch
-from finegrain.models.base import ModelAdapter
+from finegrain.models.base import ModelAdapter, eval_mode
 from finegrain.neurons import Neuron
-from finegrain.results import Result, write_text_atomic
+from finegrain.results import Result, plain_table, write_text_atomic
 
 MODES = ("top", "random", "bottom")
 METHODS = ("zero", "mean")
@@ -63,12 +63,6 @@ def rows_to_csv(rows: Sequence[dict], path=None) -> str:
     if path is not None:
         write_text_atomic(path, buf.getvalue())
     return buf.getvalue()
-
-
-def _text_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    cells = [[str(h) for h in header]] + [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +100,7 @@ class ModelAblationCurve(Result):
             rows.append(row)
         head = (f"{self.method} ablation inside the model; {self.objective} without ablation = {self.baseline:.4f} "
                 f"({'higher' if self.higher_is_better else 'lower'} is better)")
-        return head + "\n" + _text_table(["k", *modes], rows)
+        return head + "\n" + plain_table(["k", *modes], rows, ".4f", "right")
 
     def plot(self, path) -> Path:
         from finegrain.viz.intervene import plot_model_ablation  # heavy (matplotlib): imported only to draw
@@ -232,7 +226,7 @@ class SweepResult(Result):
         d = self.damage
         rows = [[str(n), self.scores[self.units.index(n.unit)], dmg] for n, dmg in self.top(k)]
         tail = f"\nmean damage {float(d.mean()):+.4f}, median {float(np.median(d)):+.4f}" if len(d) else ""
-        return head + "\n" + _text_table(["neuron", self.objective, "damage"], rows) + tail
+        return head + "\n" + plain_table(["neuron", self.objective, "damage"], rows, ".4f", "right") + tail
 
     def plot(self, path) -> Path:
         from finegrain.viz.intervene import plot_sweep  # heavy (matplotlib): imported only to draw

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from finegrain.data.generate import generate_corpus, load_lexicon
 from finegrain.errors import ParameterError
-from finegrain.intervene.edits import Edit, Scale, Set, Zero, eval_mode, intervene, neuron_list, resolve_neurons
+from finegrain.intervene.edits import Edit, Scale, Set, Zero, intervene, neuron_list, resolve_neurons
 from finegrain.intervene.scoring import (
     boundary_ids,
     continuation_logprobs,
@@ -40,7 +40,7 @@ from finegrain.intervene.scoring import (
     scores_continuations,
     uses_sequence_logprob,
 )
-from finegrain.models.base import ModelAdapter, ModelError
+from finegrain.models.base import ModelAdapter, ModelError, eval_mode
 from finegrain.neurons import Neuron, NeuronIndex
 from finegrain.rank import average_precision_columns, sentence_max_pool
 from finegrain.results import Result

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from finegrain.errors import LayerError, ParameterError
-from finegrain.models.base import Batch, ModelAdapter, preserved_state
+from finegrain.models.base import Batch, ModelAdapter
 from finegrain.neurons import Neuron
 from finegrain.store import ActivationStore
 
@@ -537,13 +537,4 @@ def intervene(adapter: ModelAdapter, edits: Edit | Iterable[Edit] | None) -> Ite
         edits = [edits]
     hooks = _compile_all(adapter, list(edits))
     with adapter.hooks(hooks):
-        yield adapter
-
-
-@contextlib.contextmanager
-def eval_mode(adapter: ModelAdapter) -> Iterator[ModelAdapter]:
-    """Run an analysis with the model in eval mode (no dropout) and hand it back in the training mode
-    (and ``requires_grad`` flags) it had, also on error (:func:`finegrain.models.base.preserved_state`)."""
-    with preserved_state(adapter.model):
-        adapter.model.eval()
         yield adapter

@@ -107,7 +107,7 @@ class AttentionPatterns(Result):
 
     def plot(self, path: str | os.PathLike, layer: int | str | None = None, sentence: int = 0) -> Path:
         """Heatmaps of every head (columns) of every layer or of one ``layer`` (rows) on one sentence."""
-        from finegrain.viz.lens import plot_attention
+        from finegrain.viz.lens import plot_attention  # heavy: matplotlib, imported when a picture is drawn
 
         idx = range(len(self.layers)) if layer is None else [self._index(layer)]
         mats = [[self.head(li, h, sentence) for h in range(self.n_heads)] for li in idx]

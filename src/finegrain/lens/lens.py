@@ -101,7 +101,7 @@ class LogitLensResult(Result):
         return "\n".join(lines)
 
     def plot(self, path):
-        from finegrain.viz.lens import plot_token_grid
+        from finegrain.viz.lens import plot_token_grid  # heavy: matplotlib, imported when a picture is drawn
 
         top1 = [[ts[0] for ts in row] for row in self.top_tokens]
         if self.target_probs is not None:
@@ -204,7 +204,7 @@ class DLAResult(Result):
         return "\n".join(lines)
 
     def plot(self, path):
-        from finegrain.viz.lens import plot_dla
+        from finegrain.viz.lens import plot_dla  # heavy: matplotlib, imported when a picture is drawn
 
         return plot_dla(self.components, self.values, self.heads, path,
                         title=f"direct logit attribution ({self.model})")

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from finegrain.data.generate import gender_continuations, gender_substitutes, mediation_templates, professions
 from finegrain.errors import NotFittedError, ParameterError
 from finegrain.intervene.ablation import rows_to_csv
-from finegrain.intervene.edits import Hook, PerRow, eval_mode, intervene
+from finegrain.intervene.edits import Hook, PerRow, intervene
 from finegrain.intervene.scoring import (
     ContinuationBatch,
     boundary_ids,
@@ -62,7 +62,7 @@ from finegrain.intervene.scoring import (
     is_lstm_lm,
     repeat_batch,
 )
-from finegrain.models.base import ModelAdapter, ModelError
+from finegrain.models.base import ModelAdapter, ModelError, eval_mode
 from finegrain.neurons import Neuron
 from finegrain.results import Result
 

@@ -7,11 +7,10 @@ import importlib.util
 import os
 from pathlib import Path
 
-from finegrain.models.base import Batch, ModelAdapter, ModelError, resolve_device
+from finegrain.models.base import EMBEDDED, Batch, ModelAdapter, ModelError, resolve_device
 from finegrain.models.hf import TASKS, HFAdapter, attach, load_hf
 from finegrain.models.seq2seq import is_seq2seq, load_seq2seq
-
-EMBEDDED = ("minilm", "textgenrnn")
+from finegrain.models.textgenrnn import load_textgenrnn
 
 
 def minilm_path() -> Path:
@@ -46,8 +45,6 @@ def load_model(
     cache fails at once, suggesting the closest embedded or cached name.
     """
     if name_or_path == "textgenrnn":
-        from finegrain.models.textgenrnn import load_textgenrnn
-
         return load_textgenrnn(device=device)
     if name_or_path == "minilm":
         adapter = load_hf(

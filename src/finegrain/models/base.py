@@ -16,6 +16,7 @@ Returning a tensor replaces the activation; returning ``None`` leaves it untouch
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,9 @@ import torch
 from torch import nn
 
 from finegrain.errors import ModelError
+
+#: the models that come with the package (loaded offline by name)
+EMBEDDED = ("minilm", "textgenrnn")
 
 HookFn = Callable[[torch.Tensor, "int | None"], "torch.Tensor | None"]
 
@@ -69,6 +73,21 @@ def preserved_state(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
         for p, req in grads:
             p.requires_grad_(req)
+
+
+@contextlib.contextmanager
+def eval_mode(model, freeze: bool = False):
+    """Eval mode (no dropout) for the block; with ``freeze`` the parameters are frozen too (attribution:
+    gradients flow to the inputs only). ``model`` is an ``nn.Module`` or an adapter (its ``.model``); it is
+    yielded back and handed over in the training mode and with the ``requires_grad`` flags it had, also on
+    error (:func:`preserved_state`)."""
+    module = model.model if isinstance(model, ModelAdapter) else model
+    with preserved_state(module):
+        module.eval()
+        if freeze:
+            for p in module.parameters():
+                p.requires_grad_(False)
+        yield model
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -150,23 +169,29 @@ class ModelAdapter:
         self, batch: Batch, layers: Sequence[str], detach: bool = True
     ) -> tuple[object, dict[str, torch.Tensor]]:
         """Forward ``batch`` and return ``(output, {layer: [batch, tokens, units]})``."""
-        cache: dict[str, list[torch.Tensor]] = {lay: [] for lay in layers}
-
-        def make(lay):
-            def fn(act, step):
-                cache[lay].append(act.detach() if detach else act)
-
-            return fn
-
-        with self.hooks({lay: make(lay) for lay in layers}):
+        cache = {lay: self._new_cache() for lay in layers}
+        with self.hooks({lay: self._cache_hook(cache[lay], detach) for lay in layers}):
             out = self.forward(batch)
         result = {}
         for lay, parts in cache.items():
             if not parts:
                 raise ModelError(f"hook point {lay} was not reached in the forward pass")
-            # LSTMs report one [B, D] per time step; transformers one [B, T, D] per call
-            result[lay] = torch.stack(parts, 1) if parts[0].dim() == 2 else parts[-1]
+            result[lay] = self._stack_cache(parts)
         return out, result
+
+    # how run_with_cache collects a hook point's calls; adapters whose hooks fire per time step override these
+    def _new_cache(self):
+        return []
+
+    def _cache_hook(self, parts, detach: bool) -> HookFn:
+        def fn(act, step):
+            parts.append(act.detach() if detach else act)
+
+        return fn
+
+    def _stack_cache(self, parts) -> torch.Tensor:
+        # a hook that reports one [B, D] per time step, or one [B, T, D] per call
+        return torch.stack(parts, 1) if parts[0].dim() == 2 else parts[-1]
 
     def score_fn(self, output) -> torch.Tensor:
         """Logits of the model's head (or last hidden state for a bare encoder)."""
@@ -178,8 +203,6 @@ class ModelAdapter:
 
     def weights_hash(self) -> str:
         """A short content hash of the parameters (for store metadata / caching)."""
-        import hashlib
-
         h = hashlib.sha1()
         for name, p in sorted(self.model.state_dict().items()):
             h.update(name.encode())

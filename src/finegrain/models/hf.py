@@ -20,10 +20,11 @@ import os
 from collections.abc import Iterator, Sequence
 
 import torch
+from huggingface_hub import constants
 from torch import nn
 
 from finegrain.errors import ParameterError
-from finegrain.models.base import Batch, HookFn, ModelAdapter, ModelError, resolve_device
+from finegrain.models.base import EMBEDDED, Batch, HookFn, ModelAdapter, ModelError, resolve_device
 
 # Candidate submodule paths inside one block, tried in order (first match wins).
 _ATTN_OUT = ["attention.output.dense", "attn.c_proj", "self_attn.o_proj", "attention.out_lin", "attn.out_proj",
@@ -452,8 +453,6 @@ def load_hf(
 def _hub_cache_names(cache_dir: str | os.PathLike | None = None) -> list[str]:
     """Model names in the local Hugging Face cache (``models--org--name`` directories)."""
     if cache_dir is None:
-        from huggingface_hub import constants  # light; transformers depends on it
-
         cache_dir = constants.HF_HUB_CACHE
     try:
         entries = os.listdir(cache_dir)
@@ -464,8 +463,6 @@ def _hub_cache_names(cache_dir: str | os.PathLike | None = None) -> list[str]:
 
 def _suggest(name: str) -> str | None:
     """The closest embedded, cached or local (current directory) model name to ``name`` (difflib)."""
-    from finegrain.models import EMBEDDED  # the package's list of embedded models
-
     try:
         here = [e for e in os.listdir(".") if os.path.isfile(os.path.join(e, "config.json"))]
     except OSError:

@@ -741,28 +741,25 @@ class LSTMAdapter(ModelAdapter):
         step (textgenrnn's windows), the model's ``canonical_call`` (``"last"`` for textgenrnn, whose
         windows run in lockstep so that the window ending at a step reaches it last) picks the state
         that predicts the next token."""
-        layers = self.resolve_layers(layers)
-        cache: dict[str, dict[int, torch.Tensor]] = {lay: {} for lay in layers}
+        return super().run_with_cache(batch, self.resolve_layers(layers), detach)
+
+    def _new_cache(self) -> dict[int, torch.Tensor]:
+        return {}  # time step -> [B, D]
+
+    def _cache_hook(self, parts: dict[int, torch.Tensor], detach: bool) -> HookFn:
         keep_last = getattr(self.model, "canonical_call", "first") == "last"
 
-        def make(lay):
-            def fn(act, step):
-                value = act.detach() if detach else act
-                if keep_last:
-                    cache[lay][step] = value
-                else:
-                    cache[lay].setdefault(step, value)
+        def fn(act, step):
+            value = act.detach() if detach else act
+            if keep_last:
+                parts[step] = value
+            else:
+                parts.setdefault(step, value)
 
-            return fn
+        return fn
 
-        with self.hooks({lay: make(lay) for lay in layers}):
-            out = self.forward(batch)
-        result = {}
-        for lay, parts in cache.items():
-            if not parts:
-                raise ModelError(f"hook point {lay} was not reached in the forward pass")
-            result[lay] = torch.stack([parts[t] for t in sorted(parts)], 1)
-        return out, result
+    def _stack_cache(self, parts: dict[int, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([parts[t] for t in sorted(parts)], 1)
 
     def _text_ids(self, text: str) -> list[int]:
         return self.token_ids(([self.bos] if self.bos is not None else []) + self.tokenize(text))

@@ -237,7 +237,7 @@ def convert_cudnn_lstm(
 
 
 def _load_model(weights: Path, layout: str = "cudnn") -> TextgenrnnModel:
-    import h5py
+    import h5py  # heavy: loads the HDF5 C library, which only reading the Keras weight file needs
 
     with h5py.File(weights, "r") as f:
         emb = f["embedding/embedding/embeddings:0"][()]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from finegrain.attribute.targets import class_labels
 from finegrain.errors import ModelError, ParameterError
 from finegrain.models.base import Batch, ModelAdapter
 
@@ -153,14 +154,21 @@ class BoundMetric:
 def _class_id(adapter: ModelAdapter, label: str | int) -> int:
     if isinstance(label, int) and not isinstance(label, bool):
         return int(label)
+    names = class_labels(adapter) or []  # a trained head's names (train_head), else the config's
+    if label in names:
+        return names.index(label)
     l2i = getattr(getattr(adapter, "config", None), "label2id", None) or {}
     if label in l2i:
         return int(l2i[label])
     if isinstance(label, str) and label.lstrip("-").isdigit():
         return int(label)
-    raise ParameterError(f"class {label!r} is not a label of {adapter.name} (labels: {sorted(l2i) or 'none'})")
+    known = names or sorted(l2i)
+    raise ParameterError(f"class {label!r} is not a label of {adapter.name} (labels: {known or 'none'})")
 
 
 def _class_name(adapter: ModelAdapter, i: int) -> str:
+    names = class_labels(adapter) or []
+    if 0 <= i < len(names):
+        return names[i]
     i2l = getattr(getattr(adapter, "config", None), "id2label", None) or {}
     return str(i2l.get(i, i))

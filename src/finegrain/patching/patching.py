@@ -218,7 +218,7 @@ class PatchingResult(Result):
         return "\n".join(lines)
 
     def plot(self, path) -> object:
-        from finegrain.viz.patching import plot_patching
+        from finegrain.viz.patching import plot_patching  # heavy: matplotlib, imported when a picture is drawn
 
         title = f"{self.direction} patching: {self.metric}"
         return plot_patching(self.normalised, self.rows, self.columns, path, title=title,
@@ -443,7 +443,7 @@ def agreement(exact: np.ndarray, estimate: np.ndarray) -> dict:
     cells: Pearson and Spearman correlation, the least-squares ``slope`` of estimate on exact (1 = right
     magnitude) and the largest absolute difference. Correlation alone is blind to scale: a saturated metric
     (gradient ~0) gives estimates proportional to, but far smaller than, the exact effects."""
-    from scipy.stats import pearsonr, spearmanr
+    from scipy.stats import pearsonr, spearmanr  # heavy: scipy.stats takes ~1 s to import
 
     a, b = np.asarray(exact, dtype=np.float64).ravel(), np.asarray(estimate, dtype=np.float64).ravel()
     ok = np.isfinite(a) & np.isfinite(b)

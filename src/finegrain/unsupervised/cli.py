@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from finegrain.errors import ParameterError
+
 
 def _csv(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()] if text else None
@@ -19,7 +21,6 @@ def _write(path: str | None, result) -> None:
 
 def _correlate(args) -> None:
     # heavy: imported when the command runs
-    from finegrain.errors import ParameterError
     from finegrain.store import ActivationStore
     from finegrain.unsupervised import cross_model_correlation
 
@@ -45,7 +46,6 @@ def _correlate(args) -> None:
 
 def _similarity(args) -> None:
     # heavy: imported when the command runs
-    from finegrain.errors import ParameterError
     from finegrain.results import write_text_atomic
     from finegrain.store import ActivationStore
     from finegrain.unsupervised import similarity_matrices
@@ -116,20 +116,24 @@ def _concepts(args) -> None:
         purity_threshold=args.purity,
     ).fit(store.view(layers=[args.layer]), args.layer, label_columns=cols)
     print(lc.summary(max_clusters=args.show))
-    if args.out:
-        lc.to_json(args.out)
-        print(f"wrote {args.out}")
+    _write(args.out, lc)
+
+
+def _command(subparsers, name: str, func, help: str, out: str, chunk_rows: bool = True) -> argparse.ArgumentParser:
+    """A subcommand running ``func``, with ``--out`` (``out``: what it writes) and, for the commands that
+    stream the stores, ``--chunk-rows``; the caller adds the rest after these."""
+    p = subparsers.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help=help)
+    if chunk_rows:
+        p.add_argument("--chunk-rows", type=int, default=4096, help="store rows read at a time")
+    p.add_argument("--out", help=f"write {out} as JSON")
+    p.set_defaults(func=func, command_name=name)
+    return p
 
 
 def register(subparsers) -> None:
     """Add the unsupervised-analysis subcommands to the main ``finegrain`` parser."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-
-    p = subparsers.add_parser(
-        "correlate",
-        formatter_class=fmt,
-        help="cross-model neuron correlation rankings (MaxCorr/MinCorr/LinReg, Bau et al. 2019)",
-    )
+    p = _command(subparsers, "correlate", _correlate, "cross-model neuron correlation rankings "
+                 "(MaxCorr/MinCorr/LinReg, Bau et al. 2019)", "the full rankings")
     p.add_argument("stores", nargs="+", metavar="STORE", help="two or more aligned activation stores")
     p.add_argument("--layers", help="comma-separated layers used in every store (default: all)")
     p.add_argument("--names", help="comma-separated model names (default: store names)")
@@ -137,30 +141,18 @@ def register(subparsers) -> None:
     p.add_argument("--ridge", type=float, default=1e-3, help="LinReg ridge penalty (x mean variance)")
     p.add_argument("--holdout", type=float, default=0.2, help="LinReg held-out sentence fraction")
     p.add_argument("--top", type=int, default=10, help="neurons to print per ranking")
-    p.add_argument("--chunk-rows", type=int, default=4096)
-    p.add_argument("--out", help="write the full rankings as JSON")
-    p.set_defaults(func=_correlate, command_name="correlate")
 
-    p = subparsers.add_parser(
-        "similarity",
-        formatter_class=fmt,
-        help="layer-by-layer representation similarity (CKA, SVCCA, PWCCA, neuronsim, mixedsim)",
-    )
+    p = _command(subparsers, "similarity", _similarity, "layer-by-layer representation similarity "
+                 "(CKA, SVCCA, PWCCA, neuronsim, mixedsim)", "the matrices")
     p.add_argument("stores", nargs="+", metavar="STORE", help="one store (its layer pairs) or two aligned stores")
     p.add_argument("--method", default="cka", help="comma-separated: cka,neuronsim,mixedsim,svcca,pwcca")
     p.add_argument("--layers", help="comma-separated layers (default: all)")
     p.add_argument("--layers-b", help="layers of the second store (default: same as --layers)")
     p.add_argument("--variance", type=float, default=0.99, help="SVCCA variance kept")
     p.add_argument("--plot", help="heatmap PNG path (one per method when several)")
-    p.add_argument("--chunk-rows", type=int, default=4096)
-    p.add_argument("--out", help="write the matrices as JSON")
-    p.set_defaults(func=_similarity, command_name="similarity")
 
-    p = subparsers.add_parser(
-        "redundancy",
-        formatter_class=fmt,
-        help="neuron redundancy: correlation clustering + layer/neuron selection (Dalvi et al. 2020)",
-    )
+    p = _command(subparsers, "redundancy", _redundancy, "neuron redundancy: correlation clustering + "
+                 "layer/neuron selection (Dalvi et al. 2020)", "the report")
     p.add_argument("store")
     p.add_argument("--label", required=True, help="label column used by the probes")
     p.add_argument("--layers", help="comma-separated layers, bottom to top (default: all)")
@@ -168,15 +160,9 @@ def register(subparsers) -> None:
     p.add_argument("--delta-layer", type=float, default=0.01, help="allowed accuracy loss for a layer")
     p.add_argument("--delta-neuron", type=float, default=0.01, help="allowed accuracy loss for neurons")
     p.add_argument("--max-rows", type=int, default=20000, help="rows the probes use (0 = all)")
-    p.add_argument("--chunk-rows", type=int, default=4096)
-    p.add_argument("--out", help="write the report as JSON")
-    p.set_defaults(func=_redundancy, command_name="redundancy")
 
-    p = subparsers.add_parser(
-        "concepts",
-        formatter_class=fmt,
-        help="latent concept discovery by clustering a layer's word vectors (Dalvi et al. 2022)",
-    )
+    p = _command(subparsers, "concepts", _concepts, "latent concept discovery by clustering a layer's word "
+                 "vectors (Dalvi et al. 2022)", "the concepts (centroids, clusters)", chunk_rows=False)
     p.add_argument("store")
     p.add_argument("--layer", required=True)
     p.add_argument("--n-clusters", type=int, default=50)
@@ -187,5 +173,3 @@ def register(subparsers) -> None:
     p.add_argument("--max-tokens", type=int, default=20000, help="tokens clustered at most (0 = all)")
     p.add_argument("--purity", type=float, default=0.9, help="purity needed to call a cluster aligned")
     p.add_argument("--show", type=int, default=30, help="clusters to print")
-    p.add_argument("--out", help="write the concepts (centroids, clusters) as JSON")
-    p.set_defaults(func=_concepts, command_name="concepts")

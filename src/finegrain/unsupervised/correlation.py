@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from finegrain.errors import AlignmentError, LayerError, ParameterError
 from finegrain.neurons import Neuron
+from finegrain.rank import Ranking
 from finegrain.results import Result
 from finegrain.store import ActivationStore
 from finegrain.store.view import StoreView, View
@@ -398,9 +399,7 @@ class CorrelationRanking(Result):
         return float(self.scores[self.neurons.index(Neuron.parse(neuron))])
 
     def to_ranking(self):
-        """Convert to ``finegrain.rank.Ranking`` (imported here: finegrain.rank is not needed otherwise)."""
-        from finegrain.rank import Ranking
-
+        """Convert to :class:`finegrain.rank.Ranking`."""
         return Ranking(
             list(self.neurons),
             [float(s) for s in self.scores],

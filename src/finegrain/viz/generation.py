@@ -19,16 +19,9 @@ import numpy as np
 from matplotlib.colors import ListedColormap, TwoSlopeNorm
 
 from finegrain.errors import ParameterError
-from finegrain.viz.heatmap import NAN_RGB, _esc, value_color, value_rgb
+from finegrain.viz.heatmap import NAN_RGB, value_color, value_rgb
+from finegrain.viz.html import escape, page, token_label
 from finegrain.viz.plots import figure, save_figure
-
-_VISIBLE = {" ": "\u2423", "\n": "\u23ce", "\t": "\u21e5", "\r": "\u240d"}
-
-
-def token_label(token: str) -> str:
-    """A token as a label: spaces, tabs and newlines made visible (``" cat"`` -> ``"␣cat"``), so that a
-    character model's space or a word piece's leading space does not read as nothing."""
-    return "".join(_VISIBLE.get(c, c) for c in str(token)) or "\u2205"
 
 
 def _check(matrix, row_labels: Sequence[str], col_labels: Sequence[str], n_prompt: int) -> np.ndarray:
@@ -127,12 +120,13 @@ def generation_html(
     for j, c in enumerate(col_labels):
         side = "#f3f3f3" if j < n_prompt else "#fff8e6"
         sep = "border-left:2px solid #222;" if j == n_prompt else ""
+        kind = "prompt" if j < n_prompt else "generated"
         head.append(f'<th style="{_TD};{sep}background:{side};font-family:monospace" '
-                    f'title="{_esc("prompt" if j < n_prompt else "generated")} token {j}">{_esc(token_label(c))}</th>')
-    head += [f'<th style="{_TD}">{_esc(k)}</th>' for k in info_cols]
+                    f'title="{kind} token {j}">{escape(token_label(c))}</th>')
+    head += [f'<th style="{_TD}">{escape(k)}</th>' for k in info_cols]
     rows = []
     for i, r in enumerate(row_labels):
-        cells = [f'<th style="{_TD};font-family:monospace;background:#fff8e6">{_esc(token_label(r))}</th>']
+        cells = [f'<th style="{_TD};font-family:monospace;background:#fff8e6">{escape(token_label(r))}</th>']
         for j in range(M.shape[1]):
             v = M[i, j]
             sep = "border-left:2px solid #222;" if j == n_prompt else ""
@@ -141,23 +135,22 @@ def generation_html(
                 continue
             color = "#fff" if abs(v) > 0.6 * vm else "#111"
             cells.append(f'<td style="{_TD};{sep}background:{value_color(v, vm)};color:{color}" '
-                         f'title="{_esc(token_label(r))} &lt;- {_esc(token_label(col_labels[j]))}: {v:.6g}">'
+                         f'title="{escape(token_label(r))} &lt;- {escape(token_label(col_labels[j]))}: {v:.6g}">'
                          f"{v:.2g}</td>")
         info = row_info[i] if row_info else {}
-        cells += [f'<td style="{_TD};text-align:right">{_esc(info.get(k, ""))}</td>' for k in info_cols]
+        cells += [f'<td style="{_TD};text-align:right">{escape(info.get(k, ""))}</td>' for k in info_cols]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     parts = []
     if title:
-        parts.append(f"<h3 style='font-family:sans-serif'>{_esc(title)}</h3>")
+        parts.append(f"<h3 style='font-family:sans-serif'>{escape(title)}</h3>")
     if text is not None:
-        parts.append(f'<p style="font-family:monospace;white-space:pre-wrap">{_esc(text)}</p>')
+        parts.append(f'<p style="font-family:monospace;white-space:pre-wrap">{escape(text)}</p>')
     parts.append('<table class="fg-generation" style="border-collapse:collapse;font-family:sans-serif">'
                  f"<tr>{''.join(head)}</tr>{''.join(rows)}</table>")
     body = "\n".join(parts)
     if not standalone:
         return f'<div class="finegrain-generation">{body}</div>'
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_esc(title or 'finegrain')}</title></head>"
-            f"<body>{body}</body></html>")
+    return page(body, title or "finegrain")
 
 
 __all__ = ["generation_html", "plot_generation_matrix", "token_label"]

@@ -12,32 +12,21 @@ a character model, whose tokens include the spaces (Karpathy et al.'s character 
 
 from __future__ import annotations
 
-import html
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from finegrain.errors import ParameterError
+from finegrain.viz.html import escape, page, write_html
 
 # ColorBrewer RdBu end points; white in the middle.
 POS_RGB = (178, 24, 43)
 NEG_RGB = (33, 102, 172)
 NAN_RGB = (224, 224, 224)
 FONT = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monospace"
-
-
-# characters XML 1.0 forbids (a standalone SVG with one is not well formed) and lone surrogates (unwritable
-# as UTF-8): shown as U+FFFD
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def _esc(s) -> str:
-    """A user string (word, title, neuron or method name) as HTML/SVG text or attribute value."""
-    return html.escape(_NOT_XML.sub("\ufffd", str(s)), quote=True)
 
 
 def value_rgb(value: float, vmax: float) -> tuple[int, int, int]:
@@ -94,9 +83,9 @@ def _legend_html(vmax: float, value_name: str, fmt: str) -> str:
     grad = f"linear-gradient(to right, {value_color(-vmax, vmax)}, #fff, {value_color(vmax, vmax)})"
     return (
         '<div style="display:flex;align-items:center;gap:6px;font-size:11px;color:#555;margin:2px 0 6px 0">'
-        f"<span>{_esc(_fmt(-vmax, fmt))}</span>"
+        f"<span>{escape(_fmt(-vmax, fmt))}</span>"
         f'<span style="display:inline-block;width:120px;height:10px;border:1px solid #ccc;background:{grad}"></span>'
-        f"<span>{_esc(_fmt(vmax, fmt))}</span><span>{_esc(value_name)}</span></div>"
+        f"<span>{escape(_fmt(vmax, fmt))}</span><span>{escape(value_name)}</span></div>"
     )
 
 
@@ -118,10 +107,11 @@ def _token_html(word: str, value: float, vmax: float, value_name: str, fmt: str,
     # edge to edge for characters (compact): padding would split the letters of a word apart
     box = "padding:1px 0" if compact else "padding:1px 3px;border-radius:3px"
     return (
-        f'<span class="fg-tok" title="{_esc(_tooltip_name(word))}: {_esc(value_name)} = {_esc(_fmt(value, fmt))}" '
-        f'data-value="{_esc(_fmt(value, ".6g"))}" style="background:{value_color(value, vmax)};'
+        f'<span class="fg-tok" title="{escape(_tooltip_name(word))}: {escape(value_name)} = '
+        f'{escape(_fmt(value, fmt))}" '
+        f'data-value="{escape(_fmt(value, ".6g"))}" style="background:{value_color(value, vmax)};'
         f"color:{_text_color(value, vmax)};{box};{border}"
-        f'white-space:pre">{_esc(word)}</span>'
+        f'white-space:pre">{escape(word)}</span>'
     )
 
 
@@ -156,7 +146,7 @@ def heatmap_html(
         raise ParameterError(f"{len(highlight)} highlight positions for {len(W)} sentences")
     parts = [f'<div class="fg-heatmap" style="font-family:{FONT};font-size:13px;line-height:1.9">']
     if title:
-        parts.append(f'<div style="font-weight:600;margin-bottom:2px">{_esc(title)}</div>')
+        parts.append(f'<div style="font-weight:600;margin-bottom:2px">{escape(title)}</div>')
     if legend:
         parts.append(_legend_html(vm, value_name, fmt))
     for i, (ws, vs) in enumerate(zip(W, V)):
@@ -165,7 +155,7 @@ def heatmap_html(
         if captions is not None:
             row.append(
                 f'<span style="color:#666;font-size:11px;display:inline-block;min-width:5em">'
-                f"{_esc(captions[i])}</span> "
+                f"{escape(captions[i])}</span> "
             )
         # the separator between the spans keeps words separate when the text is copied; characters carry
         # their own spaces, so copying a character heatmap gives back the text
@@ -196,22 +186,22 @@ def heatmap_multi_html(
     vm_all = _vmax(list(rows.values()), vmax)
     parts = [f'<div class="fg-heatmap-multi" style="font-family:{FONT};font-size:13px;overflow-x:auto">']
     if title:
-        parts.append(f'<div style="font-weight:600;margin-bottom:2px">{_esc(title)}</div>')
+        parts.append(f'<div style="font-weight:600;margin-bottom:2px">{escape(title)}</div>')
     if shared_scale:
         parts.append(_legend_html(vm_all, value_name, fmt))
     parts.append('<table style="border-collapse:separate;border-spacing:2px">')
     parts.append(
-        "<tr><th></th>" + "".join(f'<th style="font-weight:400;color:#555">{_esc(w)}</th>' for w in words) + "</tr>"
+        "<tr><th></th>" + "".join(f'<th style="font-weight:400;color:#555">{escape(w)}</th>' for w in words) + "</tr>"
     )
     for k, vs in rows.items():
         vm = vm_all if shared_scale else _vmax([vs], vmax)
         cells = "".join(
-            f'<td title="{_esc(k)} | {_esc(w)}: {_esc(value_name)} = {_esc(_fmt(v, fmt))}" '
-            f'data-value="{_esc(_fmt(v, ".6g"))}" style="background:{value_color(v, vm)};'
-            f'color:{_text_color(v, vm)};padding:2px 4px;text-align:center;border-radius:3px">{_esc(w)}</td>'
+            f'<td title="{escape(k)} | {escape(w)}: {escape(value_name)} = {escape(_fmt(v, fmt))}" '
+            f'data-value="{escape(_fmt(v, ".6g"))}" style="background:{value_color(v, vm)};'
+            f'color:{_text_color(v, vm)};padding:2px 4px;text-align:center;border-radius:3px">{escape(w)}</td>'
             for w, v in zip(words, vs)
         )
-        parts.append(f'<tr><th style="text-align:right;font-weight:400;padding-right:6px">{_esc(k)}</th>{cells}</tr>')
+        parts.append(f'<tr><th style="text-align:right;font-weight:400;padding-right:6px">{escape(k)}</th>{cells}</tr>')
     parts.append("</table></div>")
     return "\n".join(parts)
 
@@ -267,7 +257,7 @@ def heatmap_svg(
     top = pad
     if title:
         items.append(
-            f'<text x="{pad}" y="{top + font_size}" font-size="{font_size}" font-weight="bold">{_esc(title)}</text>'
+            f'<text x="{pad}" y="{top + font_size}" font-size="{font_size}" font-weight="bold">{escape(title)}</text>'
         )
         top += line_h
     layout, n_lines = token_layout(W, (width - 2 * pad) / char_w, sep, inner=inner, gap=3 / char_w)
@@ -275,16 +265,16 @@ def heatmap_svg(
         for w, v, (line, cx, cw) in zip(ws, vs, places):
             x, y, tw = pad + cx * char_w, top + line * (line_h + 4), cw * char_w
             items.append(
-                f'<g><title>{_esc(_tooltip_name(w))}: {_esc(value_name)} = {_esc(_fmt(v, fmt))}</title>'
+                f'<g><title>{escape(_tooltip_name(w))}: {escape(value_name)} = {escape(_fmt(v, fmt))}</title>'
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{tw:.1f}" height="{line_h - 4}" rx="{0 if compact else 3}" '
                 f'fill="{value_color(v, vm)}"/>'
                 f'<text x="{x + inner * char_w / 2:.1f}" y="{y + font_size + 1:.1f}" font-size="{font_size}" '
-                f'fill="{_text_color(v, vm)}" xml:space="preserve">{_esc(w)}</text></g>'
+                f'fill="{_text_color(v, vm)}" xml:space="preserve">{escape(w)}</text></g>'
             )
     height = int(top + n_lines * (line_h + 4) + pad)
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="{_esc(FONT)}">'
+        f'viewBox="0 0 {width} {height}" font-family="{escape(FONT)}">'
         + "".join(items)
         + "</svg>"
     )
@@ -300,24 +290,11 @@ def _word_run(tokens: Sequence[str], start: int) -> list[str]:
     return out
 
 
-def _write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def save_html(fragment: str, path: str | os.PathLike, title: str = "finegrain heatmap") -> Path:
     """Wrap an HTML fragment in a minimal standalone page and write it atomically."""
-    page = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title></head>'
-        f'<body style="margin:16px">\n{fragment}\n</body></html>\n'
-    )
-    return _write_text(path, page)
+    return write_html(path, page(fragment, title, body_style="margin:16px"))
 
 
 def save_svg(svg: str, path: str | os.PathLike) -> Path:
     """Write an SVG string atomically."""
-    return _write_text(path, svg)
+    return write_html(path, svg)

@@ -20,6 +20,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -427,8 +428,6 @@ def plot_matrix(
         annotate = max(M.shape) <= 16
     norm = None
     if center is not None:
-        from matplotlib.colors import TwoSlopeNorm
-
         finite = M[np.isfinite(M)]
         span = max(abs(float(finite.max()) - center), abs(float(finite.min()) - center), 1e-12) if len(finite) else 1
         norm = TwoSlopeNorm(vcenter=center, vmin=vmin if vmin is not None else center - span,
