@@ -252,3 +252,20 @@ def test_bench_quick_extraction_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
     assert "ratio finegrain / bare" in text and "torch" in text and "CPUs" in text
+
+
+def test_ray_probe_layers_command_keeps_the_converging_defaults(labelled_corpus, tmp_path, capsys):
+    """`finegrain ray probe-layers` once trained NeuroX's 10 epochs at lr 1e-3 whatever the flags."""
+    import json
+
+    from finegrain.cli import main
+
+    store = extract(tiny_bert(seed=0), labelled_corpus, tmp_path / "c.fgstore", layers="hidden", progress=False)
+    out = tmp_path / "r.json"
+    assert main(["ray", "probe-layers", str(store.path), "--label", "pos", "--engine", "local", "--layers",
+                 "layer.1", "--out", str(out)]) == 0
+    probe = json.loads(out.read_text())["probe"]  # scikit-learn's repr: the parameters set, nothing else
+    assert probe.startswith("LinearProbe(") and "epochs" not in probe and "lr=" not in probe, probe
+    assert main(["ray", "probe-layers", str(store.path), "--label", "pos", "--engine", "local", "--layers",
+                 "layer.1", "--epochs", "7", "--out", str(out)]) == 0
+    assert "epochs=7" in json.loads(out.read_text())["probe"]

@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 
+import finegrain
 from finegrain.errors import CorpusError, FinegrainError, ParameterError
 
 _PLUGINS = [
@@ -83,7 +84,7 @@ def _cmd_extract(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from finegrain.store import ActivationStore  # numpy and the store's own files: no zarr, no torch
+    from finegrain.store import ActivationStore  # heavy: numpy and the store's own files (no zarr, no torch)
 
     store = ActivationStore(args.store)
     print(store.info())
@@ -110,8 +111,6 @@ def _cmd_layers(args) -> int:
 
 def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     """The parser of every command (``plugins=False``: the core commands only, nothing else imported)."""
-    import finegrain
-
     p = argparse.ArgumentParser(
         prog="finegrain", description="Fine-grained interpretation and causation analysis of NLP models."
     )

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 import finegrain
+from finegrain.data import as_corpus
 from finegrain.data.corpus import Corpus
 from finegrain.errors import CorpusError, ParameterError
 from finegrain.models.base import Batch, ModelAdapter, ModelError, preserved_state
@@ -61,19 +62,6 @@ class _Unit:
     start: int
     stop: int
     n_tokens: int
-
-
-def _as_corpus(corpus) -> Corpus:
-    if isinstance(corpus, Corpus):
-        return corpus.validate()
-    if isinstance(corpus, str | os.PathLike):
-        from finegrain.data import read_corpus
-
-        return read_corpus(corpus).validate()
-    items = list(corpus)
-    if items and isinstance(items[0], str):
-        return Corpus.from_texts(items).validate()
-    return Corpus.from_words(items).validate()
 
 
 def _fingerprint(model, corpus: Corpus, layers, aggregation, pooling, dtype, precision="float32", units=None) -> str:
@@ -720,7 +708,7 @@ def extract(
     _check_options(aggregation, pooling, precision, dtype)
     if not isinstance(model, ModelAdapter):
         raise ModelError(f"extract() needs a finegrain model adapter (load_model), got {type(model).__name__}")
-    corpus = _as_corpus(corpus)
+    corpus = as_corpus(corpus)
     model = _side_view(model, corpus, side, sources, align, layers, neurons)
     facts = model_facts(model, layers)
     rows = None

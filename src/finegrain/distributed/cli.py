@@ -11,7 +11,9 @@ def _cmd_probe_layers(args) -> int:
     from finegrain.distributed import probe_layers_ray
     from finegrain.probe import LinearProbe
 
-    probe = LinearProbe(l1=args.l1, l2=args.l2, epochs=args.epochs, lr=args.lr, random_state=args.seed, progress=False)
+    # options left unset keep LinearProbe's converging defaults (l2 chosen on dev, early stopping)
+    kw = {k: v for k, v in dict(l1=args.l1, l2=args.l2, epochs=args.epochs, lr=args.lr).items() if v is not None}
+    probe = LinearProbe(**kw, random_state=args.seed, progress=False)
     layers = args.layers.split(",") if args.layers else None
     res = probe_layers_ray(args.store, args.label, layers=layers, probe=probe, seed=args.seed, stream=args.stream,
                            engine=args.engine, address=args.address, num_gpus=args.gpus_per_task)
@@ -41,10 +43,10 @@ def register(subparsers) -> None:
     pl.add_argument("--engine", default="ray", choices=["ray", "local"])
     pl.add_argument("--address", help="address of an existing Ray cluster (default: start Ray locally)")
     pl.add_argument("--gpus-per-task", type=float, default=0)
-    pl.add_argument("--l1", type=float, default=1e-5)
-    pl.add_argument("--l2", type=float, default=1e-5)
-    pl.add_argument("--epochs", type=int, default=10)
-    pl.add_argument("--lr", type=float, default=1e-3)
+    pl.add_argument("--l1", type=float, help="L1 penalty (default: LinearProbe's, 1e-5)")
+    pl.add_argument("--l2", type=float, help="L2 penalty (default: chosen on the dev split)")
+    pl.add_argument("--epochs", type=int, help="maximum epochs (default 100; training stops earlier on dev loss)")
+    pl.add_argument("--lr", type=float, help="learning rate (default: LinearProbe's)")
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--stream", action="store_true", help="stream training rows from the store")
     pl.add_argument("--out", help="save the result as JSON")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def _run(args) -> int:
-    from finegrain.report import ReportConfig, build_report
+    from finegrain.report import ReportConfig, build_report  # heavy: every analysis, torch, matplotlib
 
     cfg = ReportConfig(
         model=args.model, corpus=args.corpus, labels=args.labels, label=args.label,

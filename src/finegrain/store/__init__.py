@@ -939,7 +939,7 @@ class ActivationStore:
     ):
         """A lazy, picklable :class:`~finegrain.store.view.StoreView` of this store: the one input of every
         analysis. ``layers`` or ``neurons`` pick the columns, ``label`` the label column, ``rows`` the rows."""
-        from finegrain.store.view import StoreView
+        from finegrain.store.view import StoreView  # cycle: store.view builds on ActivationStore
 
         return StoreView(self, layers=layers, rows=rows, neurons=neurons, block_rows=block_rows, label=label)
 
@@ -1047,7 +1047,7 @@ class ActivationStore:
         ``{"arrays", "chunks", "bytes", "checksummed"}``; the first damaged chunk is a :class:`StoreError`
         naming the store, the array and the chunk. Cost: one read of the store (~1 GB/s from the page
         cache; the checksum itself runs at ~10 GB/s)."""
-        from tqdm.auto import tqdm  # ~0.1 s to import: only verification shows a bar, `info` starts without
+        from tqdm.auto import tqdm  # heavy (~0.1 s): only verification shows a bar, `info` starts without
 
         keys = list(self._array_meta)
         n_chunks = sum(self._array_meta[k].n_chunks for k in keys)

@@ -513,7 +513,7 @@ class ChunkFiles:
 
     @staticmethod
     def _buffered(fd: int) -> None:
-        import fcntl  # POSIX only, as O_DIRECT itself
+        import fcntl  # platform: POSIX only, as O_DIRECT itself
 
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
 
@@ -664,7 +664,7 @@ def _run_all(jobs: list) -> None:
         for job in jobs:
             job()
         return
-    from concurrent.futures import ThreadPoolExecutor  # ~10 ms to import: only writers sync files
+    from concurrent.futures import ThreadPoolExecutor  # heavy (~10 ms): only writers sync files
 
     with ThreadPoolExecutor(min(FSYNC_THREADS, len(jobs))) as pool:
         futures = [pool.submit(job) for job in jobs]
@@ -700,7 +700,7 @@ def encode_strings(values: list[np.ndarray], rows: int) -> bytes:
     """One string chunk of ``rows`` rows as zarr's codecs store it: vlen-utf8 (numcodecs' format: the
     count, then each item's length and UTF-8 bytes, little-endian uint32), zstd level 0, crc32c; rows
     past ``values`` are the fill value ``""``."""
-    from numcodecs.vlen import VLenUTF8  # ~0.3 s to import: only writers of string columns need it
+    from numcodecs.vlen import VLenUTF8  # heavy (~0.3 s): only writers of string columns need it
     from numcodecs.zstd import Zstd
 
     items = np.empty(rows, dtype=object)
@@ -784,7 +784,7 @@ class WriterLock:
     must share one inode); the lock itself dies with its process, so a killed run never leaves it held."""
 
     def __init__(self, path: Path):
-        import filelock  # ~0.1 s to import: only writers need it, `finegrain info` starts without it
+        import filelock  # heavy (~0.1 s): only writers need it, `finegrain info` starts without it
 
         self.path = lock_path(path)
         self._lock = filelock.FileLock(str(self.path), timeout=0)
