@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from finegrain.data.corpus import Corpus, CorpusError, Sentence
-from finegrain.extraction import extract
+from finegrain.extraction import _plan_units, extract
 from finegrain.models import ModelError
 from finegrain.store import ActivationStore, StoreError, StoreWriter
 
@@ -313,6 +313,24 @@ def test_sentences_over_the_window_budget_are_windowed_in_running_text(kind, tmp
     ref = extract(model, Corpus.from_words([words[w0.start : w0.stop]]), tmp_path / "r.fgstore", layers=["layer.1"],
                   progress=False)
     np.testing.assert_allclose(store["layer.1"][: w0.stop], ref["layer.1"][:], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "textgenrnn"])
+def test_lstm_sentences_over_max_length_are_windowed_not_cut(kind, tmp_path):
+    """An LSTM adapter cut a sentence at max_length tokens: every later word got a zero row, reported as
+    "produced no model token"."""
+    from finegrain.testing import tiny_lstm_lm, tiny_textgenrnn
+
+    model = {"lstm": tiny_lstm_lm, "textgenrnn": tiny_textgenrnn}[kind]()
+    model.max_length = 64
+    words = ["ab", "cd", "e"] * 40
+    assert model.token_count(words) > model.max_length
+    store = extract(model, Corpus.from_words([words, ["ab", "e"]]), tmp_path / "l.fgstore", progress=False)
+    x = store["lstm.1"][:]
+    assert store.n_rows == len(words) + 2 and (np.abs(x).sum(1) > 0).all()
+    first = [u for u in _plan_units(model, [words], model.max_length)][0]
+    ref = extract(model, Corpus.from_words([words[: first.stop]]), tmp_path / "r.fgstore", progress=False)
+    np.testing.assert_allclose(x[: first.stop], ref["lstm.1"][:], atol=1e-6)
 
 
 def test_extract_hands_the_model_back_in_its_training_mode(tiny_bert, tmp_path, monkeypatch):

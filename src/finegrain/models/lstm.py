@@ -631,6 +631,18 @@ class LSTMAdapter(ModelAdapter):
             ids.append(i)
         return ids
 
+    def token_count(self, words: Sequence[str]) -> int:
+        """Tokens ``words`` encode to before truncation at ``max_length`` (the BOS included): extraction
+        windows a longer sentence at word boundaries instead of losing its end."""
+        words = list(words)
+        bos = int(self.bos is not None)
+        if self.level == "char":
+            return bos + sum(len(w) for w in words) + max(len(words) - 1, 0)  # a space between words
+        return bos + len(words)
+
+    def token_counts(self, sentences: Sequence[Sequence[str]]) -> list[int]:
+        return [self.token_count(w) for w in sentences]
+
     def encode(self, sentences: Sequence[Sequence[str]] | Sequence[str]) -> Batch:
         all_tokens, all_wids, n_words = [], [], []
         for sent in sentences:
