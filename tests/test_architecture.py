@@ -91,16 +91,6 @@ REASON = re.compile(r"#.*\b(heavy|optional|platform)\b", re.IGNORECASE)
 # modules that may import other packages' private names (white-box helpers for the tests)
 WHITE_BOX = {"finegrain.testing", "finegrain.testing_seq2seq"}
 
-# function-level imports without a reason in files that other work in progress owns, as (file below
-# src/finegrain, imported module); to be fixed there, then removed from this list. Nothing may be added.
-PENDING_LOCAL: set[tuple[str, str]] = {
-    # store.view <-> store is a cycle: move what view needs of ActivationStore below both (or hand the
-    # store class to the view)
-    ("store/__init__.py", "finegrain.store.view"),
-    ("store/view.py", "finegrain.store"),
-}
-
-
 @dataclass(frozen=True)
 class Import:
     path: str  # file below src/finegrain
@@ -336,12 +326,5 @@ def _local_violations() -> dict[tuple[str, int], tuple[Import, str]]:
 
 
 def test_function_level_imports_say_why():
-    bad = [f"{_where(i)}: {what}" for i, what in _local_violations().values()
-           if (i.path, i.target) not in PENDING_LOCAL]
+    bad = [f"{_where(i)}: {what}" for i, what in _local_violations().values()]
     assert not bad, "function-level imports:\n" + "\n".join(bad)
-
-
-def test_pending_list_only_shrinks():
-    # a fixed entry comes off the list, so that the list stays what is left to do
-    stale = PENDING_LOCAL - {(i.path, i.target) for i, _ in _local_violations().values()}
-    assert not stale, f"fixed: remove from PENDING_LOCAL {sorted(stale)}"

@@ -66,6 +66,7 @@ from finegrain.store.files import (
     walk_no_links,
     write_json_atomic,
 )
+from finegrain.store.view import StoreView  # view.py reads ActivationStore from this package only when called
 
 log = logging.getLogger(__name__)
 
@@ -939,8 +940,6 @@ class ActivationStore:
     ):
         """A lazy, picklable :class:`~finegrain.store.view.StoreView` of this store: the one input of every
         analysis. ``layers`` or ``neurons`` pick the columns, ``label`` the label column, ``rows`` the rows."""
-        from finegrain.store.view import StoreView  # cycle: store.view builds on ActivationStore
-
         return StoreView(self, layers=layers, rows=rows, neurons=neurons, block_rows=block_rows, label=label)
 
     def matrix(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+import finegrain.store  # the package this module is part of (it imports this module at its top)
 from finegrain.errors import ParameterError, StoreError
 from finegrain.neurons import Neuron, NeuronIndex
 
@@ -232,11 +233,9 @@ class StoreView(View):
         block_rows: int | None = DEFAULT_BLOCK_ROWS,
         label: str | None = None,
     ):
-        from finegrain.store import ActivationStore
-
         if isinstance(store, str | os.PathLike):
-            store = ActivationStore(store)
-        if not isinstance(store, ActivationStore):
+            store = finegrain.store.ActivationStore(store)
+        if not isinstance(store, finegrain.store.ActivationStore):
             raise ParameterError(f"StoreView needs an ActivationStore or its path, got {type(store).__name__}")
         if layers is not None and neurons is not None:
             raise ParameterError("a view selects layers= or neurons=, not both")
@@ -286,9 +285,7 @@ class StoreView(View):
     def store(self):
         """The :class:`ActivationStore` (reopened from :attr:`path` after unpickling)."""
         if self._store is None:
-            from finegrain.store import ActivationStore
-
-            self._store = ActivationStore(self.path)
+            self._store = finegrain.store.ActivationStore(self.path)
         return self._store
 
     # -- what it holds -------------------------------------------------------------------------
@@ -475,9 +472,7 @@ def as_view(X, y=None, index: NeuronIndex | Sequence[Neuron | str] | None = None
     """``(view, labels)`` for any accepted input: a view, an :class:`ActivationStore` (all of it), or an
     array (with ``index`` naming its columns). ``labels`` is ``y`` when given, else the view's labels, else
     ``None``. A view's own index wins; passing a different ``index`` with a view is an error."""
-    from finegrain.store import ActivationStore
-
-    if isinstance(X, ActivationStore):
+    if isinstance(X, finegrain.store.ActivationStore):
         X = StoreView(X)
     if isinstance(X, View):
         if index is not None:
