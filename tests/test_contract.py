@@ -191,3 +191,15 @@ def test_preserved_state_restores_modes_and_grads():
         m[0].weight.requires_grad_(True)
         raise RuntimeError("boom")
     assert m.training and m[1].training and not m[0].weight.requires_grad and m[0].bias.requires_grad
+
+
+def test_every_public_module_is_an_attribute_of_the_root():
+    """`fg.patching` (and lens, results, translation) raised AttributeError: the root's lazy table missed them."""
+    import pkgutil
+
+    import finegrain as fg
+
+    names = {m.name for m in pkgutil.iter_modules(fg.__path__)} - {"cli", "__main__", "lazy"}
+    missing = [n for n in sorted(names) if not n.startswith("_") and not hasattr(fg, n)]
+    assert not missing, missing
+    assert fg.patching.activation_patching and fg.lens.logit_lens and fg.results.result_from_json

@@ -278,3 +278,26 @@ def test_attribution_patching_reports_low_agreement_where_saturated():
     assert abs(res.normalised_attribution[0, 1]) < 0.01
     assert res.agreement["slope"] < 0.01  # (its correlation stays high: it is blind to scale)
     assert "slope" in res.table()
+
+
+def test_patch_command_takes_a_classification_head(monkeypatch, capsys):
+    """`finegrain patch` had no --head: an encoder with the sentiment head could not be patched from the CLI."""
+    import finegrain.attribute as fa
+    from finegrain.cli import main
+
+    ad = sharpen(tiny_bert("sequence-classification", seed=1))
+    asked = {}
+
+    def fake_head(spec, model, cache_dir=None, device="auto"):
+        asked.update(spec=spec, model=model)
+        return ad
+
+    monkeypatch.setattr(fa, "head_adapter", fake_head)
+    assert main(["patch", "--head", "builtin:sentiment", "--model", "minilm", "--clean", "the cat sat",
+                 "--corrupt", "the cot sat", "--target", "LABEL_1", "--against", "LABEL_0", "--components",
+                 "resid", "--positions", "all"]) == 0
+    assert asked == {"spec": "builtin:sentiment", "model": "minilm"}
+    ref = activation_patching(ad, "the cat sat", "the cot sat", "LABEL_1", "LABEL_0", components="resid",
+                              positions="all")
+    table = ref.table().rsplit("\n", 1)[0]  # all but the timing line
+    assert table in capsys.readouterr().out and "layer.0   1.000" in table

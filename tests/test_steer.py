@@ -142,3 +142,30 @@ def test_steer_and_ablate_have_head_options():
     assert a.head == "builtin:sentiment" and a.random == 10
     b = p.parse_args(["ablate", "--head", "builtin:sentiment", "--objective", "accuracy", "--sweep", "layer.3"])
     assert b.head == "builtin:sentiment" and b.sweep == "layer.3"
+
+
+def test_steer_with_concept_words_and_no_prompt_scores_after_neutral_prompts(monkeypatch):
+    """`finegrain steer --experts animal` without --prompt failed with "give prompts"."""
+    import finegrain.intervene as fi
+    from finegrain.cli import main
+    from finegrain.intervene import cli as icli
+    from finegrain.intervene.control import NEUTRAL_PROMPTS
+
+    seen = {}
+
+    class _Res:
+        def table(self):
+            return "ok"
+
+    def fake_control(model, units, prompts=(), concept_words=(), **kw):
+        seen.update(prompts=list(prompts), words=list(concept_words))
+        if concept_words and not prompts:
+            raise AssertionError("give prompts")
+        return _Res()
+
+    monkeypatch.setattr(icli, "_adapter", lambda args: object())
+    monkeypatch.setattr(fi, "concept_control", fake_control)
+    assert main(["steer", "--set", "lstm.1:3=2", "--concept-word", "cat"]) == 0
+    assert seen == {"prompts": list(NEUTRAL_PROMPTS), "words": ["cat"]}
+    assert main(["steer", "--set", "lstm.1:3=2", "--concept-word", "cat", "--prompt", "A"]) == 0
+    assert seen["prompts"] == ["A"]

@@ -11,7 +11,8 @@ from finegrain.neurons import Neuron, NeuronIndex, parse_neurons  # noqa: E402
 
 _SUBMODULES = {
     "data", "models", "store", "probe", "rank", "evaluate", "describe", "viz", "unsupervised", "attribute",
-    "intervene", "mediation", "explain", "report", "distributed", "testing", "errors",
+    "intervene", "mediation", "explain", "report", "distributed", "testing", "errors", "patching", "lens",
+    "results", "translation", "neurons", "extraction", "paths", "testing_seq2seq",
 }
 _FUNCTIONS = {
     "load_model": "finegrain.models",

@@ -131,6 +131,7 @@ def _edits(args):
 def cmd_steer(args) -> None:
     # heavy: imported when the command runs
     from finegrain.intervene import concept_control, concept_sentences, concept_words, expert_units_from_texts
+    from finegrain.intervene.control import NEUTRAL_PROMPTS
 
     model = _adapter(args)
     words = list(args.concept_word or [])
@@ -145,7 +146,9 @@ def cmd_steer(args) -> None:
         if not units:
             raise ParameterError("give edits (--set, --zero, --scale, --vector) or --experts CONCEPT")
     n_random = 0 if args.vector else args.random
-    res = concept_control(model, units, prompts=args.prompt or [], concept_words=words,
+    # concept words without prompts: score them after neutral prompts (the texts alone need none)
+    prompts = args.prompt or (list(NEUTRAL_PROMPTS) if words and not args.text else [])
+    res = concept_control(model, units, prompts=prompts, concept_words=words,
                           control_words=args.control_word or [], texts=args.text or [], n_random=n_random,
                           random_state=args.seed, n_tokens=args.n_tokens)
     print(res.table())
@@ -201,7 +204,9 @@ def register(subparsers) -> None:
     s.add_argument("--vector", help=".npy steering vector added to --layer (no random control)")
     s.add_argument("--layer")
     s.add_argument("--alpha", type=float, default=1.0)
-    s.add_argument("--prompt", action="append", help="prompt to score words after and generate from (repeatable)")
+    s.add_argument("--prompt", action="append",
+                   help="prompt to score words after and generate from (repeatable; default with concept words: "
+                        "'I saw a', 'She has a', 'There is a')")
     s.add_argument("--concept-word", action="append",
                    help="word whose log-prob after each prompt is reported (default with --experts: the concept's)")
     s.add_argument("--control-word", action="append", help="non-concept word scored the same way (specificity)")

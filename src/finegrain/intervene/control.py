@@ -453,6 +453,10 @@ def _mass(lp: np.ndarray) -> np.ndarray:
     return np.logaddexp.reduce(lp, axis=1)
 
 
+#: neutral prompts the concept words are scored after when none are given (they name no concept)
+NEUTRAL_PROMPTS = ("I saw a", "She has a", "There is a")
+
+
 def concept_control(
     adapter: ModelAdapter,
     units,

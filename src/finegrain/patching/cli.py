@@ -20,10 +20,14 @@ def _component_groups(spec: str) -> list[tuple[str, object]]:
 
 def cmd_patch(args) -> None:
     # heavy: imported when the command runs
+    from finegrain.attribute import head_adapter
     from finegrain.models import load_model
     from finegrain.patching import activation_patching
 
-    model = load_model(args.model, task=args.task, device=args.device)
+    if args.head:  # an encoder with a classification head: targets are its classes
+        model = head_adapter(args.head, args.model, cache_dir=args.head_cache, device=args.device)
+    else:
+        model = load_model(args.model, task=args.task, device=args.device)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -53,6 +57,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", default="minilm", help="minilm, textgenrnn, or a local HF model path")
     p.add_argument("--task", default="causal-lm", help="HF head: causal-lm, masked-lm, sequence-classification")
+    p.add_argument("--head", default=None,
+                   help="a classification head on the encoder: builtin:sentiment (trained on the fly) or a saved "
+                        "head .pt (replaces --task; --target/--against are then classes)")
+    p.add_argument("--head-cache", default=None, help="directory to keep trained heads in")
     p.add_argument("--device", default="auto")
     p.add_argument("--clean", required=True, help="the clean text")
     p.add_argument("--corrupt", required=True, help="the corrupted text (the same number of tokens)")
