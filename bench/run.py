@@ -1,13 +1,21 @@
-"""The finegrain benchmark (``make bench``): side-by-side timings in one run on one machine.
+"""The finegrain benchmark (``make bench``): issue 19's targets measured side by side in one run on one
+machine, as time to a trustworthy answer.
 
-Writes ``bench/RESULTS.md`` (``--quick`` writes ``bench/work/RESULTS.quick.md`` instead, so that a
-smoke run never replaces real results). Every section is independent: a failure is recorded in the
-report and the next section runs. Timings are medians of ``--repeats`` runs, the compared
-variants interleaved (A B A B ...) so that load from other processes hits both alike.
+Writes ``bench/RESULTS.md`` (``--quick`` writes ``bench/work/RESULTS.quick.md`` instead, so that a smoke
+run never replaces real results), with a summary of every target (ratio, goal, PASS/FAIL) first and the
+raw numbers in ``bench/work/results.json``. Every section is independent: a failure is recorded in the
+report and the next section runs. Timings are medians of ``--repeats`` runs with every run listed, the
+compared variants interleaved (A B C A B C ...) so that load from other processes hits all alike; the load
+average is recorded before and after each section.
 
-    python bench/run.py                      # everything (~15-20 min on 2 cores)
-    python bench/run.py --quick              # smoke run (~2-3 min)
-    python bench/run.py --only extraction,rss
+    python bench/run.py                      # everything (~30 min on 2 idle cores)
+    python bench/run.py --quick              # smoke run: small sizes, 1 repeat
+    python bench/run.py --only extraction,probe
+
+Sections (targets of issue 19 in brackets): extraction [1, 7], profile, probe [2, 7], ig [3], report [4, 7],
+ablation [5], commands [6], rss [7], stream, ray, cka. The peers run in their own virtual environments,
+created on first use: ``bench/.venv-neurox`` and ``bench/.venv-nnsight`` (``pip install --no-deps``;
+torch, transformers and the rest come from the project's environment through a ``.pth`` file).
 """
 
 from __future__ import annotations
@@ -17,12 +25,15 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,9 +44,23 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WORK = BENCH / "work"
-NEUROX_VENV = BENCH / ".venv-neurox"
 JOBS = BENCH / "_jobs.py"
-SECTIONS = ["extraction", "neurox", "rss", "stream", "probe", "ig", "ablation", "ray", "cka"]
+SECTIONS = ["extraction", "profile", "probe", "ig", "report", "ablation", "commands", "rss", "stream", "ray",
+            "cka"]
+#: the peers' environments: pinned packages installed with --no-deps (their own pins do not install on this
+#: Python, and the project's torch must not be replaced), the module whose version is reported
+PEERS = {
+    "neurox": (["neurox==1.0.9"], "neurox"),
+    "nnsight": (["nnsight==0.8.1", "greenlet", "zstandard"], "nnsight"),
+}
+#: issue 19's goals
+EXTRACT_MAX_RATIO = 1.05
+PROBE_WITHIN = 0.005  # "within 0.5 points of the best held-out accuracy of any contender"
+PROBE_VS_SKLEARN, PROBE_VS_NEUROX = 2.0, 5.0
+IG_VS_CAPTUM = 2.0
+REPORT_MAX_S = 60.0
+SWEEP_MAX_FORWARDS = 0.5
+COMMAND_MAX_S = 1.0
 
 
 def log(msg: str) -> None:
@@ -50,20 +75,80 @@ def fmt_s(x: float) -> str:
     return f"{x:.2f} s"
 
 
+def runs(xs, digits: int = 2) -> str:
+    return ", ".join(f"{x:.{digits}f}" for x in xs)
+
+
 def table(header: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
 
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def load_avg() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def scrub(text: str) -> str:
+    """The text with this machine's paths replaced by neutral names (results are committed; profiles and
+    tracebacks name files)."""
+    subs = [(sysconfig.get_paths()["purelib"], "site-packages"), (sysconfig.get_paths()["stdlib"], "stdlib"),
+            (str(WORK), "bench/work"), (str(ROOT), "."), (str(Path.home()), "~")]
+    for prefix, name in sorted(subs, key=lambda s: -len(s[0])):
+        text = text.replace(prefix, name)
+    # the peers' environments and any other interpreter's library directories
+    text = re.sub(r"(?:/[^\s/:\"'()]+)+/(site-packages|python3\.\d+)/", r"\1/", text)
+    return re.sub(r"/(?:work|tmp|root)(?=/)[^\s\"'()]*", "<path>", text)
+
+
 def run_job(args: list[str], python: str = sys.executable, timeout: int = 1800) -> dict:
     """Run a ``_jobs.py`` job in a fresh process; return its JSON line."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([python, str(JOBS), *args], capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=str(ROOT))
+    proc = subprocess.run([python, str(JOBS), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=str(ROOT))
     if proc.returncode != 0:
         raise RuntimeError(f"job {args[0]} failed (rc {proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def rm_store(path: Path) -> None:
+    """Remove a store the bench wrote, with the lock file finegrain keeps beside it."""
+    shutil.rmtree(path, ignore_errors=True)
+    Path(str(path) + ".lock").unlink(missing_ok=True)
+
+
+def write_words(corpus, path: Path) -> Path:
+    path.write_text(json.dumps([list(s.words) for s in corpus.sentences]))
+    return path
+
+
+def true_class_logit(adapter, texts, labels):
+    """The objective of the report's sweep section: the mean logit of each sentence's true class under a
+    sequence classifier (smooth, so that the exact sweep can be compared with its first-order estimate)."""
+    import torch
+
+    from finegrain.intervene import Objective
+
+    class TrueClassLogit(Objective):
+        name = "true-class logit"
+
+        def __init__(self):
+            self.batch = adapter.encode([t.split() for t in texts])
+            self.labels = torch.tensor([int(y) for y in labels])
+
+        def row_scores(self, adapter, output):
+            logits = getattr(output, "logits", output)
+            y = self.labels.repeat(logits.shape[0] // len(self.labels)).to(logits.device)
+            return logits.float().gather(1, y[:, None])[:, 0]
+
+    return TrueClassLogit()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,25 +156,37 @@ class Bench:
     def __init__(self, quick: bool, repeats: int):
         self.quick = quick
         self.repeats = repeats
-        self._corpus = None
         self._model = None
+        self._ptb: dict[int, object] = {}
+        self.versions: dict[str, str] = {}
+        self.summary: list[list] = []  # [target, measure, value, goal, verdict]
+        self.raw: dict[str, object] = {}
 
-    def corpus(self, n: int):
+    def target(self, no: str, measure: str, value: str, goal: str, ok: bool | None) -> None:
+        self.summary.append([no, measure, value, goal, verdict(ok)])
+
+    # -- inputs ----------------------------------------------------------------------------
+    def short_corpus(self):
+        from finegrain.data.generate import generate_corpus
+
+        return generate_corpus(200 if self.quick else 2000, seed=0)
+
+    def ptb(self, n: int):
+        from finegrain.data import read_corpus
+
+        if n not in self._ptb:
+            log(f"reading builtin:ptb:n={n} (spaCy's silver labels: annotated once, then cached)")
+            self._ptb[n] = read_corpus(f"builtin:ptb:n={n}")
+        return self._ptb[n]
+
+    def long_corpus(self):
+        """The 1,000 longest of the first 3,000 PTB sentences (32.7k words; quick: 100 of 300), in order."""
         from finegrain.data.corpus import Corpus
 
-        if self._corpus is None or len(self._corpus) < n:
-            try:
-                from finegrain.data.generate import generate_corpus
-
-                self._corpus = generate_corpus(max(n, 2000), seed=0)
-            except ImportError:  # synthetic sentences when the generator is not there
-                import random
-
-                rng = random.Random(0)
-                vocab = [w.strip() for w in "the a cat dog sat ran on under mat park quickly never".split()]
-                self._corpus = Corpus.from_words([[rng.choice(vocab) for _ in range(rng.randint(4, 16))]
-                                                  for _ in range(max(n, 2000))])
-        return Corpus(self._corpus.sentences[:n], name="bench")
+        pool = self.ptb(300 if self.quick else 3000)
+        k = 100 if self.quick else 1000
+        keep = sorted(sorted(range(len(pool)), key=lambda i: -len(pool.sentences[i].words))[:k])
+        return Corpus([pool.sentences[i] for i in keep], name="ptb-long")
 
     def model(self):
         if self._model is None:
@@ -102,7 +199,67 @@ class Bench:
                 self._model.model(**self._model.encode([["warm", "up"]]).inputs)
         return self._model
 
-    # -- helpers -------------------------------------------------------------------------
+    def head_file(self) -> Path:
+        """The built-in sentiment head on frozen MiniLM (``train_head``, seed 0), trained once per run."""
+        path = WORK / "sentiment_head.pt"
+        if "head" not in self.raw:
+            import torch
+
+            from finegrain.attribute import save_head, train_head
+
+            torch.manual_seed(0)
+            log("training the sentiment head on frozen MiniLM (seed 0)")
+            head = train_head("minilm", "builtin:sentiment", device="cpu", seed=0)
+            save_head(head, path)
+            self.raw["head"] = dict(head.head_info)
+        return path
+
+    def peer_python(self, name: str) -> str:
+        """The interpreter of ``bench/.venv-NAME``, created on first use: the pinned packages with
+        ``--no-deps``; torch/transformers/h5py/finegrain come from the project venv through a ``.pth`` file.
+        NeuroX's ``neurox.interpretation`` imports ``imblearn`` at module level for a class-balancing helper
+        that is not benchmarked: a stub that fails loudly if called stands in (imbalanced-learn would pull
+        in another scikit-learn)."""
+        packages, module = PEERS[name]
+        venv = BENCH / f".venv-{name}"
+        py = venv / "bin" / "python"
+        stamp = venv / ".finegrain-bench"
+        want = "2 " + " ".join(packages)  # bump the number when the layout of the environment changes
+        if not stamp.exists() or stamp.read_text() != want:
+            log(f"creating bench/.venv-{name} (pip install --no-deps {' '.join(packages)})")
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+            site = subprocess.run([str(py), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+            # addsitedir, not a bare path: the project's own .pth files (finegrain's editable install) must run too
+            Path(site, "finegrain_project_venv.pth").write_text(
+                f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+            proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site,
+                                   *packages], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"pip install {' '.join(packages)} failed: {proc.stderr.strip()[-500:]}")
+            if name == "neurox":
+                stub = Path(site, "imblearn")
+                stub.mkdir(exist_ok=True)
+                (stub / "__init__.py").write_text("")
+                (stub / "under_sampling.py").write_text(
+                    "class RandomUnderSampler:\n    def __init__(self, *a, **k):\n"
+                    "        raise ImportError('imblearn stub (finegrain bench): balancing is not benchmarked')\n")
+            stamp.write_text(want)
+        self.versions[name] = subprocess.run(
+            [str(py), "-c", f"import importlib.metadata as m;import {module};print(m.version('{module}'))"],
+            capture_output=True, text=True, check=True).stdout.strip()
+        return str(py)
+
+    def try_peer(self, name: str, notes: list[str]) -> str | None:
+        try:
+            return self.peer_python(name)
+        except Exception as e:  # noqa: BLE001 - a peer that cannot be installed is reported, not fatal
+            notes.append(f"{name} is absent from this run: {type(e).__name__}: {str(e)[:300]}")
+            log(f"{name} unavailable: {e}")
+            return None
+
+    # -- extraction helpers ----------------------------------------------------------------
     def time_finegrain(self, corpus, path: Path, **kw) -> float:
         from finegrain.extraction import extract
 
@@ -113,17 +270,22 @@ class Bench:
         extract(self.model(), corpus, path, layers="hidden", dtype="float32", batch_size=32, progress=False, **kw)
         return time.perf_counter() - t
 
-    def warm_up(self, corpus) -> None:
-        """One untimed pass of every variant over a few sentences: the first call of a kernel for a new
-        shape or dtype is slow (oneDNN builds its kernels), and it should not land in a timed run."""
-        from finegrain.data.corpus import Corpus
+    def time_bare(self, corpus, **kw) -> float:
+        import _peers
 
-        few = Corpus(corpus.sentences[:64], name="warm-up")
+        m = self.model()
+        return _peers.bare_forward(m.model, m.tokenizer, [s.words for s in corpus.sentences], 32, **kw)
+
+    def warm_up(self, corpus) -> None:
+        """One untimed pass of every in-process variant over 64 sentences: the first call of a kernel for a
+        new shape or dtype is slow (oneDNN builds its kernels), and it should not land in a timed run."""
+        few = corpus[:64]
         self.time_finegrain(few, WORK / "warm.fgstore")
         self.time_finegrain(few, WORK / "warm.fgstore", precision="bfloat16")
         self.time_bare(few)
         self.time_bare(few, onednn=True)
-        shutil.rmtree(WORK / "warm.fgstore", ignore_errors=True)
+        self.time_bare(few, precision="bfloat16")
+        rm_store(WORK / "warm.fgstore")
 
     @staticmethod
     def fidelity(path32: Path, path_mixed: Path) -> str:
@@ -140,160 +302,567 @@ class Bench:
             xc, yc = x - x.mean(0), y - y.mean(0)
             r = (xc * yc).sum(0) / np.sqrt((xc**2).sum(0) * (yc**2).sum(0) + 1e-300)
             rs.append(float(r.min()))
-        return (f"relative error ||bf16 - fp32|| / ||fp32|| per layer at most {max(rel):.4f}; lowest per-neuron "
-                f"Pearson r between the two stores {min(rs):.5f}")
-
-    def time_bare(self, corpus, batch_size: int = 32, onednn: bool = False) -> float:
-        """The baseline: tokenise, sort by length, batched forward with all hidden states (``onednn``:
-        with the oneDNN linear kernels finegrain's extraction uses, to show its overhead apart)."""
-        import contextlib
-
-        import torch
-
-        from finegrain.models.kernels import onednn_linears
-
-        m = self.model()
-        tok, hf = m.tokenizer, m.model
-        os.sync()  # same start as the finegrain runs: no write-back of earlier stores during the clock
-        t = time.perf_counter()
-        texts = [" ".join(s.words) for s in corpus.sentences]
-        lengths = [len(ids) for ids in tok(texts)["input_ids"]]
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
-        with torch.inference_mode(), (onednn_linears(hf) if onednn else contextlib.nullcontext()):
-            for i in range(0, len(order), batch_size):
-                batch = tok([texts[j] for j in order[i : i + batch_size]], padding=True, return_tensors="pt")
-                hf(**batch, output_hidden_states=True)
-        return time.perf_counter() - t
+        return f"relative error at most {max(rel):.4f} per layer, lowest per-neuron Pearson r {min(rs):.5f}"
 
     # -- sections ------------------------------------------------------------------------
     def extraction(self) -> str:
-        n = 200 if self.quick else 2000
-        corpus = self.corpus(n)
-        fg, bf, bare, bare_dnn = [], [], [], []
-        self.warm_up(corpus)
-        for r in range(self.repeats):
-            log(f"extraction repeat {r + 1}/{self.repeats}: finegrain fp32, bf16, bare forward ({n} sentences)")
-            fg.append(self.time_finegrain(corpus, WORK / "ext.fgstore"))
-            bf.append(self.time_finegrain(corpus, WORK / "ext_bf16.fgstore", precision="bfloat16"))
-            bare.append(self.time_bare(corpus))
-            bare_dnn.append(self.time_bare(corpus, onednn=True))
-        ratio, ratio_bf = median(fg) / median(bare), median(bf) / median(bare)
-        ratio_dnn = median(fg) / median(bare_dnn)
-        words = corpus.n_words
-        fid = self.fidelity(WORK / "ext.fgstore", WORK / "ext_bf16.fgstore")
-        shutil.rmtree(WORK / "ext.fgstore", ignore_errors=True)
-        shutil.rmtree(WORK / "ext_bf16.fgstore", ignore_errors=True)
-        return "\n".join([
-            f"MiniLM-L6, all hidden states (7 x 384, stored float32), {n} sentences / {words} words, batch 32, "
-            f"{len(fg)} repeat(s), interleaved. finegrain: `extract()` incl. word alignment and writing the zarr "
-            "store (the previous store is deleted before the clock starts); bare: tokenise + sort by length + "
-            "`model(**batch, output_hidden_states=True)`, outputs discarded. `precision=\"bfloat16\"` runs the "
-            "forward under `torch.autocast` (bfloat16 matmuls on this CPU's AVX512-BF16 units, float32 "
-            "accumulation, layer norms and softmax); the bare forward is float32. In float32 on CPU finegrain "
-            "runs the model's linear layers through oneDNN with prepacked weights (`finegrain.models.kernels`; "
-            "MKL's sgemm takes a generic code path on this AMD CPU); the last row is the bare forward with the "
-            "same kernels, so that finegrain's own overhead (alignment, store) shows apart from the kernels.",
-            "",
-            table(["variant", "median", "runs", "words/s"], [
-                ["finegrain extract, float32 (store written)", fmt_s(median(fg)), ", ".join(f"{x:.2f}" for x in fg),
-                 f"{words / median(fg):,.0f}"],
-                ["finegrain extract, precision=bfloat16 (store written)", fmt_s(median(bf)),
-                 ", ".join(f"{x:.2f}" for x in bf), f"{words / median(bf):,.0f}"],
-                ["bare batched forward (float32)", fmt_s(median(bare)), ", ".join(f"{x:.2f}" for x in bare),
-                 f"{words / median(bare):,.0f}"],
-                ["bare batched forward (float32, oneDNN linears)", fmt_s(median(bare_dnn)),
-                 ", ".join(f"{x:.2f}" for x in bare_dnn), f"{words / median(bare_dnn):,.0f}"],
-            ]),
-            "",
-            f"**ratio finegrain / bare = {ratio:.2f}** (float32; target <= 1.25: {'PASS' if ratio <= 1.25 else 'FAIL'})"
-            f"; with bfloat16 autocast {ratio_bf:.2f}; against the bare forward with the same oneDNN kernels "
-            f"{ratio_dnn:.2f} (finegrain's own overhead). bfloat16 vs float32 stores: {fid}.",
-        ])
-
-    def neurox_python(self) -> str:
-        """Create bench/.venv-neurox once: NeuroX with --no-deps; torch/transformers/h5py come from the
-        project venv through a .pth file (NeuroX's own pins do not install on Python 3.11)."""
-        py = NEUROX_VENV / "bin" / "python"
-        if not (NEUROX_VENV / ".ok3").exists():
-            log("creating bench/.venv-neurox (pip install --no-deps neurox)")
-            shutil.rmtree(NEUROX_VENV, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(NEUROX_VENV)], check=True)
-            site = subprocess.run([str(py), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
-                                  capture_output=True, text=True, check=True).stdout.strip()
-            import sysconfig
-
-            Path(site, "finegrain_project_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, "neurox"],
-                           check=True)
-            # the one compat shim: neurox.interpretation.utils imports imblearn at module level, only for
-            # its optional class-balancing helper (not used here); imbalanced-learn itself drags in
-            # sklearn-compat etc., so a stub that fails loudly if it is ever called stands in for it
-            stub = Path(site, "imblearn")
-            stub.mkdir(exist_ok=True)
-            (stub / "__init__.py").write_text("")
-            (stub / "under_sampling.py").write_text(
-                "class RandomUnderSampler:\n    def __init__(self, *a, **k):\n"
-                "        raise ImportError('imblearn stub (finegrain bench): balancing is not benchmarked')\n")
-            (NEUROX_VENV / ".ok3").write_text("ok")
-        ver = subprocess.run([str(py), "-c", "import importlib.metadata as m;print(m.version('neurox'))"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        self.neurox_version = ver
-        return str(py)
-
-    def neurox(self) -> str:
+        """Target 1 (and 7): finegrain vs the bare forward with the same kernels, fp32 and bf16, short and
+        long sentences; nnsight and NeuroX as the peers; peak RSS of each in a fresh process."""
         from finegrain.models import minilm_path
 
-        py = self.neurox_python()
-        n = 30 if self.quick else 500
-        corpus = self.corpus(n)
-        txt = WORK / "neurox_corpus.txt"
-        txt.write_text("\n".join(" ".join(s.words) for s in corpus.sentences) + "\n")
-        nx, nx_total, nx_json, fg, bf, bare = [], [], [], [], [], []
-        self.warm_up(corpus)
-        for r in range(self.repeats):
-            log(f"neurox repeat {r + 1}/{self.repeats}: NeuroX extract_representations ({n} sentences)")
-            res = run_job(["neurox-extract", "--model", str(minilm_path()), "--corpus", str(txt),
-                           "--out", str(WORK / "neurox.hdf5")], python=py)
-            nx.append(res["seconds"])
-            nx_total.append(res["seconds_total"])
-            res = run_job(["neurox-extract", "--model", str(minilm_path()), "--corpus", str(txt),
-                           "--out", str(WORK / "neurox.json"), "--aggregation", "last", "--output-type", "json"],
-                          python=py)
-            nx_json.append(res["seconds"])
-            log("neurox: finegrain (fp32, bf16) + bare on the same sentences")
-            fg.append(self.time_finegrain(corpus, WORK / "nx.fgstore"))
-            bf.append(self.time_finegrain(corpus, WORK / "nx.fgstore", precision="bfloat16"))
-            bare.append(self.time_bare(corpus))
-        shutil.rmtree(WORK / "nx.fgstore", ignore_errors=True)
-        (WORK / "neurox.json").unlink(missing_ok=True)
-        speedup, speedup_bf = median(nx) / median(fg), median(nx) / median(bf)
-        speedup_json = median(nx_json) / median(fg)
+        notes: list[str] = []
+        nn_py = self.try_peer("nnsight", notes)
+        nx_py = self.try_peer("neurox", notes)
+        labels = {
+            "fg32": "finegrain `extract()` float32 (store written)",
+            "bare32": "bare batched forward, float32",
+            "dnn32": "bare batched forward, float32, finegrain's oneDNN linears",
+            "fg16": "finegrain `extract(precision=\"bfloat16\")` (store written)",
+            "bare16": "bare batched forward, bfloat16 autocast",
+            "nnsight": f"nnsight {self.versions.get('nnsight', '')} `.save()` of the 7 hidden states, float32",
+            "neurox": f"NeuroX {self.versions.get('neurox', '')} `extract_representations` (hdf5), float32",
+        }
+        same = {"fg32": "dnn32", "fg16": "bare16"}  # finegrain vs the bare forward with the same kernels
+        corpora = {"short": self.short_corpus(), "long": self.long_corpus()}
+        t: dict[str, dict[str, list[float]]] = {c: {k: [] for k in labels} for c in corpora}
+        nn_bare: dict[str, list[float]] = {c: [] for c in corpora}
+        peaks: dict[str, dict[str, str]] = {c: {} for c in corpora}
+        fid = {}
+        for cname, corpus in corpora.items():
+            words = write_words(corpus, WORK / f"ext_{cname}.json")
+            txt = WORK / f"ext_{cname}.txt"
+            txt.write_text("\n".join(" ".join(s.words) for s in corpus.sentences) + "\n")
+            self.warm_up(corpus)
+            tc = t[cname]
+            for r in range(self.repeats):
+                log(f"extraction {cname} ({len(corpus)} sentences) repeat {r + 1}/{self.repeats}")
+                tc["fg32"].append(self.time_finegrain(corpus, WORK / "ext.fgstore"))
+                tc["bare32"].append(self.time_bare(corpus))
+                tc["dnn32"].append(self.time_bare(corpus, onednn=True))
+                tc["fg16"].append(self.time_finegrain(corpus, WORK / "ext_bf16.fgstore", precision="bfloat16"))
+                tc["bare16"].append(self.time_bare(corpus, precision="bfloat16"))
+                if nn_py:
+                    res = run_job(["extract", "--impl", "nnsight", "--corpus", words, "--also-bare"], python=nn_py)
+                    tc["nnsight"].append(res["seconds"])
+                    nn_bare[cname].append(res["bare_seconds"])
+                    peaks[cname]["nnsight"] = f"{res['peak_rss_mb']:.0f} MB ({res['work_peak_rss_mb']:.0f})"
+                if nx_py:
+                    res = run_job(["neurox-extract", "--model", minilm_path(), "--corpus", txt,
+                                   "--out", WORK / "neurox.hdf5"], python=nx_py)
+                    tc["neurox"].append(res["seconds"])
+                    peaks[cname]["neurox"] = f"{res['peak_rss_mb']:.0f} MB ({res['work_peak_rss_mb']:.0f})"
+            fid[cname] = self.fidelity(WORK / "ext.fgstore", WORK / "ext_bf16.fgstore")
+            for p in ("ext.fgstore", "ext_bf16.fgstore"):
+                rm_store(WORK / p)
+            log(f"extraction {cname}: peak RSS of finegrain and the bare forward, one fresh process each")
+            for key, impl, prec in (("fg32", "finegrain", "float32"), ("fg16", "finegrain", "bfloat16"),
+                                    ("dnn32", "bare-onednn", "float32"), ("bare16", "bare", "bfloat16")):
+                res = run_job(["extract", "--impl", impl, "--precision", prec, "--corpus", words,
+                               "--out", WORK / "rss.fgstore"])
+                peaks[cname][key] = f"{res['peak_rss_mb']:.0f} MB ({res['work_peak_rss_mb']:.0f})"
+            rm_store(WORK / "rss.fgstore")
+        self.raw["extraction"] = {"seconds": t, "nnsight_process_bare": nn_bare, "peaks": peaks}
+        n_words = {c: corpus.n_words for c, corpus in corpora.items()}
+        head = ["variant"] + [f"{c}: {len(corpora[c]):,} sentences, {n_words[c]:,} words" for c in corpora]
+        rows = []
+        for k, label in labels.items():
+            cells = [label]
+            for c in corpora:
+                xs = t[c][k]
+                if not xs:
+                    cells.append("not run")
+                    continue
+                ratio = ""
+                if k in same:
+                    ratio = f"; **{median(xs) / median(t[c][same[k]]):.3f}x** its bare forward"
+                elif k != "bare32":
+                    ratio = f"; {median(xs) / median(t[c]['bare32']):.2f}x bare fp32"
+                cells.append(f"{fmt_s(median(xs))} ({runs(xs)}){ratio}; {n_words[c] / median(xs):,.0f} words/s; "
+                             f"peak RSS {peaks[c].get(k, '-')}")
+            rows.append(cells)
+        for c in corpora:
+            for k, ref in same.items():
+                ratio = median(t[c][k]) / median(t[c][ref])
+                prec = "float32" if k == "fg32" else "bfloat16"
+                self.target("1", f"extraction {prec}, {c} sentences: finegrain / bare forward, same kernels",
+                            f"{ratio:.3f}x", f"<= {EXTRACT_MAX_RATIO}", ratio <= EXTRACT_MAX_RATIO)
+            if t[c]["neurox"]:
+                self.target("1", f"extraction, {c} sentences: NeuroX / finegrain fp32 (peer, no goal)",
+                            f"{median(t[c]['neurox']) / median(t[c]['fg32']):.1f}x", "-", None)
+            if t[c]["nnsight"]:
+                self.target("1", f"extraction, {c} sentences: nnsight / finegrain fp32 (peer, no goal)",
+                            f"{median(t[c]['nnsight']) / median(t[c]['fg32']):.2f}x", "-", None)
+        for c in corpora:
+            self.target("7", f"extraction peak RSS, {c} sentences, fresh process (extraction's own): "
+                             "finegrain fp32 / bf16 / bare oneDNN", f"{peaks[c].get('fg32', '-')} / "
+                        f"{peaks[c].get('fg16', '-')} / {peaks[c].get('dnn32', '-')}", "reported", None)
+        nn_line = ""
+        if any(nn_bare.values()):
+            nn_line = (" In nnsight's own process the bare float32 forward (no oneDNN) was timed right after it: "
+                       + "; ".join(f"{c} nnsight / bare = {median(t[c]['nnsight']) / median(nn_bare[c]):.3f}x "
+                                   f"(bare {fmt_s(median(nn_bare[c]))})" for c in corpora if nn_bare[c]) + ".")
         return "\n".join([
-            f"NeuroX {self.neurox_version} `transformers_extractor.extract_representations` (aggregation=average, "
-            f"hdf5 output; its per-sentence prints go to a buffer; model loading subtracted, measured separately) "
-            f"vs finegrain `extract()` (mean aggregation, same 7 hidden states) on the same {n} sentences, MiniLM, "
-            f"{len(nx)} repeat(s). NeuroX ran unmodified with transformers "
-            f"{_version('transformers')} (no compat shim needed); it lives in `bench/.venv-neurox` "
-            "(`--no-deps`; torch/transformers/h5py come from the project venv through a `.pth` file; for the probe "
-            "section a stub `imblearn` module, which `neurox.interpretation` imports but the probe does not use).",
+            f"MiniLM-L6, all 7 hidden states (7 x 384), batch 32 sentences sorted by length, {self.repeats} "
+            "repeat(s) interleaved per corpus (finegrain fp32, bare fp32, bare oneDNN, finegrain bf16, bare bf16, "
+            "nnsight, NeuroX). Short = `generate_corpus(2000, seed=0)`; long = the 1,000 longest of the first "
+            "3,000 sentences of `builtin:ptb`. finegrain: `extract()` incl. word alignment (mean of subwords), "
+            "the zarr store with checksums written, the previous store deleted before the clock starts; bare: "
+            "tokenise + sort + `model(**batch, output_hidden_states=True)` under `inference_mode`, outputs "
+            "discarded (`bench/_peers.py`), batches of 32 cut from the whole corpus sorted by token count; "
+            "finegrain sorts within buffers of 512 sentences and cuts batches of at most 32 by its own cost "
+            "rule (`length_batches`). In float32 finegrain runs the linears through oneDNN with prepacked "
+            "weights (`finegrain.models.kernels`), so its same-kernel baseline is the bare forward with "
+            "`onednn_linears`; in bfloat16 both run under one `torch.autocast` region. finegrain and the bare "
+            "forwards run in this process (model loaded and warmed up once); nnsight and NeuroX run in fresh "
+            "processes of their own venvs, timed after loading and a warm-up over 64 sentences (NeuroX loads "
+            "the model inside `extract_representations`: it is handed the model loaded before through its own "
+            "`get_model_and_tokenizer`, so that loading stays out of the clock; its computation is unchanged). "
+            "Peak RSS: VmHWM of a fresh process doing the same run (in brackets: the peak after loading and "
+            "warm-up, i.e. of the extraction itself).",
             "",
-            table(["variant", "median", "runs"], [
-                ["NeuroX (excl. model load)", fmt_s(median(nx)), ", ".join(f"{x:.2f}" for x in nx)],
-                ["NeuroX (incl. model load)", fmt_s(median(nx_total)), ", ".join(f"{x:.2f}" for x in nx_total)],
-                ["NeuroX with its defaults (aggregation=last, JSON output; excl. model load)", fmt_s(median(nx_json)),
-                 ", ".join(f"{x:.2f}" for x in nx_json)],
-                ["finegrain extract (float32)", fmt_s(median(fg)), ", ".join(f"{x:.2f}" for x in fg)],
-                ["finegrain extract, precision=bfloat16", fmt_s(median(bf)), ", ".join(f"{x:.2f}" for x in bf)],
-                ["bare batched forward (float32)", fmt_s(median(bare)), ", ".join(f"{x:.2f}" for x in bare)],
+            table(head, rows),
+            "",
+            "bfloat16 vs float32 stores: " + "; ".join(f"{c}: {v}" for c, v in fid.items()) + "." + nn_line,
+            *([""] + notes if notes else []),
+        ])
+
+    def profile(self) -> str:
+        """Profile before optimising: where one finegrain extraction spends its time."""
+        corpus = self.short_corpus()
+        words = write_words(corpus, WORK / "prof.json")
+        log(f"profile: cProfile and torch.profiler of extract() over {len(corpus)} sentences (subprocess)")
+        res = run_job(["profile-extract", "--corpus", words, "--out", WORK / "prof.fgstore", "--top", "15"])
+        rm_store(WORK / "prof.fgstore")
+        self.raw["profile"] = {k: v for k, v in res.items() if "seconds" in k}
+
+        def block(text: str) -> str:
+            return "```\n" + text.strip("\n") + "\n```"
+
+        return "\n".join([
+            f"One `extract()` (MiniLM, 7 hidden states, float32, store written) over the {res['sentences']:,} "
+            f"short sentences ({res['words']:,} words) in a fresh process after a warm-up, {res['threads']} "
+            f"threads: unprofiled {fmt_s(res['seconds'])}, under cProfile {fmt_s(res['cprofile_seconds'])}, "
+            f"under torch.profiler {fmt_s(res['torch_profile_seconds'])}.",
+            "",
+            "cProfile, top 15 by own time (`tottime`):",
+            "",
+            block(res["cprofile_tottime"]),
+            "",
+            "cProfile, top 15 by cumulative time:",
+            "",
+            block(res["cprofile_cumulative"]),
+            "",
+            "torch.profiler, top 15 operators by self CPU time:",
+            "",
+            block(res["torch_ops"]),
+        ])
+
+    # probes: budgets tried in increasing order (sklearn: max_iter; NeuroX: epochs) until the accuracy has
+    # not improved for two budgets, the solver converged, or the search has cost SEARCH_CAP_S
+    PROBE_BUDGETS = {"sklearn": (10, 20, 40, 80, 160, 320), "neurox": (1, 2, 4, 8, 16, 32, 64)}
+    PROBE_BUDGETS_QUICK = {"sklearn": (5, 10, 20, 40), "neurox": (1, 2, 4, 8)}
+    SEARCH_CAP_S = 150.0
+
+    def probe(self) -> str:
+        """Target 2 (and 7): time for each probe to reach within 0.5 points of the best held-out accuracy of
+        any contender, silver UPOS and its control task on builtin:ptb, MiniLM's 2,688 hidden units."""
+        import numpy as np
+
+        from finegrain.extraction import extract
+        from finegrain.probe import control_labels
+
+        notes: list[str] = []
+        nx_py = self.try_peer("neurox", notes)
+        n = 300 if self.quick else 3000
+        corpus = self.ptb(n)
+        log(f"probe: extracting {n} PTB sentences ({corpus.n_words:,} words), 7 hidden states, float32")
+        store = extract(self.model(), corpus, WORK / "probe.fgstore", layers="hidden", dtype="float32",
+                        overwrite=True, progress=False)
+        train, test = store.split((0.8, 0.2), seed=0)
+        X = store.matrix()
+        y = store.labels("pos")
+        ctl = control_labels(store.words, y, seed=0, dist_rows=train)
+        data = {"Xtr": X[train], "Xte": X[test], "sid_tr": store.sent_ids[train]}
+        n_classes = {}
+        for task, lab in (("pos", y), ("control", ctl)):
+            classes, yi = np.unique(lab, return_inverse=True)
+            n_classes[task] = len(classes)
+            data[f"ytr_{task}"], data[f"yte_{task}"] = yi[train], yi[test]
+        path = WORK / "probe_data.npz"
+        np.savez(path, **data)  # every contender reads the same matrices, outside its clock
+        del X, data
+        rm_store(WORK / "probe.fgstore")
+        budgets = self.PROBE_BUDGETS_QUICK if self.quick else self.PROBE_BUDGETS
+        cap = 60.0 if self.quick else self.SEARCH_CAP_S
+        contenders = {
+            "finegrain": ("finegrain `LinearProbe()` (defaults: converges by itself)", sys.executable,
+                          ["--impl", "finegrain"], (0,)),
+            "finegrain-bf16": ("finegrain `LinearProbe(precision=\"bfloat16\")`", sys.executable,
+                               ["--impl", "finegrain", "--precision", "bfloat16"], (0,)),
+            "sklearn": ("scikit-learn `StandardScaler` + `LogisticRegression(lbfgs, C=1)`, max_iter =",
+                        sys.executable, ["--impl", "sklearn"], budgets["sklearn"]),
+        }
+        if nx_py:
+            contenders["neurox"] = (f"NeuroX {self.versions['neurox']} `train_logistic_regression_probe`, "
+                                    "epochs =", nx_py, ["--impl", "neurox"], budgets["neurox"])
+        out = [
+            f"Silver UPOS (spaCy, column `pos`, {n_classes['pos']} classes) of the first {n:,} sentences of "
+            f"`builtin:ptb`, MiniLM's 7 hidden states concatenated (2,688 units, float32), split by sentence "
+            f"80/20 (seed 0): {len(train):,} training / {len(test):,} test words; and its control task "
+            f"(Hewitt & Liang 2019: one random label per word type from the training label distribution, "
+            f"`finegrain.probe.control_labels`, seed 0; {n_classes['control']} classes). Every run is a fresh "
+            "process reading the same saved matrices (reading is not timed); the time is `fit()` alone "
+            "(scikit-learn: its pipeline's, scaling included). finegrain's probe holds out 10% of its training "
+            "sentences as its dev split (its default) and so trains on fewer rows. Protocol: each contender "
+            "runs at increasing budgets (scikit-learn max_iter, NeuroX epochs; finegrain has none: it stops "
+            "by itself) until its accuracy has not improved for two budgets, it converged, or the search cost "
+            f"{cap:.0f} s; the reference is the best test accuracy of any contender; a contender's time to "
+            f"accuracy is the time of its first budget within {PROBE_WITHIN * 100:.1f} points of the reference, "
+            f"re-run so that it has {self.repeats} timed run(s), interleaved with the others' (median). "
+            "scikit-learn gets a `StandardScaler` in front, as its documentation advises for lbfgs (it "
+            "converges in fewer iterations; finegrain standardises inside its probe too).",
+        ]
+        self.raw["probe"] = {}
+        for task in ("pos", "control"):
+            common = ["--data", path, "--task", task]
+            search: dict[str, list[dict]] = {}
+            stopped: dict[str, str] = {}
+            for name, (_, py, args, grid) in contenders.items():
+                search[name] = []
+                spent, best, stale = 0.0, -1.0, 0
+                stopped[name] = "the last budget"
+                for b in grid:
+                    log(f"probe {task}: {name} budget {b or 'own'}")
+                    res = run_job(["probe", *common, *args, "--budget", b], python=py)
+                    search[name].append(res)
+                    spent += res["seconds"]
+                    stale = 0 if res["test_acc"] > best + 1e-4 else stale + 1
+                    best = max(best, res["test_acc"])
+                    why = ("no gain in 2 budgets" if stale >= 2 else "converged" if res.get("converged") is True
+                           else f"search past {cap:.0f} s" if spent > cap else None)
+                    if why:
+                        stopped[name] = why
+                        break
+            ref = max(r["test_acc"] for rs in search.values() for r in rs)
+            ref_by = next(k for k, rs in search.items() if any(r["test_acc"] == ref for r in rs))
+            reach = {name: next((r for r in rs if r["test_acc"] >= ref - PROBE_WITHIN), None)
+                     for name, rs in search.items()}
+            times = {name: [r["seconds"]] for name, r in reach.items() if r is not None}
+            for rep in range(self.repeats - 1):
+                for name, r in reach.items():
+                    if r is None:
+                        continue
+                    log(f"probe {task}: timing repeat {rep + 2}/{self.repeats}: {name} at budget {r['budget']}")
+                    _, py, args, _ = contenders[name]
+                    times[name].append(run_job(["probe", *common, *args, "--budget", r["budget"]],
+                                               python=py)["seconds"])
+            self.raw["probe"][task] = {"search": search, "reference": ref, "times": times, "stopped": stopped}
+            rows = []
+            for name, (label, _, _, grid) in contenders.items():
+                r, rs = reach[name], search[name]
+                best_r = max(rs, key=lambda x: x["test_acc"])
+                tried = ", ".join(f"{x['budget']}: {x['test_acc']:.4f} ({x['seconds']:.1f} s)" for x in rs)
+                what = label if grid == (0,) else f"{label} {r['budget'] if r else 'none reached'}"
+                extra = ""
+                if name.startswith("finegrain"):
+                    x = rs[0]
+                    extra = (f"{x['solver']}, {x['epochs']} epochs (best {x['best_epoch']}), converged "
+                             f"{x['converged']}, l2 {x['l2']:g}")
+                else:
+                    extra = f"tried {tried}; stopped: {stopped[name]}"
+                if r is None:
+                    rows.append([what, "not reached", "-", f"{best_r['test_acc']:.4f}", "-", extra])
+                    continue
+                rows.append([what, fmt_s(median(times[name])), runs(times[name]), f"{r['test_acc']:.4f}",
+                             f"{r['peak_rss_mb']:.0f} MB (fit {r['work_peak_rss_mb'] - r['rss_before_mb']:+.0f})",
+                             extra])
+            out += ["", f"**{task}**: reference accuracy {ref:.4f} (best of {ref_by}); goal: within "
+                        f"{PROBE_WITHIN * 100:.1f} points, i.e. >= {ref - PROBE_WITHIN:.4f}.", "",
+                    table(["contender (budget reaching the goal)", "median time to accuracy", "runs",
+                           "test acc", "peak RSS (fit's growth)", "training / budgets tried"], rows)]
+            fg = median(times["finegrain"]) if "finegrain" in times else None
+            for other, goal in (("sklearn", PROBE_VS_SKLEARN), ("neurox", PROBE_VS_NEUROX)):
+                if other not in contenders:
+                    continue
+                label = f"probe {task}: {other} / finegrain, time to within 0.5 points"
+                if fg is None:
+                    self.target("2", label, "finegrain did not reach the goal", f">= {goal}x", False)
+                elif other not in times:
+                    # lower bound: the contender's whole search did not reach it
+                    lower = max(x["seconds"] for x in search[other]) / fg
+                    self.target("2", label, f"> {lower:.1f}x ({other} did not reach it)", f">= {goal}x",
+                                True if lower >= goal else None)
+                else:
+                    ratio = median(times[other]) / fg
+                    self.target("2", label, f"{ratio:.2f}x", f">= {goal}x", ratio >= goal)
+            if "finegrain" in times:
+                r = reach["finegrain"]
+                self.target("7", f"probe {task}: finegrain peak RSS (process / fit growth), time",
+                            f"{r['peak_rss_mb']:.0f} MB / {r['work_peak_rss_mb'] - r['rss_before_mb']:+.0f} MB, "
+                            f"{fmt_s(median(times['finegrain']))}", "reported", None)
+        path.unlink(missing_ok=True)  # 0.7 GB
+        out += ["", "Peak RSS is VmHWM of the job's process (the training matrix, 2,688 x rows float32, is "
+                    "loaded in every process); the fit's growth is its peak after loading minus the RSS before it."]
+        return "\n".join(out + ([""] + notes if notes else []))
+
+    def ig(self) -> str:
+        """Target 3: IG time to a completeness delta below 1% of |f(x) - f(x')| per example, finegrain's
+        adaptive steps vs Captum's LayerIntegratedGradients one sentence per call."""
+        import numpy as np
+
+        from finegrain.attribute import builtin_sentiment
+
+        n = 20 if self.quick else 100
+        head = self.head_file()
+        texts = [t for t, _ in builtin_sentiment(seed=1, n=max(n, 400))][:n]
+        texts_path = WORK / "ig_texts.json"
+        texts_path.write_text(json.dumps(texts))
+        common = ["--head", head, "--texts", texts_path]
+        variants = {
+            "fg_auto": ("finegrain `attribute(method=\"ig\")`, `n_steps=\"auto\"` (its defaults: batches of 16 "
+                        "sentences, <= 512 tokens per forward)", ["--impl", "finegrain", "--n-steps", "auto"]),
+            "captum_search": ("Captum `LayerIntegratedGradients`, one sentence per call, n_steps doubled from 2 "
+                              "per sentence until it meets the criterion (every try timed)", ["--impl", "captum"]),
+        }
+        res: dict[str, list[dict]] = {}
+
+        def job(key: str) -> None:
+            log(f"ig: {key}, {n} sentences (subprocess)")
+            r = run_job(["ig", *common, *variants[key][1], "--out", WORK / f"ig_{key}.json"])
+            res.setdefault(key, []).append(r)
+
+        job("fg_auto")
+        job("captum_search")
+        steps = res["captum_search"][0]["steps_used"]
+        uniform = max(steps)
+        (WORK / "ig_steps.json").write_text(json.dumps(steps))
+        variants.update({
+            "captum_uniform": (f"Captum, one sentence per call, n_steps={uniform} for all (the smallest of the "
+                               "doubling schedule at which every sentence meets the criterion; search not timed)",
+                               ["--impl", "captum", "--n-steps", uniform]),
+            "captum_oracle": ("Captum, one sentence per call, each sentence at its own smallest n_steps (an "
+                              "oracle: search not timed)", ["--impl", "captum", "--steps-file",
+                                                            WORK / "ig_steps.json"]),
+            "fg_fixed": (f"finegrain, `n_steps={uniform}` for all (the steps of Captum's one-n_steps row)",
+                         ["--impl", "finegrain", "--n-steps", uniform]),
+        })
+        for r in range(self.repeats):
+            if r:
+                job("fg_auto")
+                job("captum_search")
+            for key in ("captum_uniform", "captum_oracle", "fg_fixed"):
+                job(key)
+        self.raw["ig"] = res
+        med = {k: {m: median([x[m] for x in rs]) for m in ("seconds", "cpu_seconds", "attribution_peak_rss_mb",
+                                                            "rss_before_mb")} for k, rs in res.items()}
+        rows = []
+        for key, (label, _) in variants.items():
+            rs = res[key]
+            hist = Counter(rs[-1]["steps_used"])
+            rows.append([label, ", ".join(f"{s} x{c}" for s, c in sorted(hist.items())),
+                         f"{rs[-1]['steps_tried']:,}", f"{rs[-1]['met']}/{rs[-1]['sentences']}",
+                         fmt_s(med[key]["seconds"]), runs([x["seconds"] for x in rs]), fmt_s(med[key]["cpu_seconds"]),
+                         f"{med[key]['attribution_peak_rss_mb']:.0f} MB "
+                         f"({med[key]['attribution_peak_rss_mb'] - med[key]['rss_before_mb']:+.0f})",
+                         f"{rs[-1]['mean_rel_delta']:.1e}"])
+        sc = {k: json.loads((WORK / f"ig_{k}.json").read_text()) for k in ("fg_auto", "captum_uniform")}
+        corr = []
+        for a, b in zip(sc["fg_auto"], sc["captum_uniform"]):
+            a, b = np.asarray(a["word_scores"]), np.asarray(b["word_scores"])
+            corr.append(float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else 1.0)
+        fg = med["fg_auto"]["seconds"]
+        ratio = med["captum_search"]["seconds"] / fg
+        all_met = res["fg_auto"][-1]["met"] == n
+        self.target("3", "IG to |delta| < 1% per example: Captum (doubling per sentence) / finegrain auto",
+                    f"{ratio:.2f}x" + ("" if all_met else f" (finegrain met it for {res['fg_auto'][-1]['met']}/{n})"),
+                    f">= {IG_VS_CAPTUM}x", ratio >= IG_VS_CAPTUM and all_met)
+        self.target("3", "IG: Captum at its one sufficient n_steps (search untimed) / finegrain auto",
+                    f"{med['captum_uniform']['seconds'] / fg:.2f}x", "reference point, no goal", None)
+        return "\n".join([
+            f"Integrated gradients of the predicted class's logit over {n} sentences of the built-in sentiment "
+            f"set, MiniLM + a linear head on mean-pooled states (`train_head`, seed 0, held-out accuracy "
+            f"{self.raw['head'].get('accuracy') or float('nan'):.2f}), in the word-embedding space with the "
+            "reference [CLS] [PAD]... [SEP], Gauss-Legendre steps (both libraries' default). The criterion, per "
+            "example: |delta| <= 1% of |f(x) - f(x')| (+1e-6), delta = sum of attributions - (f(x) - f(x')), "
+            "finegrain's `delta_tolerance` default. Each run is a fresh process (torch's default threads), "
+            "timed after loading and a warm-up call; peak RSS is reset after the warm-up (in brackets: growth "
+            f"over the RSS before IG). {self.repeats} run(s) each, interleaved. Captum is called as its BERT "
+            "tutorial does: ids in, forward returns logits, baselines from the tokenizer, target = predicted "
+            "class, `return_convergence_delta=True`, all steps of a sentence in one forward. 'steps tried' "
+            "counts every step of every try (finegrain's `auto` reruns a sentence at 16, 32, ... steps until it "
+            "meets the criterion, as the Captum search does from 2).",
+            "",
+            table(["variant", "steps used (x sentences)", "steps tried", "met criterion", "median wall", "runs",
+                   "median CPU", "peak RSS during IG", "mean abs delta / gap"], rows),
+            "",
+            f"Word attributions, finegrain auto vs Captum at n_steps={uniform}: mean Pearson r over sentences "
+            f"{np.mean(corr):.5f} (min {np.min(corr):.5f}).",
+            "",
+            f"**Captum with the doubling search / finegrain auto = {ratio:.2f}x** (goal >= {IG_VS_CAPTUM}x: "
+            f"{verdict(ratio >= IG_VS_CAPTUM and all_met)}); Captum at n_steps={uniform} for all / finegrain "
+            f"auto = {med['captum_uniform']['seconds'] / fg:.2f}x; Captum with per-sentence oracle steps / "
+            f"finegrain auto = {med['captum_oracle']['seconds'] / fg:.2f}x; Captum / finegrain at the same "
+            f"{uniform} steps = {med['captum_uniform']['seconds'] / med['fg_fixed']['seconds']:.2f}x (the "
+            "batching alone).",
+        ])
+
+    REPORT_RUNS = 1  # ~100 s a run: one run, its per-section timings beside it
+
+    def report(self) -> str:
+        """Target 4 (and 7): ``finegrain report`` with every section from a fresh process, wall time, peak RSS
+        and the report's own per-section timings."""
+        out_dir = WORK / "report"
+        walls, res = [], None
+        for r in range(self.REPORT_RUNS):
+            log(f"report: finegrain report --out bench/work/report (fresh process, run {r + 1})")
+            t = time.perf_counter()
+            res = run_job(["report", "--out", out_dir, "--n-sentences", 100 if self.quick else 0], timeout=3600)
+            walls.append(time.perf_counter() - t)
+        self.raw["report"] = {"walls": walls, **res}
+        rows = [[name, v.get("process", "main"), fmt_s(v["wall"]), fmt_s(v["cpu"]),
+                 f"{v['rss_mb']:.0f} MB" if v.get("rss_mb") else "-", "yes" if v.get("reused") else ""]
+                for name, v in res["timings"].items()]
+        wall = median(walls)
+        kids = res["children_peak_rss_mb"]
+        kid_peak = max(kids.values()) if kids else None
+        peak_txt = f"{res['peak_rss_mb']:.0f} MB" + (f" (+ {kid_peak:.0f} MB in its second process)" if kids else "")
+        cpu = sum(v["cpu"] for v in res["timings"].values())
+        self.target("4", "`finegrain report`, every section, fresh process: wall time", fmt_s(wall),
+                    f"<= {REPORT_MAX_S:.0f} s", None if self.quick else wall <= REPORT_MAX_S)
+        self.target("7", "`finegrain report`: peak RSS (VmHWM)", peak_txt, "reported", None)
+        errors = [f"{k}: {v}" for k, v in res["errors"].items()]
+        slow = sorted(res["timings"].items(), key=lambda kv: -kv[1]["wall"])[:3]
+        return "\n".join([
+            f"`finegrain report --out DIR --model minilm{' --n-sentences 100' if self.quick else ''}` (the "
+            "default corpus, builtin:ptb with the report's default size, plus the generated gold corpus, every "
+            "section) into an empty directory, in a fresh process (`bench/_jobs.py report` calls the command "
+            "line's `main`); the annotated PTB corpus comes from finegrain's cache, as for any second run. "
+            f"{len(walls)} run(s) (a run takes minutes): wall {runs(walls)} s from the process's start to its "
+            f"exit; the report's own total {res['total_s']:.1f} s; CPU time of its steps {cpu:.0f} s; peak RSS "
+            f"(VmHWM, the second process's polled every 0.25 s) {peak_txt}.",
+            "",
+            "The report's per-step timings (its `results.json`; steps of the two processes overlap in time; RSS "
+            "is the report's own `ru_maxrss` at the step's end, which Linux carries from a parent across fork "
+            "and exec, so it is at least the RSS of whatever started the process):",
+            "",
+            table(["step", "process", "wall", "CPU", "ru_maxrss so far", "reused"], rows),
+            "",
+            f"**wall {fmt_s(wall)}** (goal <= {REPORT_MAX_S:.0f} s: "
+            f"{verdict(wall <= REPORT_MAX_S) if not self.quick else 'n/a (quick run: reduced corpus)'}); the "
+            "slowest sections: " + ", ".join(f"{k} {v['wall']:.1f} s" for k, v in slow) + ".",
+            *(["", "Sections that failed: " + "; ".join(errors)] if errors else []),
+        ])
+
+    def ablation(self) -> str:
+        """Target 5: the single-unit sweep of a middle layer with the layers below shared, per unit in plain
+        forwards, and attribution patching's one-backward estimate against the exact sweep."""
+        import numpy as np
+
+        from finegrain.attribute import ClassTarget, builtin_sentiment, load_head, neuron_attribution
+        from finegrain.intervene import benchmark_sweep, single_unit_sweep, sweep_agreement
+
+        head = load_head(self.head_file(), "minilm", device="cpu")
+        n = 16 if self.quick else 32
+        data = builtin_sentiment(seed=0)[:n]
+        texts, ys = [t for t, _ in data], [y for _, y in data]
+        obj = true_class_logit(head, texts, ys)
+        layer = "layer.3"
+        units = list(range(64)) if self.quick else None
+        log(f"ablation: single-unit sweep of {layer}, shared prefix / unshared / one forward per unit")
+        res = benchmark_sweep(head, layer, obj, n_loop_units=4 if self.quick else 16, units=units,
+                              repeats=self.repeats)
+        sweep = single_unit_sweep(head, layer, obj, units=units, max_rows=512, progress=False)
+        est_s = []
+        for _ in range(self.repeats):
+            t = time.perf_counter()
+            gxa = neuron_attribution(head, texts, ClassTarget(ys), layer=layer, method="grad_x_act")
+            est_s.append(time.perf_counter() - t)
+        estimate = -np.mean([r.scores.sum(0) for r in gxa], axis=0)[sweep.units]
+        agree = sweep_agreement(sweep, estimate, k=10, method="attribution patching (gradient x activation)")
+        self.raw["ablation"] = {**res, "estimate_s": est_s, "agreement": agree.to_dict(),
+                                "sweep_s": sweep.seconds}
+        per = res["plain_forwards_per_unit"]
+        self.target("5", f"single-unit sweep of {layer}, layers below shared: plain forwards per unit",
+                    f"{per:.2f}", f"<= {SWEEP_MAX_FORWARDS}", per <= SWEEP_MAX_FORWARDS)
+        self.target("5", "attribution patching vs the exact sweep: Pearson / Spearman / top-10 overlap",
+                    f"{agree.pearson:+.3f} / {agree.spearman:+.3f} / {agree.top_k_overlap:.2f}", "reported", None)
+        plain = res["plain_forward_s"]
+        return "\n".join([
+            f"Zero-ablation of each unit of MiniLM {layer} alone ({res['units']} units; the middle of 6 layers), "
+            f"objective: the sentiment head's mean true-class logit on {n} built-in sentences (the report's "
+            f"sweep section). `benchmark_sweep` (medians of {self.repeats}): the batched sweep with the "
+            f"{res['shared_layers']} layer(s) below computed once for all edited copies, the batched sweep "
+            "without that, and one forward per unit; against a plain forward of the same batch.",
+            "",
+            table(["measure", "value", "plain forwards"], [
+                ["plain forward of the batch", f"{plain * 1000:.1f} ms", "1"],
+                ["batched sweep, layers below shared, per unit", f"{res['batched_s_per_unit'] * 1000:.2f} ms",
+                 f"**{per:.2f}**"],
+                ["batched sweep, nothing shared, per unit", f"{res['unshared_s_per_unit'] * 1000:.2f} ms",
+                 f"{res['unshared_plain_forwards_per_unit']:.2f}"],
+                ["one forward per unit, per unit", f"{res['loop_s_per_unit'] * 1000:.2f} ms",
+                 f"{res['loop_s_per_unit'] / plain:.2f}"],
+                [f"attribution patching (one forward + one backward), all {len(sweep.units)} units",
+                 f"{median(est_s) * 1000:.0f} ms ({runs(est_s, 3)} s)", f"{median(est_s) / plain:.1f} in all"],
+                [f"exact sweep (shared), all {len(sweep.units)} units", fmt_s(sweep.seconds),
+                 f"{sweep.seconds / plain:.0f} in all"],
             ]),
             "",
-            f"**finegrain is {speedup:.1f}x faster than NeuroX in float32** (target >= 5x: "
-            f"{'PASS' if speedup >= 5 else 'FAIL'}) and **{speedup_bf:.1f}x with bfloat16 autocast** "
-            f"({'PASS' if speedup_bf >= 5 else 'FAIL'}) against NeuroX's fastest setting (hdf5); NeuroX / bare = "
-            f"{median(nx) / median(bare):.1f}x, so in float32 no extractor can be more than that much faster than "
-            f"NeuroX here without computing less. Against NeuroX with its default JSON output (the setting of the "
-            f"issue's 15.1 s figure, presumably) finegrain float32 is {speedup_json:.1f}x faster "
-            f"({'PASS' if speedup_json >= 5 else 'FAIL'}).",
+            f"**{per:.2f} plain forwards per unit** (goal <= {SWEEP_MAX_FORWARDS}: "
+            f"{verdict(per <= SWEEP_MAX_FORWARDS)}). Attribution patching's estimate of every unit's effect, "
+            "-sum over tokens of activation x gradient of the objective (Nanda 2023), against the exact sweep: "
+            f"Pearson {agree.pearson:+.3f}, Spearman {agree.spearman:+.3f}, top-{agree.k} overlap "
+            f"{agree.top_k_overlap:.2f}; it costs {median(est_s) / sweep.seconds:.3f} of the exact sweep's time.",
+        ])
+
+    def commands(self) -> str:
+        """Target 6: wall time of the commands that need no model, each in a fresh process."""
+        import argparse as _argparse
+
+        from finegrain.cli import build_parser
+
+        corpus = self.short_corpus()
+        store = WORK / "cmd.fgstore"
+        log(f"commands: writing a store of {len(corpus)} sentences for `finegrain info`")
+        self.time_finegrain(corpus, store)
+        fg = str(Path(sys.executable).with_name("finegrain"))
+        sub = next(a for a in build_parser()._actions if isinstance(a, _argparse._SubParsersAction))
+        cmds = [("python -m finegrain --help", [sys.executable, "-m", "finegrain", "--help"]),
+                ("finegrain --help", [fg, "--help"]), ("finegrain --version", [fg, "--version"]),
+                ("finegrain info STORE", [fg, "info", str(store)])]
+        cmds += [(f"finegrain {c} --help", [fg, c, "--help"]) for c in sub.choices]
+        other = [("finegrain info --verify STORE (reads every chunk)", [fg, "info", "--verify", str(store)]),
+                 ("finegrain layers (loads MiniLM)", [fg, "layers"])]
+        times: dict[str, list[float]] = {name: [] for name, _ in cmds + other}
+        failed: dict[str, str] = {}
+        env = {**os.environ}
+        for r in range(self.repeats):
+            log(f"commands: repeat {r + 1}/{self.repeats}, {len(cmds) + len(other)} commands")
+            for name, argv in cmds + other:
+                t = time.perf_counter()
+                proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                      cwd=str(ROOT))
+                times[name].append(time.perf_counter() - t)
+                if proc.returncode != 0:
+                    err = proc.stderr.strip()
+                    failed[name] = err.splitlines()[-1] if err else f"rc {proc.returncode}"
+        rm_store(store)
+        self.raw["commands"] = times
+        no_goal = {name for name, _ in other}
+        rows = [[f"`{name}`", fmt_s(median(xs)), runs(xs),
+                 ("no goal" if name in no_goal else verdict(median(xs) < COMMAND_MAX_S))
+                 + (f" (failed: {failed[name]})" if name in failed else "")] for name, xs in times.items()]
+        worst = max(((median(times[n]), n) for n, _ in cmds))
+        ok = worst[0] < COMMAND_MAX_S and not any(n in failed for n, _ in cmds)
+        self.target("6", f"slowest of {len(cmds)} model-free commands (fresh process)",
+                    f"{worst[0]:.2f} s (`{worst[1]}`)", f"< {COMMAND_MAX_S:.0f} s", ok)
+        return "\n".join([
+            f"Wall time from spawning the process to its exit (Python start, imports, argument parsing, the "
+            f"command), {self.repeats} run(s) each, interleaved; `STORE` holds {len(corpus):,} sentences, 7 "
+            "hidden states, float32. Every `--help` of every command, plus `info` on the store; the last two rows "
+            "need data or a model and have no goal.",
+            "",
+            table(["command", "median", "runs", f"< {COMMAND_MAX_S:.0f} s"], rows),
         ])
 
     def rss(self) -> str:
@@ -302,9 +871,12 @@ class Bench:
         for n in sizes:
             log(f"rss: extraction of {n} sentences in a subprocess")
             res = run_job(["rss-extract", "--n", str(n), "--out", str(WORK / f"rss{n}.fgstore")])
-            shutil.rmtree(WORK / f"rss{n}.fgstore", ignore_errors=True)
+            rm_store(WORK / f"rss{n}.fgstore")
             rows.append([n, f"{res['words']:,}", fmt_s(res["seconds"]), f"{res['store_mb']:.0f} MB",
                          f"{res['rss_before_mb']:.0f} MB", f"{res['peak_rss_mb']:.0f} MB"])
+        growth = float(rows[-1][-1].split()[0]) - float(rows[0][-1].split()[0])
+        self.target("7", f"extraction peak RSS growth, {sizes[0]:,} -> {sizes[-1]:,} sentences",
+                    f"{growth:+.0f} MB", "reported", None)
         return "\n".join([
             "Peak RSS (VmHWM of a fresh process; `ru_maxrss` would report the benchmark's own peak, which Linux "
             "carries across exec) of MiniLM extraction; layers layer.0, layer.3, layer.6 in "
@@ -316,7 +888,7 @@ class Bench:
         ])
 
     def stream(self) -> str:
-        sizes = [20_000, 80_000] if self.quick else [1_000_000, 4_000_000]
+        sizes = [20_000, 80_000] if self.quick else [250_000, 1_000_000]
         ops = ("probe", "top", "cka")
         rows, op_rows = [], []
         for n in sizes:
@@ -335,7 +907,7 @@ class Bench:
                          "cka": lambda r: f"CKA {r['cka_01']:.3f}"}[op](r)
                 op_rows.append([op, f"{n:,}", fmt_s(r["seconds"]), f"{r['rss_after_open_mb']:.0f} MB",
                                 f"{r['peak_rss_mb']:.0f} MB", extra])
-            shutil.rmtree(path, ignore_errors=True)
+            rm_store(path)
         return "\n".join([
             "Synthetic activations, 7 layers x 384 = 2,688 neurons, float16, written block by block with "
             "`StoreWriter` (no model), then one streaming pass (`store.iter_chunks`, 16,384 rows per block, "
@@ -354,202 +926,6 @@ class Bench:
             table(["operation", "rows", "time", "RSS after opening", "peak RSS", "result"], op_rows),
         ])
 
-    def probe(self) -> str:
-        import numpy as np
-        import torch
-
-        from finegrain.data.generate import generate_corpus
-        from finegrain.extraction import extract
-
-        n = 200 if self.quick else 6000  # ~50k words, as the issue asks
-        epochs = 2 if self.quick else 10
-        corpus = generate_corpus(n, seed=0, unique=False)
-        store = extract(self.model(), corpus, WORK / "probe.fgstore", layers="hidden", dtype="float32",
-                        overwrite=True, progress=False)
-        train, test = store.split((0.8, 0.2), seed=0)
-        X = store.matrix()
-        y = store.labels("pos")
-        classes, yi = np.unique(y, return_inverse=True)
-        # both read the same saved matrices, outside their clocks
-        np.savez(WORK / "probe_data.npz", Xtr=X[train], ytr=yi[train], Xte=X[test], yte=yi[test])
-        hp = {"l1": 1e-5, "l2": 1e-5, "lr": 1e-3, "batch_size": 128}
-        variants = {"fg": ("finegrain LinearProbe (float32)", {}),
-                    "fg_bf16": ("finegrain LinearProbe(precision=\"bfloat16\")", {"precision": "bfloat16"})}
-        t_, acc_ = {k: [] for k in [*variants, "nx", "nx1"]}, {k: [] for k in [*variants, "nx", "nx1"]}
-        py = None
-        notes = []
-        try:
-            py = self.neurox_python()
-        except Exception as e:  # noqa: BLE001
-            notes.append(f"NeuroX not run: {type(e).__name__}: {e}")
-        common = ["--data", str(WORK / "probe_data.npz"), "--epochs", str(epochs), "--lr", str(hp["lr"]),
-                  "--batch-size", str(hp["batch_size"]), "--l1", str(hp["l1"]), "--l2", str(hp["l2"])]
-        for r in range(self.repeats):
-            log(f"probe repeat {r + 1}/{self.repeats}: finegrain vs NeuroX, {len(train)} x {X.shape[1]}")
-            for key, (_, kw) in variants.items():
-                res = run_job(["fg-probe", *common, "--seed", str(r), "--precision", kw.get("precision", "float32")])
-                t_[key].append(res["seconds"])
-                acc_[key].append(res["test_acc"])
-            if py:
-                for key, threads in (("nx", 0), ("nx1", 1)):
-                    res = run_job(["neurox-probe", *common, "--threads", str(threads)], python=py)
-                    t_[key].append(res["seconds"])
-                    acc_[key].append(res["test_acc"])
-        shutil.rmtree(WORK / "probe.fgstore", ignore_errors=True)
-        labels = {**{k: v[0] for k, v in variants.items()},
-                  "nx": f"NeuroX train_logistic_regression_probe, torch's default {torch.get_num_threads()} threads",
-                  "nx1": "NeuroX train_logistic_regression_probe, 1 thread"}
-        rows = [[labels[k], fmt_s(median(t_[k])), f"{median(acc_[k]):.4f}", ", ".join(f"{x:.2f}" for x in t_[k])]
-                for k in labels if t_[k]]
-        tail = ""
-        if t_["nx"]:
-            best_nx = min(median(t_["nx"]), median(t_["nx1"]))
-            acc_gap = max(median(acc_["nx"]), median(acc_["nx1"])) - median(acc_["fg"])
-            f32, bf16 = best_nx / median(t_["fg"]), best_nx / median(t_["fg_bf16"])
-            tail = (f"\n\nAgainst NeuroX at its faster thread setting ({fmt_s(best_nx)}): **finegrain float32 "
-                    f"{f32:.2f}x faster, bfloat16 {bf16:.2f}x** (target >= 3x at equal or better accuracy: float32 "
-                    f"{'PASS' if f32 >= 3 and acc_gap <= 0.001 else 'FAIL'}, bfloat16 "
-                    f"{'PASS' if bf16 >= 3 and acc_gap <= 0.001 else 'FAIL'}); against NeuroX as shipped (default "
-                    f"threads) {median(t_['nx']) / median(t_['fg']):.2f}x. Both use torch's {torch.get_num_threads()} "
-                    "threads here. finegrain's step: hand-written gradient, one fused Adam kernel, [classes, rows] "
-                    "layout (a 2x faster matmul shape with few classes), oneDNN's float32 matmul (MKL's sgemm takes "
-                    "a generic path on this AMD CPU); what remains is the two matmuls and the gather of shuffled "
-                    "rows (NeuroX does not shuffle).")
-        return (f"POS probe (elastic net l1=l2=1e-5, Adam lr 1e-3, batch 128, {epochs} epochs) on all 2,688 MiniLM "
-                f"hidden neurons, {len(train):,} train / {len(test):,} test words ({len(classes)} classes; "
-                f"{n} generated sentences, repetition allowed), CPU. Both train on the same float32 matrix in "
-                "memory, each run in a fresh process.\n\n"
-                + table(["probe", "median train time", "test acc", "runs"], rows) + tail
-                + ("\n\n" + "; ".join(notes) if notes else ""))
-
-    # IG: one torch thread per process. On the shared 2-core machine, 2 threads per process with other
-    # work running makes wall times swing 5x (OpenMP threads wait on each other); CPU time is reported
-    # next to wall time because it is what load from other processes disturbs least.
-    IG_THREADS = 1
-
-    def ig(self) -> str:
-        import numpy as np
-        import torch
-
-        from finegrain.attribute import builtin_sentiment, save_head, train_head
-
-        n, steps = (20, 20) if self.quick else (100, 50)
-        # rows per forward: Captum gets one sentence x all steps (the tutorial's call); finegrain batches
-        # sentences and cuts (sentences x steps) into forwards of about as many rows, so that its peak
-        # memory is not bought with bigger forwards
-        captum_ibs = steps
-        fg_bs = 10  # finegrain's own bound: tokens_per_forward=512 (rows x padded length per forward)
-        torch.manual_seed(0)
-        log("ig: training the sentiment head on frozen MiniLM (seed 0)")
-        head = train_head("minilm", "builtin:sentiment", device="cpu", seed=0)
-        head_path = save_head(head, WORK / "ig_head.pt")
-        texts = [t for t, _ in builtin_sentiment(seed=1, n=max(n, 400))][:n]
-        texts_path = WORK / "ig_texts.json"
-        texts_path.write_text(json.dumps(texts))
-        common = ["--head", str(head_path), "--texts", str(texts_path), "--n-steps", str(steps),
-                  "--threads", str(self.IG_THREADS)]
-        runs: dict[str, list[dict]] = {"finegrain": [], "captum": []}
-        for r in range(self.repeats):
-            for impl in ("finegrain", "captum"):  # interleaved: load from other processes hits both alike
-                log(f"ig repeat {r + 1}/{self.repeats}: {impl}, {n} sentences x {steps} steps (subprocess)")
-                extra = (["--batch-size", str(fg_bs)] if impl == "finegrain"
-                         else ["--internal-batch-size", str(captum_ibs)])
-                res = run_job(["ig", "--impl", impl, *common, *extra, "--out", str(WORK / f"ig_{impl}.json")])
-                runs[impl].append(res)
-        sc = {impl: json.loads((WORK / f"ig_{impl}.json").read_text()) for impl in runs}
-        corr, top_same, max_rel = [], 0, 0.0
-        for a, b in zip(sc["finegrain"]["word_scores"], sc["captum"]["word_scores"]):
-            a, b = np.asarray(a), np.asarray(b)
-            corr.append(float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else 1.0)
-            top_same += int(np.argmax(np.abs(a)) == np.argmax(np.abs(b)))
-            max_rel = max(max_rel, float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)))
-        med = {impl: {k: median([x[k] for x in rs]) for k in ("seconds", "cpu_seconds", "peak_rss_mb",
-                                                               "rss_before_mb", "attribution_peak_rss_mb")}
-               for impl, rs in runs.items()}
-        rows = []
-        for impl, label in (("finegrain", f"finegrain `attribute(..., method=\"ig\", batch_size={fg_bs})` "
-                                          "(default bound: 512 tokens per forward)"),
-                            ("captum", f"Captum `LayerIntegratedGradients`, one sentence per call, "
-                                       f"`internal_batch_size={captum_ibs}`")):
-            m, rs = med[impl], runs[impl]
-            rows.append([label, fmt_s(m["seconds"]), ", ".join(f"{x['seconds']:.2f}" for x in rs),
-                         fmt_s(m["cpu_seconds"]), f"{m['attribution_peak_rss_mb']:.1f} MB",
-                         f"{m['attribution_peak_rss_mb'] - m['rss_before_mb']:.0f} MB", f"{m['peak_rss_mb']:.1f} MB",
-                         f"{rs[-1]['mean_abs_delta']:.2e}"])
-        speed = med["captum"]["seconds"] / med["finegrain"]["seconds"]
-        speed_cpu = med["captum"]["cpu_seconds"] / med["finegrain"]["cpu_seconds"]
-        mem_ok = med["finegrain"]["attribution_peak_rss_mb"] < med["captum"]["attribution_peak_rss_mb"]
-        verdict = "PASS" if speed >= 1 and mem_ok else "FAIL"
-        honest = ""
-        if speed < 1:
-            honest = (f" finegrain was NOT as fast as Captum in wall time here ({speed:.2f}x); "
-                      f"in CPU time it is {speed_cpu:.2f}x.")
-        elif speed < 2:
-            honest = (" The 2x target is not reached: on CPU, one sentence x all steps is already a forward "
-                      "big enough to keep the core busy, so batching sentences saves only per-call overhead; "
-                      "the work (FLOPs) is the same, plus padding.")
-        head_acc = head.head_info.get("accuracy")
-        return "\n".join([
-            f"Integrated gradients of the predicted class's logit, {steps} steps (Gauss-Legendre), over {n} sentences "
-            f"of the built-in sentiment set, MiniLM + a linear head on mean-pooled states (`train_head`, seed 0, "
-            f"held-out accuracy {head_acc:.2f}); both in the word-embedding space with the reference "
-            "[CLS] [PAD]... [SEP]. Each run in a fresh process, one torch thread each, one warm-up call "
-            f"(2 sentences, 2 steps) before timing; {len(runs['captum'])} run(s) each, interleaved. Memory: the "
-            "kernel's peak-RSS mark is reset after loading and warm-up (`/proc/self/clear_refs`), so 'peak RSS "
-            "during IG' is the peak of the attribution itself and 'growth' is that peak minus the RSS before it; "
-            "'process peak' (VmHWM at the end) includes loading the model, which is the same for both. "
-            "finegrain gets the texts sorted by token count (restored after; `attribute` pads within its groups "
-            "in the order given); "
-            "Captum is called as its BERT tutorial does it: ids in, forward returns logits, baselines from the "
-            "tokenizer, target = predicted class, model parameters left trainable.",
-            "",
-            table(["variant", "median wall", "runs", "median CPU", "peak RSS during IG", "growth",
-                   "process peak", "mean abs conv. delta"], rows),
-            "",
-            f"Agreement of word attributions (per sentence, finegrain vs Captum): mean Pearson r = "
-            f"{np.mean(corr):.6f} (min {np.min(corr):.6f}); same top word in {top_same}/{len(corr)} sentences; "
-            f"largest difference {max_rel:.1e} of the sentence's largest |attribution|.",
-            "",
-            f"**Captum / finegrain wall time = {speed:.2f}x** (CPU time {speed_cpu:.2f}x); peak RSS during IG "
-            f"{med['finegrain']['attribution_peak_rss_mb']:.1f} vs {med['captum']['attribution_peak_rss_mb']:.1f} MB"
-            f" (growth {med['finegrain']['attribution_peak_rss_mb'] - med['finegrain']['rss_before_mb']:.0f} vs "
-            f"{med['captum']['attribution_peak_rss_mb'] - med['captum']['rss_before_mb']:.0f} MB; target: at least as "
-            f"fast with lower peak memory: {verdict}; stretch target 2x: {'PASS' if speed >= 2 else 'not reached'})."
-            + honest,
-        ])
-
-    def ablation(self) -> str:
-        try:
-            from finegrain.intervene import benchmark_sweep
-            from finegrain.intervene.scoring import Accuracy
-        except ImportError as e:
-            return f"not available: `finegrain.intervene` cannot be imported ({e})."
-        from finegrain.models import load_model
-
-        adapter = load_model("minilm", task="sequence-classification", device="cpu")
-        sents = self.corpus(16 if self.quick else 32).sentences
-        texts = [" ".join(s.words) for s in sents]
-        labels = [int(s.sent_labels.get("sentiment", "pos") == "pos") if s.sent_labels else 0 for s in sents]
-        obj = Accuracy(adapter, texts, labels)
-        layer = "layer.3"
-        log(f"ablation: single-unit sweep of {layer} (batched) vs one forward per unit")
-        res = benchmark_sweep(adapter, layer, obj, n_loop_units=4 if self.quick else 16)
-        return "\n".join([
-            f"Single-unit zero-ablation sweep of MiniLM {layer} ({res['units']} units), accuracy objective on "
-            f"{len(texts)} sentences (random classification head: it is the forward cost that is measured).",
-            "",
-            table(["measure", "value"], [
-                ["plain forward of the batch", fmt_s(res["plain_forward_s"])],
-                ["batched sweep, per unit", f"{res['batched_s_per_unit'] * 1000:.1f} ms"],
-                ["one forward per unit, per unit", f"{res['loop_s_per_unit'] * 1000:.1f} ms"],
-                ["batched forwards", res["batched_forwards"]],
-            ]),
-            "",
-            f"per-unit cost: batched = {res['batched_s_per_unit'] / res['plain_forward_s']:.2f} plain forwards, "
-            f"loop = {res['loop_s_per_unit'] / res['plain_forward_s']:.2f} plain forwards; "
-            f"batched is {res['loop_s_per_unit'] / res['batched_s_per_unit']:.1f}x faster than the loop.",
-        ])
-
     def cka(self) -> str:
         """7x7 linear CKA between MiniLM and the fine-tuned MiniLM of ``sre-embedding-model`` over the
         same ~50k words, streamed in chunks (Wu et al. 2020)."""
@@ -557,7 +933,7 @@ class Bench:
         import tracemalloc
 
         from finegrain.extraction import extract
-        from finegrain.models import load_hf, load_model
+        from finegrain.models import load_hf
         from finegrain.unsupervised import similarity_matrix
 
         if importlib.util.find_spec("sre_embedding_model") is None:
@@ -566,9 +942,11 @@ class Bench:
         spec = importlib.util.find_spec("sre_embedding_model")
         tuned = load_hf(str(Path(list(spec.submodule_search_locations)[0]) / "model_weights"), device="cpu")
         n = 600 if self.quick else 6000
-        corpus = self.corpus(n)[:n]
+        from finegrain.data.generate import generate_corpus
+
+        corpus = generate_corpus(n, seed=0)
         stores = []
-        for name, model in (("cka_a", load_model("minilm", device="cpu")), ("cka_b", tuned)):
+        for name, model in (("cka_a", self.model()), ("cka_b", tuned)):
             log(f"cka: extracting {n} sentences with {name}")
             stores.append(extract(model, corpus, WORK / f"{name}.fgstore", dtype="float16", overwrite=True,
                                   progress=False))
@@ -584,7 +962,7 @@ class Bench:
             rows.append([f"{chunk:,}", fmt_s(dt), f"{peak:.0f} MB"])
         diag = [float(sm.values[i][i]) for i in range(len(layers))] if len(sm.values) == len(layers) else []
         for name in ("cka_a", "cka_b"):
-            shutil.rmtree(WORK / f"{name}.fgstore", ignore_errors=True)
+            rm_store(WORK / f"{name}.fgstore")
         return "\n".join([
             f"Two stores of the same {stores[0].n_rows:,} words (MiniLM and the fine-tuned MiniLM of "
             "`sre-embedding-model`, 7 hidden layers x 384, float16); `similarity_matrix(..., method='cka')` for "
@@ -602,8 +980,10 @@ class Bench:
             ray = init_ray(num_cpus=os.cpu_count())
         except ImportError as e:
             return f"not available: {e}"
+        from finegrain.data.generate import generate_corpus
+
         n = 100 if self.quick else 1000
-        corpus = self.corpus(n)
+        corpus = generate_corpus(n, seed=0)
         times: dict[int, list[float]] = {1: [], 2: []}
         local = []
         for r in range(max(1, min(self.repeats, 2))):
@@ -614,8 +994,8 @@ class Bench:
                             progress=False, device="cpu")
                 times[w].append(time.perf_counter() - t)
             local.append(self.time_finegrain(corpus, WORK / "ray_local.fgstore"))
-        shutil.rmtree(WORK / "ray.fgstore", ignore_errors=True)
-        shutil.rmtree(WORK / "ray_local.fgstore", ignore_errors=True)
+        rm_store(WORK / "ray.fgstore")
+        rm_store(WORK / "ray_local.fgstore")
         res = ray.cluster_resources()
         return "\n".join([
             "`extract_ray` (Ray Data actor pool; MiniLM by name, loaded in every actor and once more in a Ray "
@@ -624,9 +1004,9 @@ class Bench:
             "actor. Times include starting the actors and loading the model in each (Ray itself already running).",
             "",
             table(["engine", "median", "runs"], [
-                ["ray, 1 worker", fmt_s(median(times[1])), ", ".join(f"{x:.2f}" for x in times[1])],
-                ["ray, 2 workers", fmt_s(median(times[2])), ", ".join(f"{x:.2f}" for x in times[2])],
-                ["local extract() (all threads)", fmt_s(median(local)), ", ".join(f"{x:.2f}" for x in local)],
+                ["ray, 1 worker", fmt_s(median(times[1])), runs(times[1])],
+                ["ray, 2 workers", fmt_s(median(times[2])), runs(times[2])],
+                ["local extract() (all threads)", fmt_s(median(local)), runs(local)],
             ]),
             "",
             f"speed-up 2 vs 1 worker: {median(times[1]) / median(times[2]):.2f}x.",
@@ -662,18 +1042,20 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none used"
     return (f"{cpu}; {os.cpu_count()} CPUs (torch threads {torch.get_num_threads()}); {mem}; GPU: {gpu}; "
             f"Python {platform.python_version()}; torch {torch.__version__}; transformers {_version('transformers')}; "
-            f"zarr {_version('zarr')}; ray {_version('ray')}; finegrain {_version('finegrain')}; "
-            f"{platform.platform()}")
+            f"scikit-learn {_version('scikit-learn')}; captum {_version('captum')}; zarr {_version('zarr')}; "
+            f"ray {_version('ray')}; finegrain {_version('finegrain')}; {platform.platform()}")
 
 
 TITLES = {
-    "extraction": "Extraction vs a bare batched forward",
-    "neurox": "Extraction vs NeuroX",
-    "rss": "Peak RSS of extraction vs corpus size",
+    "extraction": "1. Extraction at the limit: finegrain vs the bare forward, nnsight and NeuroX",
+    "profile": "Profile of one extraction",
+    "probe": "2. Probes: time to a stated accuracy",
+    "ig": "3. Integrated gradients: time to a completeness delta",
+    "report": "4. The report",
+    "ablation": "5. Ablation sweeps that reuse work; attribution patching",
+    "commands": "6. Fast commands",
+    "rss": "7. Peak RSS of extraction vs corpus size",
     "stream": "Peak RSS of streaming over a store vs store size",
-    "probe": "Probe training vs NeuroX",
-    "ig": "Integrated gradients vs Captum",
-    "ablation": "Ablation sweep vs plain forwards",
     "ray": "Ray extraction, 1 vs 2 workers",
     "cka": "Layer-by-layer CKA of two MiniLM stores",
 }
@@ -698,32 +1080,47 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     bench = Bench(args.quick, repeats)
     t0 = time.perf_counter()
-    parts = [
+    head = [
         "# finegrain benchmark",
         "",
         f"Run {_dt.datetime.now().isoformat(timespec='seconds')} with `python bench/run.py"
         f"{' --quick' if args.quick else ''}{' --only ' + args.only if args.only else ''}`"
-        f"{' (QUICK SMOKE RUN: sizes reduced, not results)' if args.quick else ''}.",
+        f"{' (QUICK SMOKE RUN: sizes reduced, not results)' if args.quick else ''}; {repeats} repeat(s).",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {machine()}. Load average (1/5/15 min) at the start: {load_avg()}.",
         "",
-        "All numbers of one section were measured side by side in this run; medians of the listed runs.",
+        "All numbers of one section were measured side by side in this run; medians of the listed runs, the "
+        "variants interleaved. Each section ends with its wall time and the load average before and after it.",
     ]
+    parts: list[str] = []
     status = {}
+
+    def write(final: bool = False) -> None:
+        summary = ["", "## Targets of issue 19", "",
+                   table(["target", "measure", "value", "goal", "verdict"], bench.summary) if bench.summary
+                   else "(no target measured yet)"]
+        tail = [""] + ([f"Total benchmark time: {time.perf_counter() - t0:.0f} s; load average at the end: "
+                        f"{load_avg()}."] if final else ["(run in progress)"])
+        out.write_text(scrub("\n".join(head + summary + parts + tail) + "\n"))
+        (WORK / ("results.quick.json" if args.quick else "results.json")).write_text(
+            json.dumps({"summary": bench.summary, "status": status, "raw": bench.raw, "versions": bench.versions},
+                       indent=1, default=str))
+
     for name in only:
         log(f"== {name}")
-        t = time.perf_counter()
+        t, load0 = time.perf_counter(), load_avg()
         try:
             body = getattr(bench, name)()
             status[name] = "ok"
         except Exception as e:  # noqa: BLE001 - one failed section must not stop the others
             body = f"**failed**: `{type(e).__name__}: {e}`\n\n```\n{traceback.format_exc()[-3000:]}\n```"
             status[name] = "failed"
+            bench.target("-", f"section {name}", "failed", "-", False)
             log(f"{name} failed: {type(e).__name__}: {e}")
-        parts += ["", f"## {TITLES[name]}", "", body, "", f"_section time {time.perf_counter() - t:.0f} s_"]
-        out.write_text("\n".join(parts) + "\n")  # keep what is done if a later section hangs
-    parts += ["", f"Total benchmark time: {time.perf_counter() - t0:.0f} s."]
-    out.write_text("\n".join(parts) + "\n")
+        parts += ["", f"## {TITLES[name]}", "", body, "",
+                  f"_section time {time.perf_counter() - t:.0f} s; load average {load0} before, {load_avg()} after_"]
+        write()  # keep what is done if a later section hangs
+    write(final=True)
     log(f"wrote {out} ({', '.join(f'{k}: {v}' for k, v in status.items())})")
     return 0 if all(v == "ok" for v in status.values()) else 1
 

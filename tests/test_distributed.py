@@ -251,7 +251,8 @@ def test_bench_quick_extraction_smoke(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
-    assert "ratio finegrain / bare" in text and "torch" in text and "CPUs" in text
+    assert "finegrain / bare forward, same kernels" in text and "torch" in text and "CPUs" in text
+    assert "Load average" in text and "/work/" not in text  # the load is recorded, no machine paths
 
 
 def test_ray_probe_layers_command_keeps_the_converging_defaults(labelled_corpus, tmp_path, capsys):
