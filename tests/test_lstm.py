@@ -250,6 +250,36 @@ def test_hooked_paths_equal_the_fused_path(adapter, parts, monkeypatch, layer):
     torch.testing.assert_close(cache["lstm.1"], h1, atol=1e-6, rtol=1e-5)
 
 
+def test_reading_hooks_run_the_fused_kernel(adapter, monkeypatch):
+    """run_with_cache's hooks only read hidden states: those layers run the fused kernel (no Python steps)
+    and cache the stepped path's values to float32 rounding; a cell state, an editing hook or detach=False
+    (the cached tensor must be the one the forward goes on with) still steps."""
+    batch = adapter.encode(["ab cd", "qa"])
+    with torch.no_grad():
+        with adapter.hooks({"lstm.1": lambda a, t: None, "lstm.2": lambda a, t: None}):  # may edit: steps
+            _, stepped = adapter.run_with_cache(batch, ["lstm.1", "lstm.2"])
+        steps = _count_stepwise(monkeypatch)
+        out, fused = adapter.run_with_cache(batch, ["lstm.1", "lstm.2"])
+        assert steps == []
+        _, with_cell = adapter.run_with_cache(batch, ["lstm.1", "lstm.1.cell"])
+        assert steps == [0]
+        adapter.run_with_cache(batch, ["lstm.2"], detach=False)
+        assert steps == [0, 1]
+        plain = adapter.forward(batch).logits
+    torch.testing.assert_close(out.logits, plain, atol=0, rtol=0)  # the very path of an unhooked forward
+    for lay in ("lstm.1", "lstm.2"):
+        torch.testing.assert_close(fused[lay], stepped[lay], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(with_cell["lstm.1"], fused["lstm.1"], atol=1e-6, rtol=1e-5)
+
+
+def test_a_reading_hook_may_not_edit(adapter):
+    from finegrain.models.lstm import reads_only
+
+    batch = adapter.encode(["ab"])
+    with pytest.raises(ModelError, match="reads_only"), adapter.hooks({"lstm.1": reads_only(lambda a, t: a * 0)}):
+        adapter.forward(batch)
+
+
 def test_output_hooks_see_and_replace_the_layer_output(adapter, parts):
     batch = adapter.encode(["ab cd", "qa"])
     seen = []

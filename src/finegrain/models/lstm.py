@@ -11,7 +11,10 @@ Hook points, named as in :mod:`finegrain.neurons`: ``embedding`` (the input vect
 (hidden state ``h`` of layer *i*, 1-based) and ``lstm.i.cell`` (cell state ``c``). Every hook is called
 once per time step with ``act`` of shape ``[batch, units]``, so ``run_with_cache`` stacks them to
 ``[batch, steps, units]``. Layers below the first hooked one (and every layer without a hook) run the
-fused kernel; only hooked layers step in Python, and their outputs are identical to the fused ones.
+fused kernel; only hooked layers step in Python, and their outputs are identical to the fused ones. A
+layer whose hooks only read its hidden state (:func:`reads_only`: ``run_with_cache``'s, which edit nothing)
+also runs the fused kernel, and its hooks are then called with the fused states, step by step in the same
+order (the states agree with the stepped ones to float32 rounding).
 Within a step the cell hook runs first and ``h_t = o_t * tanh(c_t)`` is
 computed from the (possibly edited) cell: an edit of ``c_t`` therefore changes ``h_t`` and, through
 both states, every later step; an edit of ``h_t`` changes the next layer at ``t`` and all steps ``> t``.
@@ -32,7 +35,18 @@ from finegrain.errors import LayerError
 
 from .base import Batch, HookFn, ModelAdapter, ModelError
 
-__all__ = ["DecodeState", "HookedLSTMModel", "LSTMAdapter", "LSTMLanguageModel", "LSTMOutput", "UnrolledLSTM"]
+__all__ = ["DecodeState", "HookedLSTMModel", "LSTMAdapter", "LSTMLanguageModel", "LSTMOutput", "UnrolledLSTM",
+           "reads_only"]
+
+#: the attribute that marks a hook function as one that only reads the states it is given
+READS_ONLY = "finegrain_reads_only"
+
+
+def reads_only(fn: HookFn) -> HookFn:
+    """Mark ``fn`` as a hook that reads its states and never returns a replacement (returns ``fn``): on
+    an LSTM hidden state such hooks are served from the fused kernel's output, without stepping."""
+    setattr(fn, READS_ONLY, True)
+    return fn
 
 
 def _is_punct(ch: str) -> bool:
@@ -207,10 +221,12 @@ class UnrolledLSTM(nn.Module):
         outs, hn, cn = [], [], []
         inp = x
         for k in range(self.num_layers):
-            if hooked and (self.hidden_hooks[k] or self.cell_hooks[k]):
+            if hooked and (self.hidden_hooks[k] or self.cell_hooks[k]) and not self._readers_only(k):
                 out, (h, c) = self._stepwise(k, inp, h0[k], c0[k], offsets)
             else:
                 out, (h, c) = self._fused(k, inp, h0[k], c0[k])
+                if hooked and self.hidden_hooks[k]:
+                    self._read_hooks(k, out, offsets)
             if hooked and self.output_hooks[k]:
                 out = self._output_hooks(k, out, offsets)
             outs.append(out if self.batch_first else out.transpose(0, 1))
@@ -218,6 +234,22 @@ class UnrolledLSTM(nn.Module):
             cn.append(c)
             inp = out
         return outs, (torch.stack(hn), torch.stack(cn))
+
+    def _readers_only(self, k: int) -> bool:
+        """Whether layer ``k``'s hooks only read ``h`` (:func:`reads_only`; the fused kernel has no ``c_t``)."""
+        return not self.cell_hooks[k] and all(getattr(fn, READS_ONLY, False) for fn in self.hidden_hooks[k])
+
+    def _read_hooks(self, k: int, out: torch.Tensor, offsets: Sequence[int]) -> None:
+        """Call layer ``k``'s reading hooks with the fused output ``out [R, W, H]``, in the order (step, then
+        block) and with the steps that :meth:`_stepwise` calls them."""
+        fns = list(self.hidden_hooks[k])
+        blocks = out.chunk(len(offsets)) if len(offsets) > 1 else (out,)
+        for t in range(out.shape[1]):
+            for block, off in zip(blocks, offsets):
+                if t + off >= 0:
+                    for fn in fns:
+                        if fn(block[:, t], t + off) is not None:
+                            raise ModelError("a hook marked reads_only returned a tensor; only editing hooks may")
 
     def _output_hooks(self, k: int, out: torch.Tensor, offsets: Sequence[int]) -> torch.Tensor:
         R, W = out.shape[0], out.shape[1]
@@ -768,7 +800,9 @@ class LSTMAdapter(ModelAdapter):
             else:
                 parts.setdefault(step, value)
 
-        return fn
+        # detached values are only read: a hidden state is then served from the fused kernel; with
+        # detach=False the cached tensor must be the one the forward goes on with (gradients), so it steps
+        return reads_only(fn) if detach else fn
 
     def _stack_cache(self, parts: dict[int, torch.Tensor]) -> torch.Tensor:
         return torch.stack([parts[t] for t in sorted(parts)], 1)

@@ -2,15 +2,20 @@
 each artefact computed once.
 
 * one extraction per corpus (a store in ``OUT`` reused when it holds the same model, words and layers, or
-  the store given with ``--store``, e.g. one written by ``finegrain extract``);
+  the store given with ``--store``, e.g. one written by ``finegrain extract``), read into memory once per
+  process for all its properties (:class:`SplitMatrix`);
 * per property, one :func:`~finegrain.probe.probe_layers` call (probe per layer, the majority / word-type
   baselines once, the control task with the identical probe) and one all-layers probe, trained once and
   used by the ranking (:func:`~finegrain.rank.probe_weight_ranking`) and the probe-side ablation
   (:func:`~finegrain.evaluate.probe_ablation`, other units at their training mean);
 * one sentiment head for every section that explains predictions, cached in ``OUT/cache``;
-* every section's result saved as JSON (``OUT/results/``, through the Result protocol), with a
-  fingerprint of what it was computed from: ``reuse=True`` (``--reuse``) reads back the sections whose
-  fingerprint matches and recomputes the others.
+* every step's result saved as JSON (``OUT/results/``, through the Result protocol), with a
+  fingerprint of what it was computed from: ``reuse=True`` (``--reuse``) reads back the steps whose
+  fingerprint matches and recomputes the others;
+* on 2+ CPUs, two processes (:class:`Lane`, :mod:`finegrain.report.worker`): the second runs the sections on
+  the sentiment head while this one extracts, then both take the remaining steps (one property's probing,
+  one section, ...) from one queue, each on one thread while both run — the same calls with the same seeds
+  and keys, so the same numbers as one process on one thread.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -29,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 import finegrain
@@ -58,10 +67,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CORPUS = "builtin:ptb"
 DEFAULT_GOLD_CORPUS = "builtin:synthetic"
-#: PTB sentences analysed by default: 1,000 (20,850 words) — see docs/FINDINGS.md and the README for the
-#: measurement behind the choice (extraction and the 3 x 15 probes grow linearly with it, and the paired
-#: intervals at 1,000 sentences already separate every layer from its baselines by 10+ standard errors)
-DEFAULT_PTB_SENTENCES = 1000
+#: PTB sentences analysed by default: 600 (12,532 words: 9,902 training, 1,282 dev and 1,348 test words).
+#: Measured on MiniLM (pos, dep, ner; 7 layers + all, each beside majority / word-type with paired-bootstrap
+#: intervals): at 1,000, 700 and 600 sentences exactly the same layers are above both baselines (all of pos
+#: and dep; ner all but layers 0 and 6, which are within the word-type lookup at every size), the same best
+#: layers (pos 2, dep 3, ner 3) and the all-layers probe is above both; the mean 95% interval vs the word type
+#: widens from 0.023-0.037 to 0.035-0.052 (the sqrt(1000 / 600) expected), while the probing, which grows
+#: linearly with the corpus, falls from 59 to 30 CPU seconds: the report runs in a minute on 2 cores
+DEFAULT_PTB_SENTENCES = 600
 DEFAULT_GOLD_SENTENCES = 500
 PTB_PROPERTIES = ("pos", "dep", "ner")  # silver (spaCy) columns of builtin:ptb
 GOLD_PROPERTIES = ("number", "tense", "negation")  # gold columns of the generated corpus
@@ -110,6 +123,7 @@ class ReportConfig:
     extras: bool = True  # similarity, latent concepts, attribution ... steering sections
     strict: bool = False  # raise instead of reporting a failed section
     progress: bool | None = None  # the report's progress bar (None: on a terminal)
+    parallel: bool | None = None  # a second process for the extras and the gold probing (None: 2+ CPUs, models by name)
     sections: list[str] = field(default_factory=list)  # run only these extras (default: all)
 
 
@@ -141,6 +155,7 @@ class _Runner:
         self.bar = tqdm(desc="report", unit="step", disable=None if cfg.progress is None else not cfg.progress)
         self.timings: dict[str, dict] = {}
         self.errors: dict[str, str] = {}
+        self.before_step: Callable[[_Runner], None] | None = None  # e.g. Lane.poll: record finished steps
 
     def _cached(self, name: str, fp: str):
         path = self.dir / f"{_safe(name)}.json"
@@ -153,6 +168,8 @@ class _Runner:
     def run(self, name: str, fn: Callable, *args, key=None, optional: bool = False, **kwargs):
         """``fn(*args, **kwargs)``; with ``key`` (what the value is computed from) the value — JSON data — is
         saved in ``results/<name>.json`` and, under ``reuse``, read back when the key is the same."""
+        if self.before_step is not None:
+            self.before_step(self)
         self.bar.set_postfix_str(name)
         fp = None if key is None else _fingerprint(key)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -178,6 +195,13 @@ class _Runner:
             self.timings[name] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                                   "rss_mb": _rss_mb(), "reused": reused}
             self.bar.update(1)
+
+    def record(self, name: str, timing: dict, error: str | None = None) -> None:
+        """A step another process ran (:class:`Lane`): its timing (marked with the process) and error."""
+        self.timings[name] = {**timing, "process": "second"}
+        if error:
+            self.errors[name] = error
+        self.bar.update(1)
 
     def close(self):
         self.bar.close()
@@ -336,9 +360,44 @@ def probe_template(cfg: ReportConfig) -> LinearProbe:
     return LinearProbe(random_state=cfg.seed, progress=False, **opts)
 
 
-def _in_memory(view, y) -> ArrayView:
-    # a probe trains on its rows for many epochs and the ablation scores the test rows 30 times: read once
-    return ArrayView(view.materialize(), y, index=view.index, sent_ids=view.sent_ids)
+@dataclass
+class SplitMatrix:
+    """A corpus's activations of every layer read from its store once, the rows in split order (train, dev,
+    test, each in store order): the layer probes, the all-layers probe, its ranking and its ablation of every
+    property read this one matrix (the splits and the rows do not depend on the property), the splits as
+    slices of it."""
+
+    X: np.ndarray
+    index: object  # the NeuronIndex of the columns
+    order: np.ndarray  # store row of each matrix row
+    sent_ids: np.ndarray
+    words: np.ndarray
+    bounds: tuple[tuple[int, int], ...]  # (start, stop) of train, dev, test
+
+    @classmethod
+    def read(cls, store: ActivationStore, layers: list[str], splits) -> SplitMatrix:
+        order = np.concatenate(splits)
+        edges = np.cumsum([0, *(len(s) for s in splits)])
+        views = [store.view(layers, rows=rows) for rows in splits]  # a view sorts its rows: one per split
+        X = np.empty((len(order), views[0].n_features), np.float32)
+        for start, v in zip(edges, views):
+            for a, b in v.bounds():  # block by block: no second copy of the matrix
+                X[start + a : start + b] = v.read(a, b)
+        return cls(X, views[0].index, order, np.asarray(store.sent_ids)[order],
+                   np.asarray(store.words).astype(str)[order], tuple(zip(edges[:-1], edges[1:])))
+
+    def splits(self) -> tuple[np.ndarray, ...]:
+        return tuple(np.arange(a, b) for a, b in self.bounds)
+
+    def labelled(self, y: np.ndarray, label: str) -> ArrayView:
+        """All rows with the labels ``y`` (one per store row), for :func:`probe_layers` with :meth:`splits`."""
+        return ArrayView(self.X, y[self.order], index=self.index, sent_ids=self.sent_ids, words=self.words,
+                         label=label)
+
+    def part(self, k: int, y: np.ndarray) -> ArrayView:
+        """Split ``k`` (0 train, 1 dev, 2 test) with the labels ``y`` (one per store row): a slice, no copy."""
+        a, b = self.bounds[k]
+        return ArrayView(self.X[a:b], y[self.order[a:b]], index=self.index, sent_ids=self.sent_ids[a:b])
 
 
 def _all_layers_row(probe, parts: dict, words: np.ndarray, splits, seed: int) -> dict:
@@ -363,56 +422,69 @@ def _all_layers_row(probe, parts: dict, words: np.ndarray, splits, seed: int) ->
     return row
 
 
-def probe_corpus(cd: CorpusData, cfg: ReportConfig, ctx: S.Context) -> dict:
-    """Per property: the layer-wise probes with baselines and control task, the all-layers probe (trained
-    once), its ranking, the probeless ranking and the probe-side ablation of the ranking."""
+def corpus_splits(cd: CorpusData, cfg: ReportConfig) -> tuple[np.ndarray, ...]:
+    return cd.store.split((0.8, 0.1, 0.1), seed=cfg.seed)
+
+
+def corpus_matrix(cd: CorpusData, cfg: ReportConfig) -> SplitMatrix:
+    """The matrix every property of ``cd`` is probed on (read once per process)."""
+    return SplitMatrix.read(cd.store, list(cd.store.layers), corpus_splits(cd, cfg))
+
+
+def probe_property(cd: CorpusData, prop: str, cfg: ReportConfig, ctx: S.Context, matrix: SplitMatrix) -> dict:
+    """One property: the layer-wise probes with baselines and control task, the all-layers probe (trained
+    once), its ranking, the probeless ranking and the probe-side ablation of the ranking; ``{}`` when the
+    training split has a single class."""
     store = cd.store
     layers = list(store.layers)
-    splits = store.split((0.8, 0.1, 0.1), seed=cfg.seed)
+    splits = corpus_splits(cd, cfg)
     template = probe_template(cfg)
     words = np.asarray(store.words).astype(str)
-    names = display_names(cd)
+    y = store.labels(prop).astype(str)
+    if len(np.unique(y[splits[0]])) < 2:
+        log.warning("property %s has a single class in the training split: skipped", prop)
+        return {}
+    lp = probe_layers(matrix.labelled(y, prop), layers=layers, probe=template, splits=matrix.splits(),
+                      include_all=False, control=True, seed=cfg.seed, progress=False)
+    parts = {k: matrix.part(i, y) for i, k in enumerate(("train", "dev", "test"))}
+    # the all-layers probe: trained once, read by the ranking and the ablation
+    probe = template.clone().fit(parts["train"], parts["train"].labels(), dev=(parts["dev"], parts["dev"].labels()))
+    all_row = _all_layers_row(probe, parts, words, splits, cfg.seed)
+    ranking = probe_weight_ranking(probe)
+    probeless = probeless_ranking(parts["train"])
+    abl = probe_ablation(parts["train"], parts["test"], ranking, ks=list(cfg.ablation_ks), probe=probe,
+                         modes=("keep", "remove"), n_random=cfg.ablation_random, seed=cfg.seed, dev=parts["dev"])
+    name = display_names(cd)[prop]
+    stem = f"{_safe(cd.name)}-{_safe(prop)}"
+    for kind, res in (("probing", lp), ("ranking", ranking), ("probeless", probeless), ("ablation", abl)):
+        ctx.save(f"{kind}-{stem}", res)
+    figures = {"layers": ctx.figure(f"probing-{stem}", lp.plot, f"{name}: accuracy per layer with baselines"),
+               "ablation": ctx.figure(f"ablation-{stem}", abl.plot, f"{name}: ablation of the ranking")}
+    best = lp.best_layer()
+    classes = [str(c) for c in probe.classes_]
+    return {name: {
+        "property": prop, "corpus": cd.name, "labels": cd.kind, "probe": repr(template),
+        "rows": [*lp.rows, all_row], "baselines": lp.baselines, "split_sizes": lp.split_sizes,
+        "layer_acc": lp.accuracy("test"),
+        "control_acc": {r["layer"]: r.get("control_acc") for r in lp.rows},
+        "selectivity": {r["layer"]: r.get("selectivity") for r in lp.rows},
+        "majority": lp.baselines.get("majority"), "all_acc": all_row["test_acc"], "full_acc": abl.full_acc,
+        "best_layer": best, "best_layer_reason": lp.best_layer_reason(),
+        "all_above": all_row["above_baseline"], "all_reason": _all_reason(all_row),
+        "classes": classes, "ranking": [str(n) for n in ranking.neurons[:50]],
+        "ranking_layers": ranking.by_layer(k=max(1, len(ranking.neurons) // 20)),
+        "probeless_top": [str(n) for n in probeless.neurons[:10]],
+        "per_class_top": {c: [str(n) for n in ranking.top_per_class(c, 3)] for c in classes[:12]},
+        "ablation": abl.to_dict(), "figures": figures,
+    }}
+
+
+def probe_corpus(cd: CorpusData, cfg: ReportConfig, ctx: S.Context) -> dict:
+    """:func:`probe_property` of every property of ``cd``, on one matrix."""
+    matrix = corpus_matrix(cd, cfg)
     result: dict = {}
     for prop in cd.properties:
-        y = store.labels(prop).astype(str)
-        if len(np.unique(y[splits[0]])) < 2:
-            log.warning("property %s has a single class in the training split: skipped", prop)
-            continue
-        lp = probe_layers(store, prop, layers=layers, probe=template, splits=splits, include_all=False,
-                          control=True, seed=cfg.seed, progress=False)
-        view = store.view(layers, label=prop)
-        parts = {k: _in_memory(view.subset(rows), y[rows]) for k, rows in zip(("train", "dev", "test"), splits)}
-        # the all-layers probe: trained once, read by the ranking and the ablation
-        probe = template.clone().fit(parts["train"], parts["train"].labels(),
-                                     dev=(parts["dev"], parts["dev"].labels()))
-        all_row = _all_layers_row(probe, parts, words, splits, cfg.seed)
-        ranking = probe_weight_ranking(probe)
-        probeless = probeless_ranking(parts["train"])
-        abl = probe_ablation(parts["train"], parts["test"], ranking, ks=list(cfg.ablation_ks), probe=probe,
-                             modes=("keep", "remove"), n_random=cfg.ablation_random, seed=cfg.seed, dev=parts["dev"])
-        name = names[prop]
-        stem = f"{_safe(cd.name)}-{_safe(prop)}"
-        for kind, res in (("probing", lp), ("ranking", ranking), ("probeless", probeless), ("ablation", abl)):
-            ctx.save(f"{kind}-{stem}", res)
-        figures = {"layers": ctx.figure(f"probing-{stem}", lp.plot, f"{name}: accuracy per layer with baselines"),
-                   "ablation": ctx.figure(f"ablation-{stem}", abl.plot, f"{name}: ablation of the ranking")}
-        best = lp.best_layer()
-        classes = [str(c) for c in probe.classes_]
-        result[name] = {
-            "property": prop, "corpus": cd.name, "labels": cd.kind, "probe": repr(template),
-            "rows": [*lp.rows, all_row], "baselines": lp.baselines, "split_sizes": lp.split_sizes,
-            "layer_acc": lp.accuracy("test"),
-            "control_acc": {r["layer"]: r.get("control_acc") for r in lp.rows},
-            "selectivity": {r["layer"]: r.get("selectivity") for r in lp.rows},
-            "majority": lp.baselines.get("majority"), "all_acc": all_row["test_acc"], "full_acc": abl.full_acc,
-            "best_layer": best, "best_layer_reason": lp.best_layer_reason(),
-            "all_above": all_row["above_baseline"], "all_reason": _all_reason(all_row),
-            "classes": classes, "ranking": [str(n) for n in ranking.neurons[:50]],
-            "ranking_layers": ranking.by_layer(k=max(1, len(ranking.neurons) // 20)),
-            "probeless_top": [str(n) for n in probeless.neurons[:10]],
-            "per_class_top": {c: [str(n) for n in ranking.top_per_class(c, 3)] for c in classes[:12]},
-            "ablation": abl.to_dict(), "figures": figures,
-        }
+        result.update(probe_property(cd, prop, cfg, ctx, matrix))
     return result
 
 
@@ -466,9 +538,10 @@ def describe_top(corpora: Sequence[CorpusData], probing: dict, cfg: ReportConfig
     return {"by_property": by_property, "keys": keys, "neurons": described, "warnings": warnings}
 
 
-def browser_data(cd: CorpusData, cfg: ReportConfig, described: dict) -> dict:
+def browser_data(cd: CorpusData, cfg: ReportConfig) -> dict:
     """Compact per-neuron data for the in-page neuron browser: every neuron of every layer, its statistics
-    and top words in context over the first ``browser_sentences`` sentences."""
+    and top words in context over the first ``browser_sentences`` sentences (the formulas of the described
+    neurons are added by :func:`with_formulas`: this part needs no probe)."""
     store = cd.store
     rows = None
     sent = store.sent_ids
@@ -487,14 +560,20 @@ def browser_data(cd: CorpusData, cfg: ReportConfig, described: dict) -> dict:
                      "v": [round(float(v), 3) for v in (e.sentence_activations or [])], "p": e.word_pos}
                     for e in d.top],
         }
-        if d.neuron in described.get("neurons", {}):
-            data[d.neuron]["formula"] = described["neurons"][d.neuron].get("formula")
-            data[d.neuron]["iou"] = described["neurons"][d.neuron].get("iou")
     n_rows = len(view)
     note = (f"Statistics and top words of every neuron over the first {cfg.browser_sentences} sentences "
             f"({n_rows:,} words) of {cd.name}." if rows is not None else
             f"Statistics and top words of every neuron over all {n_rows:,} words of {cd.name}.")
     return {"layers": dict(store.layers), "neurons": data, "note": note}
+
+
+def with_formulas(browser: dict, described: dict) -> dict:
+    """The browser's data with the formula and IoU of every neuron :func:`describe_top` explained."""
+    neurons = dict(browser["neurons"])
+    for n, d in described.get("neurons", {}).items():
+        if n in neurons:
+            neurons[n] = {**neurons[n], "formula": d.get("formula"), "iou": d.get("iou")}
+    return {**browser, "neurons": neurons}
 
 
 # -- layer-level extras -----------------------------------------------------------------------------------
@@ -528,12 +607,125 @@ def concepts_section(cd: CorpusData, ctx: S.Context, seed: int) -> dict:
 # -- the report -----------------------------------------------------------------------------------------------
 EXTRAS = ("similarity", "concepts", "attribution", "patching", "attention", "sweep", "explain", "generation",
           "mediation", "steering")
+STORE_EXTRAS = ("similarity", "concepts")  # the extras that read the main corpus's store
+#: the steps on the sentiment head and the language model: (label, section function of ``ctx``)
+MODEL_EXTRAS = {"attribution": ("attribution", S.attribution_section),
+                "patching": ("activation patching", S.patching_section),
+                "attention": ("attention", S.attention_section), "sweep": ("single-unit sweep", S.sweep_section),
+                "explain": ("concept explanations", S.concept_section),
+                "generation": ("generation attribution", S.generation_section),
+                "mediation": ("causal mediation", S.mediation_section), "steering": ("steering", S.steering_section)}
+#: the extras on the sentiment head: one process trains it (attribution, first) and runs them all
+HEAD_EXTRAS = ("attribution", "patching", "sweep", "explain")
+
+
+def wanted_extras(cfg: ReportConfig) -> list[str]:
+    return [s for s in EXTRAS if not cfg.sections or s in cfg.sections] if cfg.extras else []
+
+
+def extra_step(name: str, ctx: S.Context, main: CorpusData | None, cfg: ReportConfig,
+               base_key: dict) -> tuple[str, Callable, list]:
+    """``(label, fn, key)`` of one extra section (``main`` is read by :data:`STORE_EXTRAS` only)."""
+    if name == "similarity":
+        return "layer similarity", lambda: similarity_section(main, ctx), [base_key, main.key()]
+    if name == "concepts":
+        return "latent concepts", lambda: concepts_section(main, ctx, cfg.seed), [base_key, main.key(), cfg.seed]
+    label, fn = MODEL_EXTRAS[name]
+    return label, lambda: fn(ctx), [base_key, ctx.lm_key(), cfg.seed]
+
+
+def extra_value(name: str, label: str, value, errors: dict) -> dict:
+    """A section's fragment, or for one that failed its stub in the same place, with why."""
+    if value is not None:
+        return value
+    reason = errors.get(label, "not computed").splitlines()[0]
+    return {"id": name, "html": H.stub(name, S.TITLES.get(name, label), reason)}
+
+
+def probe_key(cfg: ReportConfig) -> dict:
+    return {k: getattr(cfg, k) for k in ("epochs", "lr", "l1", "l2", "seed", "ablation_ks", "ablation_random")}
+
+
+class Steps:
+    """The report's steps after the extraction, as tasks one process or the other runs (:class:`Lane`):
+    ``("probe", corpus, property)``, ``("summary",)``, ``("browser",)`` and ``("extra", section)``. Each
+    task has its label, function and key (the key of its saved result) here, the same in both processes; a
+    corpus's matrix is read once per process, for all its properties."""
+
+    def __init__(self, model: ModelAdapter, ctx: S.Context, cfg: ReportConfig, base_key: dict,
+                 corpora: Sequence[CorpusData] | None = None):
+        self.model, self.ctx, self.cfg, self.base_key = model, ctx, cfg, base_key
+        self.corpora = list(corpora) if corpora is not None else None
+        self._matrices: dict[int, SplitMatrix] = {}
+
+    def matrix(self, i: int) -> SplitMatrix:
+        if i not in self._matrices:
+            self._matrices[i] = corpus_matrix(self.corpora[i], self.cfg)
+        return self._matrices[i]
+
+    def needs_stores(self, task) -> bool:
+        return task[0] != "extra" or task[1] in STORE_EXTRAS
+
+    def step(self, task) -> tuple[str, Callable, list, bool]:
+        """``(label, fn, key, optional)`` of ``task``."""
+        kind, cfg, bk = task[0], self.cfg, self.base_key
+        if kind == "probe":
+            i, prop = int(task[1]), task[2]
+            cd = self.corpora[i]
+            return (f"probing {cd.name}: {prop}", lambda: probe_property(cd, prop, cfg, self.ctx, self.matrix(i)),
+                    [bk, cd.key(), probe_key(cfg), prop, display_names(cd)[prop]], False)
+        if kind == "summary":
+            main = self.corpora[0]
+            return "model summary", lambda: model_summary(self.model, main), [bk, main.key()], False
+        if kind == "browser":
+            main = self.corpora[0]
+            return ("neuron browser", lambda: browser_data(main, cfg),
+                    [bk, main.key(), cfg.browser_examples, cfg.browser_sentences], False)
+        label, fn, key = extra_step(task[1], self.ctx, self.corpora[0] if self.corpora else None, cfg, bk)
+        return label, fn, key, True
+
+
+#: the shared queue's order, longest steps first (so that neither process is left with a long one at the end):
+#: ranks measured on MiniLM + textgenrnn at the default sizes (probing a main-corpus property 8-12 CPU s,
+#: steering 6, mediation 6, the browser 5, a gold property 4, generation 3.5, similarity 3, concepts 2, ...)
+COST_RANK = {"probe-main": 0, "steering": 1, "mediation": 2, "browser": 3, "probe-gold": 4, "generation": 5,
+             "similarity": 6, "concepts": 7, "summary": 8, "attention": 9}
+
+
+def _cost_rank(task: tuple) -> int:
+    name = {"probe": "probe-main" if task[0] == "probe" and task[1] == 0 else "probe-gold"}.get(task[0], task[-1])
+    return COST_RANK.get(name, len(COST_RANK))
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # platform: no affinity call (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def _parallel(cfg: ReportConfig) -> bool:
+    """Whether a second process shares the steps (``cfg.parallel``; ``None``: where the models are given by
+    name, so that the second process can load them, and there are 2+ CPUs)."""
+    by_name = isinstance(cfg.model, str) and isinstance(cfg.lm, str)
+    if cfg.parallel is False or not by_name:
+        return False
+    work = bool(wanted_extras(cfg)) or bool(cfg.gold_corpus and not cfg.store)
+    return work and (cfg.parallel is True or _cpus() >= 2)
 
 
 def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | None = None, **kw) -> Path:
     """Run the whole analysis and write ``out/index.html`` (plus the activation stores, ``results.json`` and
     every section's results under ``out/results``). Keyword arguments override :class:`ReportConfig` fields
-    (e.g. ``model="path/to/model"``)."""
+    (e.g. ``model="path/to/model"``).
+
+    With ``parallel`` (the default on 2+ CPUs when the models are given by name) a second process
+    (:mod:`finegrain.report.worker`) shares the work: it runs the sections on the sentiment head (it trains
+    the head) while this one extracts the stores, then both take the remaining steps — one property's
+    probing, the model summary, the neuron browser's data, one section — from one queue until it is empty,
+    each process on one thread while both run. Every step is the same call with the same seeds and keys as
+    in one process (the numbers are those of a one-thread run; with two threads only float32 rounding
+    differs)."""
     cfg = config or ReportConfig()
     for k, v in kw.items():
         if not hasattr(cfg, k):
@@ -546,7 +738,12 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     run = _Runner(out, cfg)
+    wanted = wanted_extras(cfg)
+    lane = Lane(cfg, out, [n for n in wanted if n in HEAD_EXTRAS]) if _parallel(cfg) else None
     try:
+        if lane is not None:
+            run.before_step = lane.poll
+            lane.start()
         if isinstance(cfg.model, ModelAdapter):
             model = run.run("load model", lambda: cfg.model)
         else:
@@ -557,23 +754,50 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
         if cfg.gold_corpus and not cfg.store:
             corpora.append(run.run("corpus and store (gold)", prepare_gold, model, cfg, out, main))
         base_key = {"version": finegrain.__version__, "weights": model.weights_hash()}
-        probe_key = {k: getattr(cfg, k) for k in ("epochs", "lr", "l1", "l2", "seed", "ablation_ks", "ablation_random")}
-        summary = run.run("model summary", model_summary, model, main, key=[base_key, main.key()])
+        steps = Steps(model, ctx, cfg, base_key, corpora)
+        tasks = [*(("probe", i, p) for i, cd in enumerate(corpora) for p in cd.properties), ("summary",),
+                 ("browser",)]
+        values = {}
+        if lane is None:
+            for task in [*tasks, *(("extra", n) for n in wanted)]:
+                label, fn, key, optional = steps.step(task)
+                values[task] = run.run(label, fn, key=key, optional=optional)
+        else:
+            # the head's sections are the second process's; every other step goes to whichever is free
+            queue = TaskQueue(sorted([*tasks, *(("extra", n) for n in wanted if n not in HEAD_EXTRAS)], key=_cost_rank))
+            lane.serve(queue, corpora)
+            while (task := queue.take("main")) is not None:
+                label, fn, key, optional = steps.step(task)
+                values[task] = run.run(label, fn, key=key, optional=optional)
+            lane.main_done(run)  # the second process may use every thread now
+            for task in [*(("extra", n) for n in lane.fixed), *queue.taken_by("second")]:
+                label, fn, key, optional = steps.step(task)
+                value = lane.value(run, label)
+                if value is Lane.MISSING:  # the second process ended without it: computed here
+                    value = run.run(label, fn, key=key, optional=optional)
+                values[task] = value
+            lane.finish(run)
         probing: dict = {}
-        for cd in corpora:
-            probing.update(run.run(f"probing {cd.name}", probe_corpus, cd, cfg, ctx,
-                                   key=[base_key, cd.key(), probe_key, display_names(cd)]))
-        neuron_key = [base_key, [cd.key() for cd in corpora], probe_key, cfg.top_neurons]
+        for i, cd in enumerate(corpora):
+            for p in cd.properties:
+                probing.update(values[("probe", i, p)])
+        neuron_key = [base_key, [cd.key() for cd in corpora], probe_key(cfg), cfg.top_neurons]
         neurons = run.run("top neurons", describe_top, corpora, probing, cfg, ctx, key=neuron_key)
-        browser = run.run("neuron browser", browser_data, main, cfg, neurons,
-                          key=[*neuron_key, cfg.browser_examples, cfg.browser_sentences])
-        extras = _extras(run, ctx, main, cfg, base_key) if cfg.extras else {}
+        summary, browser = values[("summary",)], with_formulas(values[("browser",)], neurons)
+        extras = {}
+        for name in wanted:
+            label = steps.step(("extra", name))[0]
+            extras[name] = extra_value(name, label, values[("extra", name)], run.errors)
+        timings = _in_page_order(run.timings, [steps.step(t)[0] for t in tasks])
+        peak = {"main": _rss_mb(), "second": lane.peak_rss_mb} if lane is not None else _rss_mb()
         page = H.render(
             title=f"finegrain report: {model.name}", model=summary, corpus=[cd.summary() for cd in corpora],
             probing=probing, neurons=neurons, browser=browser, extras=extras, errors=run.errors,
-            timings=run.timings, version=finegrain.__version__, total_s=time.perf_counter() - t_start,
-            peak_rss=_rss_mb())
+            timings=timings, version=finegrain.__version__, total_s=time.perf_counter() - t_start,
+            peak_rss=peak)
     finally:
+        if lane is not None:
+            lane.close()
         run.close()
     write_text_atomic(out / "index.html", page)
     config_dict = {k: (v if isinstance(v, str | int | float | bool | type(None) | list | tuple) else str(v))
@@ -581,38 +805,205 @@ def build_report(out: str | os.PathLike = "out/report", config: ReportConfig | N
     results = {"config": config_dict, "model": summary,
                "corpora": [cd.summary() for cd in corpora],
                "probing": {p: {k: v for k, v in r.items() if k != "figures"} for p, r in probing.items()},
-               "timings": run.timings, "errors": run.errors, "total_s": time.perf_counter() - t_start,
-               "peak_rss_mb": _rss_mb(), "sections": {k: v.get("summary") for k, v in extras.items() if v}}
+               "timings": timings, "errors": run.errors, "total_s": time.perf_counter() - t_start,
+               "peak_rss_mb": _rss_mb(), "peak_rss_mb_second_process": lane.peak_rss_mb if lane else None,
+               "parallel": lane is not None,
+               "sections": {k: v.get("summary") for k, v in extras.items() if v}}
     write_text_atomic(out / "results.json", json.dumps(jsonable(results), indent=1, allow_nan=False))
     return out / "index.html"
 
 
-def _extras(run: _Runner, ctx: S.Context, main: CorpusData, cfg: ReportConfig, base_key: dict) -> dict:
-    """The sections after the neurons, in page order; one that fails shows where it would be, with why."""
-    wanted = [s for s in EXTRAS if not cfg.sections or s in cfg.sections]
-    model_key = [base_key, ctx.lm_key(), cfg.seed]
-    steps = {
-        "similarity": ("layer similarity", lambda: similarity_section(main, ctx), [base_key, main.key()]),
-        "concepts": ("latent concepts", lambda: concepts_section(main, ctx, cfg.seed),
-                     [base_key, main.key(), cfg.seed]),
-        "attribution": ("attribution", lambda: S.attribution_section(ctx), model_key),
-        "patching": ("activation patching", lambda: S.patching_section(ctx), model_key),
-        "attention": ("attention", lambda: S.attention_section(ctx), model_key),
-        "sweep": ("single-unit sweep", lambda: S.sweep_section(ctx), model_key),
-        "explain": ("concept explanations", lambda: S.concept_section(ctx), model_key),
-        "generation": ("generation attribution", lambda: S.generation_section(ctx), model_key),
-        "mediation": ("causal mediation", lambda: S.mediation_section(ctx), model_key),
-        "steering": ("steering", lambda: S.steering_section(ctx), model_key),
-    }
-    extras: dict = {}
-    for name in wanted:
-        label, fn, key = steps[name]
-        value = run.run(label, fn, key=key, optional=True)
-        if value is None:
-            reason = run.errors.get(label, "not computed").splitlines()[0]
-            value = {"id": name, "html": H.stub(name, S.TITLES.get(name, label), reason)}
-        extras[name] = value
-    return extras
+def _in_page_order(timings: dict, task_labels: Sequence[str]) -> dict:
+    """The steps in the order of the page (the two processes finish them in their own order)."""
+    first = ["load model", "load model (second process)", "corpus and store (main)", "corpus and store (gold)",
+             *task_labels, "top neurons"]
+    labels = ["layer similarity", "latent concepts", *(label for label, _ in MODEL_EXTRAS.values())]
+    order = {k: i for i, k in enumerate([*first, *labels])}
+    return dict(sorted(timings.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+class TaskQueue:
+    """The tasks both processes take from, first come first served (thread-safe: the second process's
+    requests are answered by the thread that reads its messages)."""
+
+    def __init__(self, tasks):
+        self._tasks = [tuple(t) for t in tasks]
+        self._owner: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+
+    def take(self, who: str) -> tuple | None:
+        with self._lock:
+            if not self._tasks:
+                return None
+            task = self._tasks.pop(0)
+            self._owner[task] = who
+            return task
+
+    def taken_by(self, who: str) -> list[tuple]:
+        with self._lock:
+            return [t for t, w in self._owner.items() if w == who]
+
+
+class Lane:
+    """The second process of a parallel report (``python -m finegrain.report.worker``). It is handed the
+    configuration and its own steps (the sections on the sentiment head) at once; once the stores are
+    written (:meth:`serve`) it asks for one task of the shared :class:`TaskQueue` at a time. It runs every
+    step with the same calls and keys as this process would (results saved and reused the same way) and
+    streams each step's value, timing and error back as one JSON line. A step it does not deliver (it
+    failed to start, crashed, or a step that must not fail failed there) is computed here, as without it."""
+
+    MISSING = object()
+
+    def __init__(self, cfg: ReportConfig, out: Path, fixed: list[str]):
+        self.cfg, self.out, self.fixed = cfg, out, list(fixed)
+        self.proc: subprocess.Popen | None = None
+        self.queue: TaskQueue | None = None
+        self.messages: dict[str, dict] = {}
+        self.recorded: set[str] = set()
+        self.ended = False
+        self.asking = False  # the second process waits for a task
+        self.fatal: str | None = None
+        self.peak_rss_mb: float | None = None
+        self.cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._threads: int | None = None
+        self._blas = None
+
+    # -- the process -------------------------------------------------------------------------------
+    def start(self) -> None:
+        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.cfg).items()}
+        spec = {"out": str(self.out), "config": config, "fixed": self.fixed, "threads": 1}
+        # one thread per process while both run (OpenMP threads that wait for a descheduled peer spin)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        env.setdefault("MPLBACKEND", "Agg")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "finegrain.report.worker"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8")
+        except OSError as e:
+            log.warning("report: the second process did not start (%s); running every step here", e)
+            self.ended = True
+            return
+        self._send({"spec": spec})
+        threading.Thread(target=self._read, name="finegrain-report-lane", daemon=True).start()
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        self._blas = threadpool_limits(1, user_api="blas")
+
+    def _send(self, msg: dict) -> None:
+        with self._send_lock:
+            if self.proc is None or self.proc.poll() is not None:
+                return
+            try:
+                self.proc.stdin.write(json.dumps(jsonable(msg)) + "\n")
+                self.proc.stdin.flush()
+            except (OSError, ValueError):  # the process has ended: what it did not deliver is computed here
+                pass
+
+    def _read(self) -> None:
+        try:
+            for line in self.proc.stdout:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                with self.cond:
+                    if "step" in msg:
+                        self.messages[msg["step"]] = msg
+                    elif "next" in msg:
+                        self.asking = True
+                    elif "fatal" in msg:
+                        self.fatal = msg["fatal"]
+                    elif "done" in msg:
+                        self.peak_rss_mb = msg.get("peak_rss_mb")
+                    self.cond.notify_all()
+                self._answer()
+        finally:
+            with self.cond:
+                self.ended = True
+                self.cond.notify_all()
+
+    def _answer(self) -> None:
+        """Give the waiting second process the next task (``None``: there is none left)."""
+        with self.cond:
+            if not self.asking or self.queue is None:
+                return
+            self.asking = False
+            task = self.queue.take("second")
+        self._send({"task": task})
+
+    def serve(self, queue: TaskQueue, corpora: Sequence[CorpusData]) -> None:
+        """Hand the written stores to the second process and let it take tasks from ``queue``."""
+        self._send({"stores": [{"name": cd.name, "kind": cd.kind, "path": str(cd.store.path),
+                                "properties": cd.properties, "notes": list(cd.notes), "main": cd.main,
+                                "display": cd.display} for cd in corpora]})
+        with self.cond:
+            self.queue = queue
+        self._answer()
+
+    def main_done(self, run: _Runner) -> None:
+        """This process has only the second's results to wait for: that one may use every thread."""
+        self._send({"threads": self._threads or torch.get_num_threads()})
+        self.poll(run)
+
+    # -- results -------------------------------------------------------------------------------------
+    def poll(self, run: _Runner) -> None:
+        """Record the steps the second process has finished (timings, errors, the progress bar); once it
+        has ended, this process gets its threads back."""
+        with self.cond:
+            new = [m for k, m in self.messages.items() if k not in self.recorded]
+            ended = self.ended
+        for msg in new:
+            self.recorded.add(msg["step"])
+            run.record(msg["step"], msg.get("timing") or {}, msg.get("error"))
+        if ended:
+            self._restore_threads()
+
+    def value(self, run: _Runner, label: str):
+        """The value of step ``label`` from the second process (waiting for it), or :attr:`MISSING`."""
+        with self.cond:
+            while label not in self.messages and not self.ended:
+                self.cond.wait(1.0)
+            msg = self.messages.get(label)
+        self.poll(run)
+        if msg is None:
+            if self.fatal:
+                log.warning("report: the second process failed (%s); computing %s here",
+                            self.fatal.strip().splitlines()[-1], label)
+            return self.MISSING
+        return msg.get("value")
+
+    def finish(self, run: _Runner) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        with self.cond:
+            while not self.ended:
+                self.cond.wait(1.0)
+        self.poll(run)
+
+    def _restore_threads(self) -> None:
+        if self._threads is not None:
+            torch.set_num_threads(self._threads)
+            self._threads = None
+        if self._blas is not None:
+            self._blas.restore_original_limits()
+            self._blas = None
+
+    def close(self) -> None:
+        """End the second process if it still runs (this one failed or was interrupted)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._restore_threads()
 
 
 def clean(out: str | os.PathLike) -> None:

@@ -426,18 +426,30 @@ def _errors(errors: Mapping) -> str:
     return f'<section id="notes" class="err"><h2>Sections not produced</h2><ul>{items}</ul></section>'
 
 
-def _timings(timings: Mapping, peak_rss: float | None = None) -> str:
+def _timings(timings: Mapping, peak_rss=None) -> str:
+    """The run's steps; ``peak_rss``: MB, or ``{"main": MB, "second": MB}`` for a report run in two processes."""
+    two = any(isinstance(v, Mapping) and v.get("process") for v in timings.values())
     rows = []
     for k, v in timings.items():
+        where = [("second" if v.get("process") == "second" else "main") if isinstance(v, Mapping) else ""] if two else []
         if isinstance(v, Mapping):
-            rows.append([k, fmt(v.get("wall"), ".1f"), fmt(v.get("cpu"), ".1f"), fmt(v.get("rss_mb"), ".0f"),
+            rows.append([k, *where, fmt(v.get("wall"), ".1f"), fmt(v.get("cpu"), ".1f"), fmt(v.get("rss_mb"), ".0f"),
                          "reused" if v.get("reused") else ""])
         else:
-            rows.append([k, fmt(v, ".1f"), "n/a", "n/a", ""])
-    peak = f"<p>Peak resident memory {fmt(peak_rss, '.0f')} MB.</p>" if peak_rss else ""
-    return (f'<section id="timings"><h2>Run</h2><p>Per step: wall-clock seconds, CPU seconds of this process '
-            f"(all its threads), and the peak resident memory so far.</p>{peak}"
-            f"{table(['step', 'wall s', 'CPU s', 'peak RSS MB', ''], rows)}</section>")
+            rows.append([k, *where, fmt(v, ".1f"), "n/a", "n/a", ""])
+    if isinstance(peak_rss, Mapping):
+        peak = (f"<p>Peak resident memory {fmt(peak_rss.get('main'), '.0f')} MB (main process), "
+                f"{fmt(peak_rss.get('second'), '.0f')} MB (second process).</p>")
+    else:
+        peak = f"<p>Peak resident memory {fmt(peak_rss, '.0f')} MB.</p>" if peak_rss else ""
+    lanes = ("<p>Two processes: the main corpus's extraction and probing here, the sections on the sentiment "
+             "head and the language model, the gold corpus's probing, similarity and latent concepts in a second "
+             "process at the same time, each on one thread while both ran; the steps' wall times overlap, and "
+             "the total is the report's wall time.</p>" if two else "")
+    head = ["step", *(["process"] if two else []), "wall s", "CPU s", "peak RSS MB", ""]
+    return (f'<section id="timings"><h2>Run</h2><p>Per step: wall-clock seconds, CPU seconds of the process that '
+            f"ran it (all its threads), and that process's peak resident memory so far.</p>{lanes}{peak}"
+            f"{table(head, rows)}</section>")
 
 
 # -- the page ---------------------------------------------------------------------------------------
