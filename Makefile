@@ -49,4 +49,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
 clean:
-	rm -rf $(VENV) out bench/work bench/.venv-neurox bench/.venv-nnsight
+	rm -rf $(VENV) out bench/scratch bench/.venv-neurox bench/.venv-nnsight

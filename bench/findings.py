@@ -40,14 +40,14 @@ for _k, _v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZ
     os.environ.setdefault(_k, _v)
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "bench" / "work"
+WORK = ROOT / "bench" / "scratch"
 SEED = 0
 SPLIT = (0.8, 0.1, 0.1)
 ABLATION_KS = (0.005, 0.02, 0.1)  # fractions of the 2,688 units: 13, 54, 269
 LCA_FRACTIONS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)  # 1.0 would retrain the oracle: it is given instead
 OUTLIER_FACTOR = 5.0
 NA = "_"  # the generated corpus's "not applicable" label
-REUSED: list[str] = []  # stores found in bench/work and reused (the run's timing says so)
+REUSED: list[str] = []  # stores found in bench/scratch and reused (the run's timing says so)
 
 
 # -- bookkeeping -------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def layer_no(name: str) -> int:
 
 # -- data --------------------------------------------------------------------------------------------------
 def store_for(model, corpus, tag: str):
-    """The store of ``model`` over ``corpus`` in bench/work: reused only if it holds exactly these words
+    """The store of ``model`` over ``corpus`` in bench/scratch: reused only if it holds exactly these words
     with these weights and label columns, else extracted (float32, all hidden layers, mean of subwords)."""
     from finegrain.extraction import extract
     from finegrain.store import ActivationStore, StoreError

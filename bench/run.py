@@ -1,9 +1,9 @@
 """The finegrain benchmark (``make bench``): issue 19's targets measured side by side in one run on one
 machine, as time to a trustworthy answer.
 
-Writes ``bench/RESULTS.md`` (``--quick`` writes ``bench/work/RESULTS.quick.md`` instead, so that a smoke
+Writes ``bench/RESULTS.md`` (``--quick`` writes ``bench/scratch/RESULTS.quick.md`` instead, so that a smoke
 run never replaces real results), with a summary of every target (ratio, goal, PASS/FAIL) first and the
-raw numbers in ``bench/work/results.json``. Every section is independent: a failure is recorded in the
+raw numbers in ``bench/scratch/results.json``. Every section is independent: a failure is recorded in the
 report and the next section runs. Timings are medians of ``--repeats`` runs with every run listed, the
 compared variants interleaved (A B C A B C ...) so that load from other processes hits all alike; the load
 average is recorded before and after each section.
@@ -43,7 +43,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-WORK = BENCH / "work"
+WORK = BENCH / "scratch"
 JOBS = BENCH / "_jobs.py"
 SECTIONS = ["extraction", "profile", "probe", "ig", "report", "ablation", "commands", "rss", "stream", "ray",
             "cka"]
@@ -100,7 +100,7 @@ def scrub(text: str) -> str:
     """The text with this machine's paths replaced by neutral names (results are committed; profiles and
     tracebacks name files)."""
     subs = [(sysconfig.get_paths()["purelib"], "site-packages"), (sysconfig.get_paths()["stdlib"], "stdlib"),
-            (str(WORK), "bench/work"), (str(ROOT), "."), (str(Path.home()), "~")]
+            (str(WORK), "bench/scratch"), (str(ROOT), "."), (str(Path.home()), "~")]
     for prefix, name in sorted(subs, key=lambda s: -len(s[0])):
         text = text.replace(prefix, name)
     # the peers' environments and any other interpreter's library directories
@@ -714,7 +714,7 @@ class Bench:
         out_dir = WORK / "report"
         walls, res = [], None
         for r in range(self.REPORT_RUNS):
-            log(f"report: finegrain report --out bench/work/report (fresh process, run {r + 1})")
+            log(f"report: finegrain report --out bench/scratch/report (fresh process, run {r + 1})")
             t = time.perf_counter()
             res = run_job(["report", "--out", out_dir, "--n-sentences", 100 if self.quick else 0], timeout=3600)
             walls.append(time.perf_counter() - t)
@@ -1066,7 +1066,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (smoke run)")
     p.add_argument("--only", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
     p.add_argument("--repeats", type=int, help="repeats per timing (default 3, --quick 1)")
-    p.add_argument("--out", help="report path (default bench/RESULTS.md; --quick: bench/work/RESULTS.quick.md)")
+    p.add_argument("--out", help="report path (default bench/RESULTS.md; --quick: bench/scratch/RESULTS.quick.md)")
     args = p.parse_args(argv)
     only = args.only.split(",") if args.only else SECTIONS
     unknown = set(only) - set(SECTIONS)
