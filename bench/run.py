@@ -130,25 +130,10 @@ def write_words(corpus, path: Path) -> Path:
 
 
 def true_class_logit(adapter, texts, labels):
-    """The objective of the report's sweep section: the mean logit of each sentence's true class under a
-    sequence classifier (smooth, so that the exact sweep can be compared with its first-order estimate)."""
-    import torch
+    """The objective of the report's sweep section (the same class, so the bench measures what the report runs)."""
+    from finegrain.report.sections import TrueClassLogit
 
-    from finegrain.intervene import Objective
-
-    class TrueClassLogit(Objective):
-        name = "true-class logit"
-
-        def __init__(self):
-            self.batch = adapter.encode([t.split() for t in texts])
-            self.labels = torch.tensor([int(y) for y in labels])
-
-        def row_scores(self, adapter, output):
-            logits = getattr(output, "logits", output)
-            y = self.labels.repeat(logits.shape[0] // len(self.labels)).to(logits.device)
-            return logits.float().gather(1, y[:, None])[:, 0]
-
-    return TrueClassLogit()
+    return TrueClassLogit(adapter, texts, labels)
 
 
 # ---------------------------------------------------------------------------------------------
