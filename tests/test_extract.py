@@ -391,3 +391,32 @@ def test_token_level_store_of_a_character_lstm_has_one_row_per_character(tmp_pat
     b = m.encode([sents[0]])
     _, cache = m.run_with_cache(b, ["lstm.1"])
     np.testing.assert_allclose(store["lstm.1"][:8], cache["lstm.1"][0, 1:9].numpy(), atol=1e-6)  # <s> left out
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 16, 8192])
+def test_reused_buffers_never_overwrite_rows_still_to_write(tiny_bert, tmp_path, monkeypatch, chunk_rows):
+    """Buffers' arrays are reused (BufferPool) only once the writer holds no rows of them: with chunks
+    smaller and larger than a buffer the store equals one computed in a single buffer."""
+    import finegrain.extraction as E
+
+    rng = random.Random(1)
+    sents = [_random_words(rng, rng.randint(1, 9)) for _ in range(60)]
+    corpus = Corpus.from_words(sents)
+    ref = extract(tiny_bert, corpus, tmp_path / "one.fgstore", layers="hidden", buffer_sentences=1000,
+                  progress=False)
+    made = []
+    real_take = E.BufferPool.take
+
+    def take(self, n_rows):
+        out = real_take(self, n_rows)
+        made.append(len(self.sets))
+        return out
+
+    monkeypatch.setattr(E.BufferPool, "take", take)
+    store = extract(tiny_bert, corpus, tmp_path / "many.fgstore", layers="hidden", buffer_sentences=4,
+                    chunk_rows=chunk_rows, progress=False)
+    for lay in ref.layers:
+        np.testing.assert_allclose(store[lay][:], ref[lay][:], atol=1e-5)
+    assert len(made) > 10
+    # rows streamed to their chunk file are not held by the writer: a few sets of arrays serve every buffer
+    assert made[-1] <= 3

@@ -275,3 +275,30 @@ def test_classification_metrics_hand_example():
     assert m["per_class"]["c"]["f1"] == 0.0
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
+
+
+def test_fit_on_an_array_copies_its_rows_once_and_leaves_them_unchanged():
+    """Fitting on an in-memory view costs about one copy of the training rows (the held-out split,
+    standardised in place), not the float64 work arrays of the statistics or a second standardised copy;
+    the caller's array is never written, and the in-place path gives the same probe as a fit on a copy."""
+    import tracemalloc
+
+    from finegrain.probe import LinearProbe
+    from finegrain.store.view import ArrayView
+
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((20000, 256)) * 2 + 3).astype(np.float32)
+    y = (X[:, :4] @ np.array([1.0, -1.0, 0.5, 2.0]) > 6).astype(int) + (X[:, 5] > 3)
+    sid = np.arange(len(X)) // 10
+    before = X.copy()
+    LinearProbe(progress=False, epochs=1).fit(ArrayView(X[:200], y[:200], sent_ids=sid[:200]))  # imports done
+    tracemalloc.start()
+    try:
+        probe = LinearProbe(progress=False, epochs=3).fit(ArrayView(X, y, sent_ids=sid))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(X, before)
+    assert peak < 1.5 * X.nbytes, f"fit allocated {peak / X.nbytes:.2f}x the training matrix"
+    again = LinearProbe(progress=False, epochs=3).fit(ArrayView(X.copy(), y, sent_ids=sid))
+    np.testing.assert_allclose(probe.coef_, again.coef_, rtol=1e-6, atol=1e-7)

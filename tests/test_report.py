@@ -4,6 +4,7 @@ import contextlib
 import json
 import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -196,3 +197,16 @@ def test_steps_the_second_process_does_not_deliver_are_computed_here(tmp_path, t
     for k in ("probing", "model", "corpora", "sections", "errors"):
         assert par[k] == seq[k], k
     assert par_page == seq_page
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_peak_rss_is_the_process_own_not_its_parents():
+    """The report's peak memory per process: a child started by a big parent reports its own peak
+    (VmHWM), not the parent's, which ``ru_maxrss`` carries across fork and exec."""
+    import subprocess
+
+    big = np.ones(1536 * 2**20 // 8)  # 1.5 GiB, touched
+    code = "from finegrain.report.build import _rss_mb; print(_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert big.sum() > 0
+    assert 10 < child < 1200, f"the child reported {child:.0f} MB"

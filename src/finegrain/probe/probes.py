@@ -546,13 +546,17 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
             return None
         return view.subset(tr), labels[tr], view.subset(dv), labels[dv]
 
-    def _convert(self, device: torch.device, dtype: torch.dtype):
+    def _convert(self, device: torch.device, dtype: torch.dtype, private: bool = False):
+        """Rows as training tensors (standardised). ``private``: the rows are this fit's own copy (the
+        held-out split of an in-memory view), standardised in place rather than copied once more, so that
+        fitting on an array costs one copy of its training rows, not two."""
         shift, inv = self._shift_t, self._inv_t
 
         def convert(Xb: np.ndarray) -> torch.Tensor:
             t = torch.as_tensor(np.ascontiguousarray(Xb, dtype=np.float32), device=device)
             if shift is not None:
-                t = (t - shift).mul_(inv)  # a new tensor: the caller's array is never written
+                # else a new tensor: the caller's array is never written
+                t = t.sub_(shift).mul_(inv) if private else (t - shift).mul_(inv)
             return t.to(dtype)
 
         return convert
@@ -608,9 +612,13 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
         self.lr_ = self._learning_rate(view.n_features)
         if self.solver_ == "adam":
             self._init_optimizer()
-        convert = self._convert(device, self._train_dtype() if self.solver_ == "adam" else torch.float32)
-        train = _Blocks(train_view, np.searchsorted(classes, train_y), convert, device)
-        dev = None if dev_view is None else _Blocks(dev_view, np.searchsorted(classes, dev_y), convert, device)
+        dtype = self._train_dtype() if self.solver_ == "adam" else torch.float32
+        # the held-out split of an in-memory view is a copy of its rows that only this fit sees
+        held_out = isinstance(view, ArrayView) and train_view is not view
+        train = _Blocks(train_view, np.searchsorted(classes, train_y), self._convert(device, dtype, held_out), device)
+        dev = None if dev_view is None else _Blocks(
+            dev_view, np.searchsorted(classes, dev_y), self._convert(device, dtype, held_out and dev_pair is None),
+            device)
         del train_view, dev_view, view  # the blocks hold what training needs
         # (with an internal holdout, the L-BFGS path refits on train + held-out rows once l2 is chosen)
         try:

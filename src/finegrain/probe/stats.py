@@ -17,6 +17,7 @@ from finegrain.store.view import DEFAULT_BLOCK_ROWS, View, as_view
 
 # float64 work arrays of at most this many rows: a large in-memory matrix is never copied whole
 STAT_BLOCK_ROWS = DEFAULT_BLOCK_ROWS
+FLOAT64_ROWS = 1024  # rows of one float64 work array inside a block
 
 
 @dataclass
@@ -51,13 +52,17 @@ def column_stats(X, block_rows: int | None = None) -> ColumnStats:
     shift = None
     s1, s2, sa = np.zeros(d), np.zeros(d), np.zeros(d)
     for start, stop in view_bounds(view, block_rows):
-        Xb = view.read(start, stop).astype(np.float64)
-        if shift is None:
-            shift = Xb.mean(0)
-        D = Xb - shift
-        s1 += D.sum(0)
-        s2 += np.einsum("ij,ij->j", D, D)
-        sa += np.abs(Xb).sum(0)
+        block = view.read(start, stop)
+        # float64 work arrays of FLOAT64_ROWS rows: a block of 8,192 rows x 2,688 units would need three
+        # 176 MB ones at once (its copy, the shifted copy, |x|), which was the peak of fitting a probe
+        for r in range(0, len(block), FLOAT64_ROWS):
+            D = block[r : r + FLOAT64_ROWS].astype(np.float64)
+            sa += np.abs(D).sum(0)
+            if shift is None:
+                shift = D.mean(0)
+            D -= shift
+            s1 += D.sum(0)
+            s2 += np.einsum("ij,ij->j", D, D)
     m1 = s1 / n
     var = np.maximum(s2 / n - m1 * m1, 0.0)
     return ColumnStats(n=n, mean=shift + m1, std=np.sqrt(var), mean_abs=sa / n)

@@ -132,8 +132,18 @@ def _fingerprint(*parts) -> str:
 
 
 def _rss_mb() -> float | None:
+    """Peak resident set of this process so far, in MB. Linux: ``VmHWM``, which starts afresh at exec;
+    ``ru_maxrss`` (the fallback elsewhere) survives fork and exec, so the report's second process would
+    report its parent's peak."""
     try:
-        import resource  # platform: Unix only (the peak resident set of this process)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource  # platform: Unix only
     except ImportError:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -115,6 +115,27 @@ def _split_rows(parts: list[np.ndarray], n: int) -> tuple[list[np.ndarray], list
     return head, []
 
 
+class _Streamed:
+    """Pending rows already sent to their chunk file (:meth:`StoreWriter._stream`): a row count in place
+    of the data. Reading them is a bug and fails loudly rather than writing something else."""
+
+    def __init__(self, n: int, cols: tuple[int, ...]):
+        self.n, self.cols = int(n), tuple(cols)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n, *self.cols)
+
+    def __getitem__(self, rows: slice) -> _Streamed:
+        return _Streamed(len(range(self.n)[rows]), self.cols)
+
+    def __array__(self, dtype=None, copy=None):
+        raise StoreError("internal error: rows already streamed to their chunk file were read again")
+
+
 class StoreWriter:
     """Writes an activation store row-block by row-block.
 
@@ -427,6 +448,9 @@ class StoreWriter:
             _, new = _split_rows(parts, sent)
             if new:
                 self._files.stream(self.tmp, rel, new, meta.dtype)
+            # what is streamed is never read again (the chunk's last write skips it): only its row count is
+            # kept, so that the caller's arrays are free for reuse (extraction's BufferPool) at once
+            self._pending[key] = [_Streamed(sum(len(p) for p in parts), parts[0].shape[1:])]
 
     def _write_final(self, key: str, start: int, end: int, parts: list[np.ndarray]) -> None:
         """Rows ``start:end`` of one array where ``end`` may lie inside a chunk: the whole chunks as
