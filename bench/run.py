@@ -727,10 +727,9 @@ class Bench:
             f"(VmHWM, the second process's polled every 0.25 s) {peak_txt}.",
             "",
             "The report's per-step timings (its `results.json`; steps of the two processes overlap in time; RSS "
-            "is the report's own `ru_maxrss` at the step's end, which Linux carries from a parent across fork "
-            "and exec, so it is at least the RSS of whatever started the process):",
+            "is the peak of the step's own process (VmHWM) at the step's end):",
             "",
-            table(["step", "process", "wall", "CPU", "ru_maxrss so far", "reused"], rows),
+            table(["step", "process", "wall", "CPU", "peak RSS so far", "reused"], rows),
             "",
             f"**wall {fmt_s(wall)}** (goal <= {REPORT_MAX_S:.0f} s: "
             f"{verdict(wall <= REPORT_MAX_S) if not self.quick else 'n/a (quick run: reduced corpus)'}); the "

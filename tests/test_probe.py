@@ -276,7 +276,6 @@ def test_classification_metrics_hand_example():
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
 
-
 def test_fit_on_an_array_copies_its_rows_once_and_leaves_them_unchanged():
     """Fitting on an in-memory view costs about one copy of the training rows (the held-out split,
     standardised in place), not the float64 work arrays of the statistics or a second standardised copy;

@@ -594,6 +594,8 @@ class BufferPool:
         # word rows are sums in float32 whatever is stored (see compute_buffer)
         self.dtype = np.float32 if plan.level == "word" else plan.np_dtype
         self.sets: list[dict[str, np.ndarray]] = []
+        # an unused array's count, measured the same way (the interpreter's own references differ by version)
+        self.unused = self._refs({"": np.zeros(0)})
 
     @staticmethod
     def _refs(arrays: dict[str, np.ndarray]) -> int:
@@ -601,9 +603,7 @@ class BufferPool:
 
     def take(self, n_rows: int) -> dict[str, np.ndarray]:
         """Arrays ``{layer: [n_rows, size]}`` (contents undefined), views of a free set, grown if too small."""
-        # an unused array's count, measured the same way (the interpreter's own references differ by version)
-        unused = self._refs({"": np.zeros(0)})
-        arrays = next((a for a in self.sets if self._refs(a) <= unused), None)
+        arrays = next((a for a in self.sets if self._refs(a) <= self.unused), None)
         if arrays is None:
             arrays = {}
             self.sets.append(arrays)

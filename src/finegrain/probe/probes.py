@@ -554,8 +554,7 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
 
         def convert(Xb: np.ndarray) -> torch.Tensor:
             t = torch.as_tensor(np.ascontiguousarray(Xb, dtype=np.float32), device=device)
-            if shift is not None:
-                # else a new tensor: the caller's array is never written
+            if shift is not None:  # not private: a new tensor, the caller's array is never written
                 t = t.sub_(shift).mul_(inv) if private else (t - shift).mul_(inv)
             return t.to(dtype)
 

@@ -15,7 +15,7 @@ import numpy as np
 from finegrain.errors import ParameterError
 from finegrain.store.view import DEFAULT_BLOCK_ROWS, View, as_view
 
-# float64 work arrays of at most this many rows: a large in-memory matrix is never copied whole
+# rows read at a time: a large in-memory matrix is never copied whole
 STAT_BLOCK_ROWS = DEFAULT_BLOCK_ROWS
 FLOAT64_ROWS = 1024  # rows of one float64 work array inside a block
 
