@@ -82,6 +82,31 @@ def test_batching_equals_one_at_a_time(clf):
         assert one.f_x == pytest.approx(r.f_x, abs=1e-5)
 
 
+def test_per_example_targets_follow_their_examples_through_batches(clf, tiny_gpt2):
+    """A target given one value per example scores each example's own value, whatever the batches: calls
+    sort by length (the shortest text last here), cut into batches smaller than the call, or go one by one."""
+    from finegrain.attribute import sufficiency
+
+    texts = ["the cat sat on the mat today", "big dogs run", "a bird sang in the tall old tree", "no"]
+    classes = [1, 0, 0, 1]
+    for batch_size in (2, 16):
+        both = attribute(clf, texts, ClassTarget(classes), method="ig", n_steps=8, batch_size=batch_size)
+        layer = neuron_attribution(clf, texts, ClassTarget(classes), method="grad_x_act", batch_size=batch_size)
+        for t, c, r, la in zip(texts, classes, both, layer):
+            one = attribute(clf, t, ClassTarget(c), method="ig", n_steps=8)
+            assert r.f_x == pytest.approx(one.f_x, abs=1e-5) and r.words == t.split()
+            assert la.f_x == pytest.approx(one.f_x, abs=1e-5)
+    suff = sufficiency(clf, texts, ClassTarget(classes), both)  # the per-example loop, one example at a time
+    assert np.isfinite(suff)
+    nxt = attribute(tiny_gpt2, texts[:2], NextTokenTarget(["the", "a"], prob=False, log=True), n_steps=4,
+                    batch_size=1)
+    for t, tok, r in zip(texts[:2], ["the", "a"], nxt):
+        assert r.f_x == pytest.approx(attribute(tiny_gpt2, t, NextTokenTarget(tok, prob=False, log=True),
+                                                n_steps=4).f_x, abs=1e-5)
+    with pytest.raises(TargetError, match="got 3 values for 4 examples"):
+        attribute(clf, texts, ClassTarget(classes[:3]), method="ig", n_steps=4, batch_size=2)
+
+
 def test_tokens_per_forward_bounds_the_forwards_not_the_result(clf):
     """Memory of IG is the activations of one forward: the token budget caps rows x padded length of
     every forward (never below one step of every example) and leaves the attributions unchanged."""

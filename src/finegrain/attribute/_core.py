@@ -285,10 +285,16 @@ def prepare(
     words: list[list[str]],
     target: Target,
     baseline: str | int = "pad",
+    rows: Sequence[int] | None = None,
 ) -> Prepared:
-    """Encode ``words``, bind ``target`` and build the token baseline (see :func:`baseline_token_id`)."""
+    """Encode ``words`` (those at ``rows`` of them, when given: the batch of a call on all of ``words``,
+    whose per-example target values are cut to the batch), bind ``target`` and build the token baseline
+    (see :func:`baseline_token_id`)."""
     if not isinstance(target, Target):
         raise ParameterError(f"target must be a finegrain Target, got {type(target).__name__}")
+    if rows is not None:
+        target = target.for_examples(rows, len(words))
+        words = [words[i] for i in rows]
     base_id = baseline_token_id(adapter, baseline)
     batch, n_prompt = target.encode(adapter, words)
     scorer = target.bind(adapter, batch, n_prompt=n_prompt)
@@ -341,8 +347,9 @@ def each_example(adapter: ModelAdapter, texts, target, baseline: str | int = "pa
     words, _ = as_word_lists(texts)
     target = parse_target(target, adapter)
     with eval_mode(adapter.model, freeze=True):
-        for w in tqdm(words, desc=desc, leave=False, disable=True if progress is False or len(words) < 2 else None):
-            yield prepare(adapter, [w], target, baseline)
+        for i in tqdm(range(len(words)), desc=desc, leave=False,
+                      disable=True if progress is False or len(words) < 2 else None):
+            yield prepare(adapter, words, target, baseline, rows=[i])
 
 
 def is_complete(delta: float | None, gap: float, tolerance: float = DELTA_TOLERANCE,

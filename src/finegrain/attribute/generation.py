@@ -257,6 +257,8 @@ class GenerationTarget(NextTokenTarget):
     (word lists whose "words" are the tokens, one per position; :meth:`steps`): every position but the
     special ones is attributable, so the baseline replaces prompt and generated tokens alike."""
 
+    per_example: dict[str, str] = {}  # its tokens come from its examples (the steps), set at bind time
+
     def __init__(self, generation: Generation, score: str = "probability"):
         if score not in SCORES:
             raise ParameterError(f"score must be one of {', '.join(SCORES)}, got {score!r}")

@@ -404,7 +404,7 @@ class AttributionMethod:
         with eval_mode(self.adapter.model, freeze=True), seeded(seed):
             for grp in tqdm(groups, disable=True if progress is False else None, desc=self.method,
                             leave=False) if len(groups) > 1 else groups:
-                prep = prepare(self.adapter, [words[i] for i in grp], target, baseline)
+                prep = prepare(self.adapter, words, target, baseline, rows=grp)
                 ibs = rows_per_forward(internal_batch_size, tokens_per_forward, prep)
                 ppe = perturbations_per_eval or max(1, (ibs or 64) // prep.n)
                 res = self._attribute(prep, str(target), schedule=schedule, internal_batch_size=ibs,
@@ -765,7 +765,7 @@ def neuron_attribution(
     fn = layer_methods.layer_conductance if m == "conductance" else layer_methods.layer_integrated_gradients
     with eval_mode(adapter.model, freeze=True):
         for s in range(0, len(words), batch_size):
-            prep = prepare(adapter, words[s : s + batch_size], target, baseline)
+            prep = prepare(adapter, words, target, baseline, rows=range(s, min(s + batch_size, len(words))))
             rows = rows_per_forward(internal_batch_size, tokens_per_forward, prep) or max(64, prep.n)
             f_x, f_b = prep.value(), prep.value(prep.base_embeds)
             out: list = [None] * prep.n

@@ -22,6 +22,7 @@ same description to any caller (explanations, reports) without running an attrib
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,6 +170,25 @@ class Target:
 
     name = "target"
     kind = "target"
+    # attributes that may hold one value per example of a call (attribute -> its name in errors)
+    per_example: dict[str, str] = {}
+
+    def for_examples(self, rows: Sequence[int], n: int) -> Target:
+        """This target for the examples ``rows`` of a call on ``n`` examples: a value given per example
+        (a list) is checked against ``n`` and cut to ``rows``, since calls bind their examples in batches
+        (sorted by length, one by one, ...) and a batch must see its own examples' values."""
+        changes = {}
+        for attr, what in self.per_example.items():
+            value = getattr(self, attr)
+            if isinstance(value, list | tuple):
+                if len(value) != n:
+                    raise TargetError(f"{what}: got {len(value)} values for {n} examples")
+                changes[attr] = [value[i] for i in rows]
+        if not changes:
+            return self
+        new = copy.copy(self)
+        new.__dict__.update(changes)
+        return new
 
     def encode(self, adapter: ModelAdapter, sentences: Sequence[Sequence[str]]) -> tuple[Batch, list[int]]:
         """``(batch, n_prompt_words)``; words at index >= n_prompt_words are not attributed."""
@@ -196,6 +216,8 @@ class ClassTarget(Target):
 
     ``index`` is an int, a list (one per example) or ``"pred"`` (the class predicted on the input).
     """
+
+    per_example = {"index": "class index"}
 
     def __init__(self, index: int | Sequence[int] | str = "pred", prob: bool = False, word: int | None = None):
         self.index = index
@@ -285,6 +307,8 @@ def _token_id(adapter: ModelAdapter, token: str | int) -> int:
 
 
 class _VocabTarget(Target):
+    per_example = {"token": "token"}
+
     def __init__(self, token: str | int | None = None, prob: bool = True, log: bool = False):
         self.token = token
         self.prob = prob
@@ -389,6 +413,7 @@ class ContinuationTarget(Target):
     """
 
     kind = "continuation"
+    per_example = {"continuation": "continuation"}
 
     def __init__(self, continuation: str | Sequence[str], mean: bool = False, word_boundary: bool | None = None):
         self.continuation = continuation
@@ -487,6 +512,8 @@ def _hidden(output) -> torch.Tensor:
 class SimilarityTarget(Target):
     """Cosine similarity between the mean-pooled embedding of the input and of a fixed ``pair``
     sentence (MiniLM / sentence-transformers' training objective). The pair is not attributed."""
+
+    per_example = {"pair": "pair"}
 
     def __init__(self, pair: str | Sequence[str]):
         self.pair = pair

@@ -50,7 +50,7 @@ def layer_context(adapter, texts, target, layer: str, method: str | None = "grad
     acts, grads, wids, toks, wl, fx = [], [], [], [], [], []
     with eval_mode(adapter.model, freeze=True):
         for s in range(0, len(words), batch_size):
-            prep = prepare(adapter, words[s : s + batch_size], target, baseline)
+            prep = prepare(adapter, words, target, baseline, rows=range(s, min(s + batch_size, len(words))))
             seen: list[torch.Tensor] = []
 
             def keep(act, step, seen=seen):
@@ -287,7 +287,7 @@ def _ablation_effects(adapter, words, target, jobs: dict[str, list[int]], by_nam
             c = by_name[name]
             for s in range(0, len(todo), batch_size):
                 rows = todo[s : s + batch_size]
-                prep = prepare(adapter, [words[b] for b in rows], target, baseline)
+                prep = prepare(adapter, words, target, baseline, rows=rows)
                 mask = prep.batch.attention_mask
                 pos = None if at_words is None else _token_mask(ctx, rows, [at_words[name][b] for b in rows],
                                                                 mask.shape[1])
