@@ -158,7 +158,8 @@ def test_layer_and_faithfulness_results_are_one_per_text(clf):
         assert isinstance(one, LayerAttribution) and one.words == text.split()
         np.testing.assert_allclose(one.scores, la[b].scores, atol=1e-5)
         np.testing.assert_allclose(la.scores[b, : one.scores.shape[0]], one.scores, atol=1e-5)
-        assert one.f_x == pytest.approx(float(la.f_x[b]), abs=1e-6) and one.complete == la.complete[b]
+        # float32, padded batch vs alone: 1.1e-6 apart on some CPUs' kernels, as the scores' 1e-5 above
+        assert one.f_x == pytest.approx(float(la.f_x[b]), abs=1e-5) and one.complete == la.complete[b]
         scores, index = one
         assert scores.shape == (len(one.tokens), 32) and index == la.index
         np.testing.assert_allclose(one.word_scores().sum(0) + one.other_scores(), one.scores.sum(0), atol=1e-5)

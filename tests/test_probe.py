@@ -276,6 +276,25 @@ def test_classification_metrics_hand_example():
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
 
+def test_column_stats_match_float64_whatever_the_blocks():
+    """The float32 chunked sums agree with float64 statistics of the same rows: a unit with a large mean
+    against its spread, a constant unit, tiny and large scales; blocks of any size give the same values."""
+    from finegrain.probe.stats import column_stats, column_stats_of_blocks
+
+    rng = np.random.default_rng(0)
+    scale = np.array([1.0, 1e-3, 10.0, 1.0, 1.0, 0.0, 100.0])
+    shift = np.array([1e4, 5.0, -3.0, 0.0, 1e-3, 2.0, 0.0])
+    X = (rng.standard_normal((5000, 7)) * scale + shift).astype(np.float32)
+    X64 = X.astype(np.float64)
+    for st in (column_stats(X), column_stats(X, block_rows=700), column_stats_of_blocks([X[:3], X[3:4000], X[4000:]])):
+        assert st.n == len(X)
+        m, sd = X64.mean(0), X64.std(0)
+        assert np.all(np.abs(st.mean - m) <= 1e-6 * (np.abs(m) + sd)), st.mean - m  # to 1e-6 of the values
+        np.testing.assert_allclose(st.std, sd, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(st.mean_abs, np.abs(X64).mean(0), rtol=1e-6)
+    assert column_stats(X).scale()[5] == 1.0  # a constant unit is not scaled
+
+
 def test_fit_on_an_array_copies_its_rows_once_and_leaves_them_unchanged():
     """Fitting on an in-memory view costs about one copy of the training rows (the held-out split,
     standardised in place), not the float64 work arrays of the statistics or a second standardised copy;
@@ -299,5 +318,6 @@ def test_fit_on_an_array_copies_its_rows_once_and_leaves_them_unchanged():
         tracemalloc.stop()
     assert np.array_equal(X, before)
     assert peak < 1.5 * X.nbytes, f"fit allocated {peak / X.nbytes:.2f}x the training matrix"
+    assert peak > 0.8 * X.nbytes  # the fit's own copy of the rows is seen, so the bound measures something
     again = LinearProbe(progress=False, epochs=3).fit(ArrayView(X.copy(), y, sent_ids=sid))
     np.testing.assert_allclose(probe.coef_, again.coef_, rtol=1e-6, atol=1e-7)

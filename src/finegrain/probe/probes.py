@@ -14,8 +14,11 @@ training loss. The linear probes' ``solver="auto"`` uses full-batch L-BFGS (floa
 start, strong-Wolfe line search, the L1 term smoothed) when the training matrix is in memory and small
 (``LBFGS_MAX_ENTRIES``), else mini-batch Adam. Adam: when the monitored loss has not improved by ``tol``
 for ``patience`` epochs (default 3) the learning rate is divided by 10 (``lr_decays`` times, default once,
-from the best weights), then training stops; ``lr="auto"`` is ``min(1e-2, 3 / n_features)`` on standardised
-inputs (a logit moves by about lr x sum|z| per step, so the step size is the same at every width).
+from the best weights), then training stops (after the last decay, by default, at the first epoch without
+a gain); ``lr="auto"`` is ``min(1e-2, 3 sqrt(batch / 128) / n_features)`` on standardised inputs (a logit
+moves by about lr x sum|z| per step, so the step size is the same at every width; the square root follows
+the gradient noise of larger batches). Each block's rows are shuffled once per fit and its batches taken
+in a new order every epoch.
 L-BFGS stops after ``patience`` iterations (default 30) without improvement or at a stationary point. The
 best-dev-loss weights are kept. ``n_epochs_`` (epochs, or L-BFGS iterations), ``best_epoch_``, ``solver_``,
 ``lr_``, ``l2_`` and ``converged_`` (``False``: ``epochs`` ran out first; ``None``: ``tol=None``, fixed
@@ -62,7 +65,7 @@ from finegrain.models.kernels import onednn_usable
 from finegrain.neurons import NeuronIndex
 from finegrain.probe.metrics import classification_metrics
 from finegrain.probe.sources import as_labelled, labelled_view
-from finegrain.probe.stats import column_stats, view_bounds
+from finegrain.probe.stats import column_stats, column_stats_of_blocks, view_bounds
 from finegrain.store import split_by_sentence
 from finegrain.store.view import ArrayView, View, as_view
 
@@ -85,6 +88,9 @@ SMALL_BATCH_WORK = 64_000_000  # the same for a full-batch (L-BFGS) iteration: ~
 LBFGS_MAX_ENTRIES = 500_000
 ADAM_PATIENCE = 3  # epochs without dev-loss improvement before the lr decays / training stops (2 stopped
 # the memorising control task of MiniLM's 2,688 units a point early)
+# after the last decay the step is small and the dev loss smooth: one epoch without a gain of tol ends it
+# (patience 3 there cost MiniLM's POS probe 6 more epochs, a third of its fit, for under 0.05 points)
+ADAM_FINAL_PATIENCE = 1
 LBFGS_PATIENCE = 30  # L-BFGS iterations without dev-loss improvement before it stops (10 stopped early on
 # noisy dev sets of a few hundred words)
 LBFGS_GRAD_TOL = 1e-6  # largest |gradient| of a stationary point
@@ -95,7 +101,11 @@ SOLVERS = ("auto", "adam", "lbfgs")
 # early stopping regularises, so NeuroX's 1e-5 is used; without a dev split, the middle of the grid
 AUTO_L2_GRID = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5)
 AUTO_L2_ADAM = 1e-5
-AUTO_LR_SCALE = 3.0  # lr="auto" = min(1e-2, 3 / n_features) on standardised inputs
+AUTO_LR_SCALE = 3.0  # lr="auto" = min(1e-2, 3 sqrt(batch / 128) / n_features) on standardised inputs
+# batch_size="auto": n_train / 64 rows (at least 64 steps an epoch), within these bounds: 512 rows cost 0.18 s
+# an epoch of MiniLM's 2,688 units x 33k rows where 128 cost 0.28 (fewer, larger products) and, at the
+# square-root-scaled lr, came within 0.1 point of 128's accuracy in 12 epochs instead of 18
+AUTO_BATCH_MIN, AUTO_BATCH_MAX, AUTO_BATCH_STEPS = 128, 512, 64
 AUTO_L2_WITHOUT_DEV = 1e-3
 LBFGS_CONVERGED_PATIENCE = 5  # iterations gaining less than tol (relative) that end one fit of the l2 path
 
@@ -144,12 +154,25 @@ def _adam(params, **kw) -> torch.optim.Optimizer:
 def _linear(d_in: int, d_out: int, gen: torch.Generator) -> nn.Linear:
     """``nn.Linear`` with its usual initialisation (Kaiming-uniform weights, U(+-1/sqrt(d_in)) bias) drawn
     from ``gen``, not from torch's global RNG (which a probe must neither read nor reseed)."""
-    lin = nn.Linear(d_in, d_out, device="meta").to_empty(device="cpu")
+    lin = nn.Linear(d_in, d_out, device="meta")
+    # fresh parameters rather than to_empty(), whose first call imports sympy (0.7 s)
+    lin.weight, lin.bias = nn.Parameter(torch.empty(d_out, d_in)), nn.Parameter(torch.empty(d_out))
     with torch.no_grad():
         nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=gen)
         bound = 1 / math.sqrt(d_in) if d_in > 0 else 0
         lin.bias.uniform_(-bound, bound, generator=gen)
     return lin
+
+
+def _gather_rows(X, p: np.ndarray) -> np.ndarray:
+    """``X[p]`` of an in-memory matrix as a new float32 array, gathered by torch's threads: a fresh copy of
+    hundreds of MB page-faults at ~2 GB/s on a VM, 3x slower in numpy's one thread (0.7 vs 0.24 s for
+    the 33k x 2,688 training split of the benchmark)."""
+    if not (isinstance(X, np.ndarray) and X.dtype == np.float32 and X.flags.c_contiguous):
+        return X[p]  # another dtype or layout: converting it whole first would cost a copy of every row
+    out = np.empty((len(p), X.shape[1]), np.float32)  # numpy's: the copy shows in tracemalloc, as any other
+    torch.index_select(torch.from_numpy(X), 0, torch.from_numpy(p.astype(np.int64)), out=torch.from_numpy(out))
+    return out
 
 
 class _Dropout(nn.Module):
@@ -335,44 +358,78 @@ def check_neurons(probe, index: NeuronIndex, what: str = "X") -> NeuronIndex:
 
 
 class _Blocks:
-    """The training (or dev) rows of a fit, as tensors in the training space (standardised when asked).
+    """The training (or dev) rows of a fit, as tensors in the training space (standardised when asked), with
+    their labels ``y`` (class indices) in the same order.
 
-    An in-memory view is converted once and kept; a store view is re-read block by block every pass,
-    the next block read in a thread while the current one trains, so one block is in memory at a time."""
+    ``rows``: the fit's rows of an in-memory ``view`` (its held-out split is kept as positions, not copied);
+    ``rng``: each block's rows are put in a random order once (the fit's shuffle: batches are then slices of a
+    block, which a training step reads at memory speed, where gathering 128 random rows per step cost as much
+    as the step's arithmetic). An in-memory view is gathered block by block into this fit's own float32 copy
+    (:meth:`load`), standardised in place and kept (:meth:`prepare`): one copy of the rows in all. A store
+    view is re-read block by block every pass, the next block read and reordered in a thread while the
+    current one trains, so one block is in memory at a time."""
 
-    def __init__(self, view: View, y_idx: np.ndarray, convert, device: torch.device):
-        self.view = view
-        self.bounds = view.bounds()
-        self.convert = convert
-        self.y = torch.as_tensor(y_idx, dtype=torch.long, device=device)
-        self.cache: dict[int, torch.Tensor] | None = {} if isinstance(view, ArrayView) else None
+    def __init__(self, view: View, y_idx: np.ndarray, device: torch.device, rows: np.ndarray | None = None,
+                 rng: np.random.Generator | None = None):
+        self.view, self.rows, self.device = view, rows, device
+        self.in_memory = isinstance(view, ArrayView)
+        if rows is None:
+            self.bounds = view.bounds()
+        else:
+            n, br = len(rows), view.block_rows or max(len(rows), 1)
+            self.bounds = [(s, min(s + br, n)) for s in range(0, n, br)]
+        self.perms = None if rng is None else [rng.permutation(b - a) for a, b in self.bounds]
+        y = np.asarray(y_idx)
+        if self.perms is not None:
+            y = np.concatenate([y[a:b][p] for (a, b), p in zip(self.bounds, self.perms)]) if len(y) else y
+        self.y = torch.as_tensor(y, dtype=torch.long, device=device)
+        self.convert = None
+        self.cache: list[torch.Tensor] | None = None
+        self.raw: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def _tensor(self, b: int, Xb: np.ndarray | None = None) -> torch.Tensor:
-        if self.cache is not None:
-            if b not in self.cache:
-                self.cache[b] = self.convert(self.view.read(*self.bounds[b]))
-            return self.cache[b]
-        return self.convert(Xb)
+    def _positions(self, k: int) -> np.ndarray:
+        a, b = self.bounds[k]
+        idx = np.arange(a, b) if self.rows is None else self.rows[a:b]
+        return idx if self.perms is None else idx[self.perms[k]]
+
+    def load(self) -> list[np.ndarray]:
+        """An in-memory view's blocks as this fit's own float32 arrays, in the fit's order (raw values)."""
+        self.raw = [_gather_rows(self.view.X, self._positions(k)) for k in range(len(self.bounds))]
+        self.view = None  # the blocks hold what training needs
+        return self.raw
+
+    def prepare(self, convert) -> None:
+        """Set ``convert(Xb, private)``; an in-memory view's blocks are converted now, in place."""
+        self.convert = convert
+        if self.in_memory:
+            raw = self.raw if self.raw is not None else self.load()
+            self.cache, self.raw = [], None
+            while raw:  # each array is dropped once converted: no second copy of the rows at any time
+                self.cache.append(convert(raw.pop(0), True))
+
+    def _read(self, k: int) -> np.ndarray:
+        """Block ``k`` of a store view, read and put in the fit's order (a private array)."""
+        Xb = self.view.read(*self.bounds[k])
+        return Xb if self.perms is None else Xb[self.perms[k]]
 
     def iterate(self, order) -> tuple[int, int, torch.Tensor]:
         """``(start, stop, block tensor)`` in ``order`` (block numbers)."""
         if self.cache is not None:
             for b in order:
-                yield *self.bounds[b], self._tensor(b)
-            if len(self.cache) == len(self.bounds):
-                self.view = None  # every block converted: the view (maybe a copy of the rows) can go
+                yield *self.bounds[b], self.cache[b]
             return
         order = list(order)
+        private = self.perms is not None  # a reordered block is a new array; a plain read may be shared
         with ThreadPoolExecutor(max_workers=1) as pool:
-            fut = pool.submit(self.view.read, *self.bounds[order[0]]) if order else None
+            fut = pool.submit(self._read, order[0]) if order else None
             for j, b in enumerate(order):
                 Xb = fut.result()
                 if j + 1 < len(order):
-                    fut = pool.submit(self.view.read, *self.bounds[order[j + 1]])
-                yield *self.bounds[b], self._tensor(b, Xb)
+                    fut = pool.submit(self._read, order[j + 1])
+                yield *self.bounds[b], self.convert(Xb, private)
 
 
 class _Stopping:
@@ -381,10 +438,11 @@ class _Stopping:
     learning rate decays (``decays`` times), then training stops, converged. Records the histories and
     ``n_epochs_`` / ``best_epoch_`` / ``converged_`` on the probe."""
 
-    def __init__(self, probe, has_dev: bool, patience: int, decays: int):
+    def __init__(self, probe, has_dev: bool, patience: int, decays: int, final_patience: int | None = None):
         self.probe, self.has_dev, self.patience, self.decays = probe, has_dev, patience, decays
+        self.final_patience = patience if final_patience is None else final_patience
         self.best = self.lowest = math.inf
-        self.best_state, self.best_epoch, self.bad, self.epoch = None, 0, 0, -1
+        self.best_state, self.best_epoch, self.bad, self.epoch, self.decayed = None, 0, 0, -1, False
         self.converged = None if probe.tol is None else False
         probe.loss_history_, probe.dev_loss_history_ = [], []
 
@@ -410,7 +468,7 @@ class _Stopping:
             self.best, self.bad = monitored, 0
             return "go"
         self.bad += 1
-        if self.bad < self.patience:
+        if self.bad < (self.final_patience if self.decayed else self.patience):
             return "go"
         if self.best_state is not None:
             p._restore(self.best_state)
@@ -418,6 +476,7 @@ class _Stopping:
             self.converged = True
             return "stop"
         self.decays, self.bad = self.decays - 1, 0
+        self.decayed = self.decays == 0  # the last learning rate: its phase has its own patience
         return "decay"
 
     def finish(self, converged: bool | None = None) -> None:
@@ -441,7 +500,7 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
     # the hyperparameters every torch probe has (set by the subclasses' __init__)
     epochs: int
     lr: float
-    batch_size: int
+    batch_size: int | str
     standardize: bool
     early_stopping: bool
     validation_fraction: float
@@ -458,7 +517,8 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
         _check_int("epochs", self.epochs, 1)
         if self.lr != "auto":
             _check_number("lr", self.lr, 0, strict=True)
-        _check_int("batch_size", self.batch_size, 1)
+        if self.batch_size != "auto":
+            _check_int("batch_size", self.batch_size, 1)
         if self.patience is not None:
             _check_int("patience", self.patience, 1)
         _check_int("lr_decays", self.lr_decays, 0)
@@ -518,9 +578,15 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
             del self._stop
         return self
 
-    def _work_per_step(self, d: int) -> int:
+    def _batch_size(self, n: int) -> int:
+        """``batch_size``, or for ``"auto"`` ``n / AUTO_BATCH_STEPS`` rows within ``AUTO_BATCH_MIN..MAX``."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        return int(min(AUTO_BATCH_MAX, max(AUTO_BATCH_MIN, n // AUTO_BATCH_STEPS)))
+
+    def _work_per_step(self, d: int, batch: int) -> int:
         """Rough multiply-adds of one step (the linear layer's, with a few classes), to choose threads."""
-        return self.batch_size * d * 16
+        return batch * d * 16
 
     def _fit_threads(self, view: View) -> int | None:
         """``n_threads``, or for ``None`` one thread for a small probe on the CPU (else torch's setting)."""
@@ -528,14 +594,14 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
             return int(self.n_threads)
         n, d = view.shape
         lbfgs = self._solver(view) == "lbfgs"
-        work = n * d * 16 if lbfgs else self._work_per_step(d)
+        work = n * d * 16 if lbfgs else self._work_per_step(d, self._batch_size(n))
         if _resolve_device(self.device).type == "cpu" and work < (SMALL_BATCH_WORK if lbfgs else SMALL_STEP_WORK):
             return 1
         return None
 
-    def _holdout(self, view: View, labels: np.ndarray, seed: int):
-        """(train view, train labels, dev view, dev labels) with ``validation_fraction`` of the sentences
-        held out, or ``None`` where there are too few sentences to hold any out."""
+    def _holdout(self, view: View, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Row positions (train, dev) with ``validation_fraction`` of the sentences held out, or ``None``
+        where there are too few sentences to hold any out."""
         vf = float(self.validation_fraction)
         sent = view.sent_ids
         n_sent = len(np.unique(sent))
@@ -544,18 +610,19 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
         tr, dv = split_by_sentence(sent, (1 - vf, vf), seed)
         if not len(tr) or not len(dv):
             return None
-        return view.subset(tr), labels[tr], view.subset(dv), labels[dv]
+        return np.asarray(tr), np.asarray(dv)
 
-    def _convert(self, device: torch.device, dtype: torch.dtype, private: bool = False):
-        """Rows as training tensors (standardised). ``private``: the rows are this fit's own copy (the
-        held-out split of an in-memory view), standardised in place rather than copied once more, so that
-        fitting on an array costs one copy of its training rows, not two."""
+    def _convert(self, device: torch.device, dtype: torch.dtype):
+        """``convert(Xb, private)``: rows as training tensors (standardised). ``private``: the rows are this
+        fit's own copy, standardised in place rather than copied once more (fitting on an array costs one copy
+        of its training rows, not two); otherwise the caller's array is never written."""
         shift, inv = self._shift_t, self._inv_t
 
-        def convert(Xb: np.ndarray) -> torch.Tensor:
+        def convert(Xb: np.ndarray, private: bool) -> torch.Tensor:
             t = torch.as_tensor(np.ascontiguousarray(Xb, dtype=np.float32), device=device)
-            if shift is not None:  # not private: a new tensor, the caller's array is never written
-                t = t.sub_(shift).mul_(inv) if private else (t - shift).mul_(inv)
+            if shift is not None:
+                # in place where the tensor is not the caller's array (a private copy, or one on a GPU)
+                t = t.sub_(shift).mul_(inv) if private or t.device.type != "cpu" else (t - shift).mul_(inv)
             return t.to(dtype)
 
         return convert
@@ -574,25 +641,45 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
         self.device_ = device
         self.classes_ = classes
         self._record_input(view)
-        train_view, train_y, dev_view, dev_y = view, labels, None, None
+        # (view, rows or None, labels) of the training and dev rows; an in-memory view's held-out split
+        # stays positions into it until its blocks are gathered
+        in_memory = isinstance(view, ArrayView)
+        train_src, dev_src = (view, None, labels), None
         if self.early_stopping:
             if dev_pair is not None:
                 dev_view, dev_y = dev_pair
                 check_neurons(self, dev_view.index, "dev")
+                dev_src = (dev_view, None, dev_y)
             else:
-                held = self._holdout(view, labels, seed)
+                held = self._holdout(view, seed)
                 if held is not None:
-                    train_view, train_y, dev_view, dev_y = held
+                    tr, dv = held
+                    train_src = (view, tr, labels[tr]) if in_memory else (view.subset(tr), None, labels[tr])
+                    dev_src = (view, dv, labels[dv]) if in_memory else (view.subset(dv), None, labels[dv])
         # dev rows whose label the probe cannot output carry no loss it could lower
-        if dev_view is not None:
-            known = np.isin(dev_y, classes)
+        if dev_src is not None:
+            dv_view, dv_rows, dv_y = dev_src
+            known = np.isin(dv_y, classes)
             if not known.all():
-                dev_view, dev_y = dev_view.subset(np.flatnonzero(known)), dev_y[known]
-            if len(dev_y) == 0:
-                dev_view = dev_y = None
-        self.monitor_ = "dev" if dev_view is not None else "train"
+                keep = np.flatnonzero(known)
+                dev_src = ((dv_view, dv_rows[keep], dv_y[keep]) if dv_rows is not None
+                           else (dv_view.subset(keep), None, dv_y[keep]))
+            if not known.any():
+                dev_src = None
+        self.monitor_ = "dev" if dev_src is not None else "train"
+        n_train = len(train_src[2])
+        self.solver_ = self._solver(view, n_train)
+        self.batch_size_ = self._batch_size(n_train)
+        dtype = self._train_dtype() if self.solver_ == "adam" else torch.float32
+        # the fit's one shuffle (Adam's batches are slices of shuffled blocks; L-BFGS takes all rows at once)
+        train = _Blocks(train_src[0], np.searchsorted(classes, train_src[2]), device, train_src[1],
+                        rng if self.solver_ == "adam" else None)
+        dev = None if dev_src is None else _Blocks(dev_src[0], np.searchsorted(classes, dev_src[2]), device,
+                                                   dev_src[1])
+        del train_src, dev_src
         if self.standardize:
-            stats = column_stats(train_view)
+            # an in-memory view's statistics from the fit's own gathered copy (one pass, no second copy)
+            stats = column_stats_of_blocks(train.load()) if train.in_memory else column_stats(train.view)
             self.mean_, self.scale_ = stats.mean.astype(np.float32), stats.scale().astype(np.float32)
             self._shift_t = torch.as_tensor(self.mean_, device=device)
             self._inv_t = torch.as_tensor(1.0 / self.scale_, device=device)
@@ -606,19 +693,15 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
         for m in self.model_.modules():
             if isinstance(m, _Dropout):
                 m.generator = self._generator
-        self.solver_ = self._solver(train_view)
-        self._start_l2(dev_view is not None)
+        self._start_l2(dev is not None)
         self.lr_ = self._learning_rate(view.n_features)
         if self.solver_ == "adam":
             self._init_optimizer()
-        dtype = self._train_dtype() if self.solver_ == "adam" else torch.float32
-        # the held-out split of an in-memory view is a copy of its rows that only this fit sees
-        held_out = isinstance(view, ArrayView) and train_view is not view
-        train = _Blocks(train_view, np.searchsorted(classes, train_y), self._convert(device, dtype, held_out), device)
-        dev = None if dev_view is None else _Blocks(
-            dev_view, np.searchsorted(classes, dev_y), self._convert(device, dtype, held_out and dev_pair is None),
-            device)
-        del train_view, dev_view, view  # the blocks hold what training needs
+        convert = self._convert(device, dtype)
+        train.prepare(convert)
+        if dev is not None:
+            dev.prepare(convert)
+        del view
         # (with an internal holdout, the L-BFGS path refits on train + held-out rows once l2 is chosen)
         try:
             if self.solver_ == "lbfgs":
@@ -633,28 +716,23 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
 
     def _train(self, train: _Blocks, dev: _Blocks | None, rng: np.random.Generator) -> None:
         """Mini-batch Adam: one epoch per pass over the (shuffled) blocks."""
-        bs = self.batch_size
-        rule = _Stopping(self, dev is not None, self._patience(), int(self.lr_decays))
+        bs = self.batch_size_
+        final = None if self.patience is not None else ADAM_FINAL_PATIENCE
+        rule = _Stopping(self, dev is not None, self._patience(), int(self.lr_decays), final)
         lr = self.lr_
         bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=None if self.progress else True)
-        xbuf = None  # batches are gathered into one buffer: a fresh 1 MB tensor per step costs page faults
         for epoch in bar:
             self.model_.train()
             total, count = torch.zeros(1, device=self.device_), 0  # summed on device: no per-step sync
             order = rng.permutation(len(train.bounds))
-            perms = [rng.permutation(train.bounds[b][1] - train.bounds[b][0]) for b in order]
-            for (start, stop, Xb), perm in zip(train.iterate(order), perms):
-                if self._stop.is_set():
-                    raise KeyboardInterrupt
-                perm_t = torch.as_tensor(perm, device=self.device_)
-                if xbuf is None or xbuf.dtype != Xb.dtype:
-                    xbuf = Xb.new_empty((bs, Xb.shape[1]))
-                # the batches' indices and labels as views of one permuted copy: two ops per block, not per step
-                for idx, yb in zip(perm_t.split(bs), train.y[start:stop].index_select(0, perm_t).split(bs)):
-                    # index_select is several times faster than advanced indexing for row gathers; a
-                    # batch gathered alone stays in cache for the forward and the backward matmul
-                    self._step(torch.index_select(Xb, 0, idx, out=xbuf[: len(idx)]), yb, total)
-                    count += len(idx)
+            starts = [rng.permutation(np.arange(0, train.bounds[b][1] - train.bounds[b][0], bs)) for b in order]
+            for (start, stop, Xb), firsts in zip(train.iterate(order), starts):
+                yblock = train.y[start:stop]
+                for a in firsts:  # the batches of a shuffled block, in a new order every epoch
+                    if self._stop.is_set():
+                        raise KeyboardInterrupt
+                    self._step(Xb[a : a + bs], yblock[a : a + bs], total)
+                    count += min(bs, len(yblock) - a)
             action = rule.update(epoch, float(total) / max(count, 1), dev, bar)
             if action == "stop":
                 break
@@ -669,7 +747,8 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
             return int(self.patience)
         return LBFGS_PATIENCE if getattr(self, "solver_", "adam") == "lbfgs" else ADAM_PATIENCE
 
-    def _solver(self, view: View) -> str:
+    def _solver(self, view: View, n_rows: int | None = None) -> str:
+        """The solver for fitting ``n_rows`` rows (default: all) of ``view``."""
         return "adam"
 
     def _objective(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -682,10 +761,14 @@ class _TorchClassifier(ClassifierMixin, BaseProbe):
     def _learning_rate(self, d: int) -> float:
         """``lr``, or for ``"auto"``: Adam moves every weight by about lr a step, so a logit moves by about
         lr * sum|z| ~ 0.8 lr d on standardised inputs; ``min(1e-2, AUTO_LR_SCALE / d)`` keeps that step the
-        same whatever the width (1e-2 for an LSTM's 128 units, 1.1e-3 for MiniLM's 2,688); raw inputs 1e-3."""
+        same whatever the width (1e-2 for an LSTM's 128 units, 1.1e-3 for MiniLM's 2,688) at batches of 128,
+        and grows with the square root of the batch beyond (the gradient's noise falls as 1 / sqrt(batch):
+        Hoffer et al. 2017, Malladi et al. 2022 for Adam; 2.2e-3 for MiniLM at 512); raw inputs 1e-3."""
         if self.lr != "auto":
             return float(self.lr)
-        return min(1e-2, AUTO_LR_SCALE / max(d, 1)) if self.standardize else 1e-3
+        if not self.standardize:
+            return 1e-3
+        return min(1e-2, AUTO_LR_SCALE * math.sqrt(self.batch_size_ / 128) / max(d, 1))
 
     def _train_lbfgs(self, train: _Blocks, dev: _Blocks | None, refit: bool = False) -> None:
         """Full-batch L-BFGS (strong-Wolfe line search) from zero weights, in float64 as scikit-learn: in
@@ -916,7 +999,8 @@ class LinearProbe(_TorchClassifier):
     bias is not penalised; ``l2="auto"``: chosen on the dev split, see the module docstring; the value used
     is ``l2_``), minimised until the dev loss stops improving (see the module docstring:
     ``epochs`` is the maximum; ``solver``: ``"auto"``, ``"adam"`` (mini-batches) or ``"lbfgs"`` (full batch,
-    in memory)). With ``standardize=True`` the penalty acts on the
+    in memory)); ``batch_size="auto"`` is ``n_train / 64`` rows within 128..512 (``batch_size_``). With
+    ``standardize=True`` the penalty acts on the
     weights of standardised units (``penalized_coef_``). Two classes work as well (a two-way softmax).
     ``coef_`` is ``[n_classes, n_features]`` on the input units; ``classes_`` keeps the label names;
     ``neurons_in_`` the neurons of the columns. ``block_rows`` sets the block size used when streaming
@@ -934,7 +1018,7 @@ class LinearProbe(_TorchClassifier):
         l2: float | str = "auto",
         epochs: int = 100,
         lr: float | str = "auto",
-        batch_size: int = 128,
+        batch_size: int | str = "auto",
         standardize: bool = True,
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
@@ -986,10 +1070,11 @@ class LinearProbe(_TorchClassifier):
         else:
             self.l2_ = AUTO_L2_ADAM if self.solver_ == "adam" else AUTO_L2_WITHOUT_DEV
 
-    def _solver(self, view: View) -> str:
+    def _solver(self, view: View, n_rows: int | None = None) -> str:
         if self.solver != "auto":
             return self.solver
-        small = isinstance(view, ArrayView) and view.shape[0] * view.shape[1] <= LBFGS_MAX_ENTRIES
+        n = view.shape[0] if n_rows is None else n_rows
+        small = isinstance(view, ArrayView) and n * view.shape[1] <= LBFGS_MAX_ENTRIES
         return "lbfgs" if small and self.precision == "float32" else "adam"
 
     def _smooth_penalty(self, W: torch.Tensor) -> torch.Tensor:
@@ -1020,8 +1105,8 @@ class LinearProbe(_TorchClassifier):
         self._adam = _FusedAdam([self._W, self._b], lr=self.lr_)
         dev = self._W.device
         self._l1 = torch.tensor(float(self.l1), device=dev)
-        self._minus_one = torch.full((1, self.batch_size), -1.0, device=dev)
-        self._ones = torch.ones(self.batch_size, device=dev)
+        self._minus_one = torch.full((1, self.batch_size_), -1.0, device=dev)
+        self._ones = torch.ones(self.batch_size_, device=dev)
         self._mm_nt = _MatmulNT(dev)
 
     def _set_lr(self, lr: float) -> None:
@@ -1209,9 +1294,9 @@ class MLPProbe(_TorchClassifier):
         layers.append(_linear(prev, k, gen))
         return nn.Sequential(*layers)
 
-    def _work_per_step(self, d: int) -> int:
+    def _work_per_step(self, d: int, batch: int) -> int:
         sizes = (d, *self._hidden_sizes())
-        return self.batch_size * sum(a * b for a, b in zip(sizes, sizes[1:])) * 3
+        return batch * sum(a * b for a, b in zip(sizes, sizes[1:])) * 3
 
     def _init_optimizer(self) -> None:
         self.optimizer_ = _adam(self.model_.parameters(), lr=self.lr_, weight_decay=self.weight_decay)
