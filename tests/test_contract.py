@@ -164,6 +164,13 @@ def test_result_protocol_roundtrip(tmp_path):
     assert json.loads(many.to_json())["items"][0]["name"] == "<b>x</b>"
     assert len(ResultList.from_dict(many.to_dict())) == 2
     assert jsonable({"a": float("nan"), "b": np.int64(3)}) == {"a": None, "b": 3}
+    # the fast paths for rows of numbers keep the rules: non-finite floats -> None, bools stay bools
+    assert jsonable([1.5, float("inf"), 2, -float("inf")]) == [1.5, None, 2, None]
+    assert jsonable(np.array([[0.5, np.nan], [1.0, 2.0]])) == [[0.5, None], [1.0, 2.0]]
+    assert jsonable(np.array([1, 2], dtype=np.int32)) == [1, 2] and jsonable([True, 1]) == [True, 1]
+    assert jsonable((np.float32(0.25), np.int64(4))) == [0.25, 4]
+    out = jsonable(np.arange(3.0))
+    assert out == [0.0, 1.0, 2.0] and all(type(v) is float for v in out)
     with pytest.raises(FinegrainError, match="invalid JSON"):
         result_from_json("{not json")
 

@@ -227,3 +227,28 @@ def test_store_arrays_slice_like_zarr(tmp_path):
     with pytest.raises(IndexError):
         a[[10]]
     np.testing.assert_array_equal(store.index("word_pos"), np.arange(10) % 2)
+
+
+def test_neuron_index_equality_is_equality_of_the_columns_neurons():
+    """Index equality (compared by runs of consecutive units, without a Neuron per column) holds exactly
+    when the columns' neurons are the same, however the indexes were written (hypothesis)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    units = st.lists(st.tuples(st.sampled_from(["layer.1", "layer.2", "x"]), st.integers(0, 6)), max_size=12,
+                     unique=True)
+
+    @settings(max_examples=200, deadline=None)
+    @given(units, units)
+    def check(a, b):
+        na, nb = [Neuron(*u) for u in a], [Neuron(*u) for u in b]
+        ia, ib = NeuronIndex.from_neurons(na), NeuronIndex.from_neurons(nb)
+        assert (ia == ib) == (na == nb)
+        assert ia == NeuronIndex.from_neurons([str(n) for n in na])
+
+    check()
+    full = NeuronIndex({"layer.1": 3, "layer.2": 2})
+    assert full == NeuronIndex.from_neurons(["layer.1:0", "layer.1:1", "layer.1:2", "layer.2:0", "layer.2:1"])
+    assert full == NeuronIndex({"layer.1": 3, "layer.2": 2}, units={"layer.1": [0, 1, 2]})
+    assert full != NeuronIndex({"layer.1": 3, "layer.2": 2}, units={"layer.1": [0, 2, 1]})
+    assert full != NeuronIndex({"layer.2": 2, "layer.1": 3})

@@ -114,6 +114,25 @@ def test_bfloat16_probe_matches_float32_probe():
         LinearProbe(precision="int8").fit(X, y)
 
 
+def test_bfloat16_on_a_cpu_without_bfloat16_units_warns(monkeypatch):
+    """Emulated bfloat16 matmuls are ~10x slower than float32 (AVX2 CPUs): the user is told, not left to find
+    out; a CPU with the units, or float32, fits silently."""
+    import warnings
+
+    import finegrain.probe.probes as probes
+
+    X, y = planted(n=200, d=12)
+    kw = dict(epochs=2, lr=1e-2, batch_size=32, progress=False, device="cpu", solver="adam", precision="bfloat16")
+    monkeypatch.setattr(probes, "cpu_has_bfloat16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="10x slower than float32"):
+        LinearProbe(**kw).fit(X, y)
+    monkeypatch.setattr(probes, "cpu_has_bfloat16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        LinearProbe(**kw).fit(X, y)
+        LinearProbe(**{**kw, "precision": "float32"}).fit(X, y)
+
+
 def test_onednn_matmul_equals_torch_mm_and_falls_back():
     from finegrain.probe.probes import _MatmulNT
 

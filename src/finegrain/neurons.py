@@ -131,6 +131,24 @@ class NeuronIndex:
         self._cols = {name: [c for _, first, size, _ in (s for s in self._segments if s[0] == name)
                              for c in range(first, first + size)] for name in self.units}
         self._starts = [s[1] for s in self._segments]
+        self._runs_key: tuple | None = None
+
+    def _runs(self) -> tuple:
+        """The columns' neurons as runs ``(layer, first unit, count)`` of consecutive units, made once: two
+        indexes are equal exactly when these are (however their segments were written), and comparing them
+        does not build a Neuron per column (a check per probe fit did that, 5 s of a report)."""
+        key = getattr(self, "_runs_key", None)  # (absent on an index unpickled from an older version)
+        if key is None:
+            runs: list[list] = []
+            for name, _, size, ids in self._segments:
+                parts = [(0, size)] if ids is None else [(int(u), 1) for u in ids]
+                for first, count in parts:
+                    if runs and runs[-1][0] == name and runs[-1][1] + runs[-1][2] == first:
+                        runs[-1][2] += count
+                    elif count:
+                        runs.append([name, first, count])
+            key = self._runs_key = tuple(tuple(r) for r in runs)
+        return key
 
     def __len__(self) -> int:
         return self.total
@@ -138,7 +156,7 @@ class NeuronIndex:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, NeuronIndex):
             return NotImplemented
-        return self.total == other.total and self.neurons() == other.neurons()
+        return self.total == other.total and self._runs() == other._runs()
 
     __hash__ = None  # mutable-looking container semantics: compare, do not hash
 

@@ -30,6 +30,15 @@ def onednn_enabled(enabled: bool | None = None) -> bool:
     return os.environ.get("FINEGRAIN_ONEDNN", "1") != "0" if enabled is None else bool(enabled)
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports it); without,
+    torch emulates bfloat16 matmuls, about 10x slower than float32 (AVX2 EPYC: 1.9 vs 0.14 s an epoch)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def onednn_usable(enabled: bool | None = None) -> bool:
     """Whether oneDNN's linear is switched on (``enabled``, default ``FINEGRAIN_ONEDNN``) and exists
     here and matches ``F.linear`` (that check is made once)."""

@@ -61,7 +61,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from finegrain.errors import NotFittedError, ParameterError
-from finegrain.models.kernels import onednn_usable
+from finegrain.models.kernels import cpu_has_bfloat16, onednn_usable
 from finegrain.neurons import NeuronIndex
 from finegrain.probe.metrics import classification_metrics
 from finegrain.probe.sources import as_labelled, labelled_view
@@ -1090,7 +1090,13 @@ class LinearProbe(_TorchClassifier):
         return F.cross_entropy(self.model_(X), y) + self._smooth_penalty(self.model_.weight)
 
     def _train_dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.precision == "bfloat16" else torch.float32
+        if self.precision != "bfloat16":
+            return torch.float32
+        if self.device_.type == "cpu" and not cpu_has_bfloat16():
+            warnings.warn("precision='bfloat16' on a CPU without bfloat16 units (AVX512-BF16, AMX): torch emulates "
+                          "its matmuls, about 10x slower than float32 here; use precision='float32'",
+                          RuntimeWarning, stacklevel=6)
+        return torch.bfloat16
 
     def _build(self, d: int, k: int, gen: torch.Generator) -> nn.Module:
         return _linear(d, k, gen)
