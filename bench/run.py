@@ -1024,7 +1024,12 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none used"
-    return (f"{cpu}; {os.cpu_count()} CPUs (torch threads {torch.get_num_threads()}); {mem}; GPU: {gpu}; "
+    from finegrain.models.kernels import cpu_has_bfloat16
+
+    # the vector units decide the kernels (AVX-512 / AVX2) and whether bfloat16 is native or emulated
+    isa = (f"{torch.backends.cpu.get_cpu_capability()}, bfloat16 "
+           f"{'native' if cpu_has_bfloat16() else 'emulated (no AVX512-BF16 / AMX)'}")
+    return (f"{cpu} ({isa}); {os.cpu_count()} CPUs (torch threads {torch.get_num_threads()}); {mem}; GPU: {gpu}; "
             f"Python {platform.python_version()}; torch {torch.__version__}; transformers {_version('transformers')}; "
             f"scikit-learn {_version('scikit-learn')}; captum {_version('captum')}; zarr {_version('zarr')}; "
             f"ray {_version('ray')}; finegrain {_version('finegrain')}; {platform.platform()}")
