@@ -371,7 +371,7 @@ class _Blocks:
 
     def __init__(self, view: View, y_idx: np.ndarray, device: torch.device, rows: np.ndarray | None = None,
                  rng: np.random.Generator | None = None):
-        self.view, self.rows, self.device = view, rows, device
+        self.view, self.rows = view, rows
         self.in_memory = isinstance(view, ArrayView)
         if rows is None:
             self.bounds = view.bounds()
