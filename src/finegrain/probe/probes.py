@@ -411,7 +411,7 @@ class _Blocks:
                 self.cache.append(convert(raw.pop(0), True))
 
     def _read(self, k: int) -> np.ndarray:
-        """Block ``k`` of a store view, read and put in the fit's order (a private array)."""
+        """Block ``k`` of a store view, read and put in the fit's order (a new array when reordered)."""
         Xb = self.view.read(*self.bounds[k])
         return Xb if self.perms is None else Xb[self.perms[k]]
 
